@@ -1,0 +1,62 @@
+"""Atomic file writes: temp file in the destination folder, fsync, rename.
+
+A killed run leaves at most a ``.bids-deid-tmp-*`` file, never a half-written
+output under its final name; :func:`cleanup_temps` removes those leftovers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+TMP_PREFIX = ".bids-deid-tmp-"
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb", perm: int = 0o644) -> Iterator[IO]:
+    """Open a temp file beside ``path``; on clean exit rename it onto ``path``.
+
+    On any exception the temp file is removed and ``path`` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    try:
+        os.fchmod(fd, perm)
+        binary = "b" in mode
+        with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, perm: int = 0o644) -> None:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_open(path, "wb", perm) as fh:
+        fh.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str, perm: int = 0o644) -> None:
+    """Write UTF-8 ``text`` to ``path`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"), perm)
+
+
+def cleanup_temps(root: str | os.PathLike) -> int:
+    """Remove temp files an interrupted run left under ``root``; return how many."""
+    n = 0
+    for dirpath, _dirs, files in os.walk(root):
+        for name in files:
+            if name.startswith(TMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(dirpath, name))
+                    n += 1
+    return n
