@@ -29,6 +29,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", perm: int = 0o644) ->
         os.fchmod(fd, perm)
         binary = "b" in mode
         with os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as fh:
+            fh.tmp_path = tmp  # lets a writer verify its bytes before the rename
             yield fh
             fh.flush()
             os.fsync(fh.fileno())

@@ -1,0 +1,175 @@
+"""The BIDS-App command line: ``bids-deid bids_dir output_dir participant|group``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import BidsDeidError
+
+log = logging.getLogger("bids_deid")
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {value!r}") from None
+    if n < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bids-deid",
+        description="De-identify a BIDS dataset (or raw DICOM/twix) into a shareable, validated BIDS dataset.",
+        epilog="Run 'participant' (per subject, may run as parallel jobs) then 'group' (dataset files, "
+        "validation, leak audit, report). Keep the key and the private dir; never upload them.",
+    )
+    p.add_argument("bids_dir", type=Path, help="input: a BIDS dataset (or a raw DICOM/twix folder)")
+    p.add_argument("output_dir", type=Path, help="public output: the de-identified BIDS dataset")
+    p.add_argument("analysis_level", choices=["participant", "group"], help="processing stage")
+    p.add_argument("--version", action="version", version=f"bids-deid {__version__}")
+
+    sel = p.add_argument_group("selection")
+    sel.add_argument("--participant-label", "--participant_label", nargs="+", dest="participant_label",
+                     metavar="LABEL", help="subject labels to process (with or without 'sub-'); default: all")
+    sel.add_argument("--session-label", "--session_label", nargs="+", dest="session_label", metavar="LABEL",
+                     help="session labels to process (with or without 'ses-'); default: all")
+    sel.add_argument("--input-type", choices=["auto", "bids", "raw"], default="auto",
+                     help="input kind; 'auto' detects raw DICOM/twix by content (default)")
+
+    deid = p.add_argument_group("de-identification")
+    deid.add_argument("--profile", default="basic", metavar="NAME|PATH",
+                      help="a shipped profile name or a YAML file (default: basic)")
+    deid.add_argument("--key-file", type=Path, metavar="PATH",
+                      help="secret key for pseudonyms and date shifts (or set $BIDS_DEID_KEY)")
+    deid.add_argument("--generate-key", type=Path, metavar="PATH",
+                      help="write a new random key file (mode 0600) and exit")
+    deid.add_argument("--deface-method", choices=["template", "skullstrip", "none"], default=None,
+                      help="how anatomical images lose their face (default: the profile's, 'template')")
+    deid.add_argument("--template", metavar="ID|PATH", help="defacing template: TemplateFlow ID or NIfTI path")
+    deid.add_argument("--write-defacemask", action="store_true", help="write BIDS *_defacemask.nii.gz files")
+    deid.add_argument("--sourcedata", choices=["dicom", "none"], default="dicom",
+                      help="write de-identified DICOM to sourcedata/ (default) or none")
+    deid.add_argument("--heuristic", type=Path, metavar="PATH", help="raw input: YAML rules that name series")
+
+    out = p.add_argument_group("output")
+    out.add_argument("--private-dir", type=Path, metavar="PATH",
+                     help="mapping, audit log, reports (default: OUTPUT_DIR-private, mode 0700)")
+    out.add_argument("-w", "--work-dir", type=Path, metavar="PATH", help="scratch space (default: in the private dir)")
+    out.add_argument("--dataset-type", choices=["raw", "derivative"], default="raw",
+                     help="DatasetType of the output (default: raw)")
+    out.add_argument("--dry-run", action="store_true", help="print the plan (every file and what is removed)")
+    out.add_argument("--skip-bids-validation", "--skip_bids_validator", "--skip-bids-validator",
+                     action="store_true", dest="skip_bids_validation", help="do not validate the input")
+
+    perf = p.add_argument_group("performance and logging")
+    perf.add_argument("--n-cpus", "--nprocs", "--n_cpus", type=_positive_int, default=1, dest="n_cpus",
+                      help="parallel worker processes (default: 1)")
+    perf.add_argument("-v", "--verbose", action="count", default=0, help="more log output; tracebacks on error")
+    return p
+
+
+def _settings(args: argparse.Namespace):
+    from .config import Settings
+    from .dataset import normalise_labels
+    from .profiles import load_profile
+    from .pseudonym import load_key
+
+    profile = load_profile(args.profile)
+    key = load_key(args.key_file)
+    out = args.output_dir.absolute()
+    private = (args.private_dir or out.with_name(out.name + "-private")).absolute()
+    work = (args.work_dir or private / "work").absolute()
+    return Settings(
+        bids_dir=args.bids_dir.absolute(), output_dir=out, private_dir=private, work_dir=work,
+        analysis_level=args.analysis_level, profile=profile, key=key,
+        participants=normalise_labels(args.participant_label, "sub-"),
+        sessions=normalise_labels(args.session_label, "ses-"), n_cpus=args.n_cpus,
+        skip_validation=args.skip_bids_validation, dataset_type=args.dataset_type, dry_run=args.dry_run,
+        verbose=bool(args.verbose), deface_method=args.deface_method or profile.deface_method,
+        template=args.template, write_defacemask=args.write_defacemask, sourcedata=args.sourcedata,
+        input_type=args.input_type, heuristic=args.heuristic, progress=sys.stderr.isatty(),
+    )
+
+
+def _print_result(level: str, result: dict, s) -> int:
+    if s.dry_run:
+        for r in result.get("participants", []):
+            print(f"sub-{r['original']} -> sub-{r['subject']}")
+            for line in r["plan"]:
+                print(line)
+        return 0
+    if level == "participant":
+        for r in result["participants"]:
+            counts = ", ".join(f"{v} {k}" for k, v in sorted(r["counts"].items()))
+            print(f"sub-{r['subject']}: {counts}")
+        print(f"participant level done; now run: bids-deid {s.bids_dir} {s.output_dir} group")
+        return 0
+    v, a = result["validation"], result["audit"]
+    print(f"validator: {v['errors']} errors, {v['warnings']} warnings; "
+          f"leak audit: {a['hits']} hits in {a['files']} files ({a['checked_values']} values searched)")
+    print(f"report: {result['report']}")
+    if a["hits"]:
+        from .errors import LeakError
+
+        raise LeakError(f"leak audit found {a['hits']} identifier(s) in the output; see {s.private_dir}/leak-audit.json")
+    if v["errors"]:
+        from .errors import ValidationError
+
+        raise ValidationError(
+            f"the output has {v['errors']} BIDS validator error(s); see {s.private_dir}/validator-output.json"
+        )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``bids-deid``; returns the process exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--generate-key", type=Path)
+    early, _ = pre.parse_known_args(argv)
+    if early.generate_key and not any(a in ("-h", "--help") for a in argv):
+        from .pseudonym import generate_key
+
+        try:
+            path = generate_key(early.generate_key)
+        except (BidsDeidError, OSError) as exc:
+            print(f"bids-deid: error: {exc}", file=sys.stderr)
+            return 1
+        print(f"wrote a new key to {path} (mode 0600); keep it private and safe: it links pseudonyms to people")
+        return 0
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose > 1 else logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        from .pipeline import run
+
+        s = _settings(args)
+        return _print_result(args.analysis_level, run(s), s)
+    except BidsDeidError as exc:
+        if args.verbose:
+            log.exception("failed")
+        print(f"bids-deid: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bids-deid: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except OSError as exc:
+        if args.verbose:
+            log.exception("failed")
+        print(f"bids-deid: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""Walk a BIDS input, decide what each file is, and plan where it goes."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import InputError
+
+# Files inside a subject folder that we know how to handle.
+ANAT_DEFACE_SUFFIXES = {
+    "T1w", "T2w", "FLAIR", "PDw", "T2starw", "PD", "T2star", "MEGRE", "MESE", "UNIT1",
+    "inplaneT1", "inplaneT2", "angio", "MP2RAGE", "T1map", "T2map", "PDT2", "VFA", "IRT1",
+}
+ROOT_TEXT = re.compile(r"^(README(\.md|\.txt|\.rst)?|CHANGES|LICENSE|CITATION\.cff|\.bidsignore)$")
+
+
+@dataclass(frozen=True)
+class FileTask:
+    """One input file and what to do with it."""
+
+    src: Path
+    rel_out: str | None  # path under OUTPUT_DIR (None: not written)
+    kind: str  # nifti | sidecar | coldict | dated_tsv | copy | dicom | twix | unknown
+    deface: bool = False
+
+
+def check_bids_input(bids_dir: Path) -> dict:
+    """Return dataset_description.json of ``bids_dir`` or raise a one-line error."""
+    if not bids_dir.is_dir():
+        raise InputError(f"input folder {bids_dir} does not exist")
+    dd = bids_dir / "dataset_description.json"
+    if not dd.is_file():
+        raise InputError(
+            f"{bids_dir} is not a BIDS dataset (no dataset_description.json); for raw DICOM/twix use --input-type raw"
+        )
+    try:
+        data = json.loads(dd.read_text(encoding="utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"corrupt JSON file dataset_description.json: {exc.__class__.__name__}") from exc
+    if not isinstance(data, dict):
+        raise InputError("dataset_description.json must hold a JSON object")
+    return data
+
+
+def list_subjects(bids_dir: Path) -> list[str]:
+    """Subject labels (without ``sub-``) of a BIDS dataset, sorted."""
+    return sorted(p.name[4:] for p in bids_dir.glob("sub-*") if p.is_dir())
+
+
+def normalise_labels(labels: list[str] | None, prefix: str) -> tuple[str, ...] | None:
+    """Strip ``sub-``/``ses-`` and split on whitespace/commas; None stays None."""
+    if not labels:
+        return None
+    out: list[str] = []
+    for item in labels:
+        for part in re.split(r"[\s,]+", item.strip()):
+            if part:
+                out.append(part[len(prefix) :] if part.startswith(prefix) else part)
+    return tuple(dict.fromkeys(out))
+
+
+def relabel_name(name: str, subject: str, new_subject: str, sessions: dict[str, str]) -> str:
+    """Replace the ``sub-``/``ses-`` entities of one path component."""
+    name = re.sub(rf"(?<![A-Za-z0-9])sub-{re.escape(subject)}(?=$|[_./])", f"sub-{new_subject}", name)
+    for old, new in sessions.items():
+        name = re.sub(rf"(?<![A-Za-z0-9])ses-{re.escape(old)}(?=$|[_./])", f"ses-{new}", name)
+    return name
+
+
+def relabel_rel(rel: str, subject: str, new_subject: str, sessions: dict[str, str]) -> str:
+    """Relabel every component of a relative path."""
+    return "/".join(relabel_name(p, subject, new_subject, sessions) for p in rel.split("/"))
+
+
+def _suffix(name: str) -> str:
+    stem = name.split(".")[0]
+    return stem.rsplit("_", 1)[-1]
+
+
+def classify(rel: str) -> tuple[str, bool]:
+    """(kind, deface) for a file inside a subject folder, from its relative path."""
+    name = rel.rsplit("/", 1)[-1]
+    parts = rel.split("/")
+    if name.endswith((".nii", ".nii.gz")):
+        deface = "anat" in parts[:-1] and _suffix(name) in ANAT_DEFACE_SUFFIXES
+        return "nifti", deface
+    if name.endswith(("_scans.tsv", "_sessions.tsv")):
+        return "dated_tsv", False
+    if name.endswith(("_scans.json", "_sessions.json")):
+        return "coldict", False
+    if name.endswith(".json"):
+        return "sidecar", False
+    if name.endswith((".tsv", ".tsv.gz", ".bval", ".bvec")):
+        return "copy", False
+    return "unknown", False
+
+
+def subject_sessions(bids_dir: Path, subject: str) -> list[str]:
+    return sorted(p.name[4:] for p in (bids_dir / f"sub-{subject}").glob("ses-*") if p.is_dir())
+
+
+def plan_subject(
+    bids_dir: Path,
+    subject: str,
+    new_subject: str,
+    sessions: dict[str, str],
+    selected_sessions: tuple[str, ...] | None,
+    deface: bool,
+) -> list[FileTask]:
+    """Every file of one subject (its folder and its part of sourcedata/) with a task."""
+    tasks: list[FileTask] = []
+    root = bids_dir / f"sub-{subject}"
+    for path in sorted(root.rglob("*")):
+        if path.is_dir() or path.name.startswith("."):
+            if path.is_file():
+                tasks.append(FileTask(path, None, "unknown"))
+            continue
+        rel = path.relative_to(bids_dir).as_posix()
+        ses = re.search(r"(?:^|/)ses-([A-Za-z0-9]+)(?:/|$)", rel)
+        if selected_sessions and ses and ses.group(1) not in selected_sessions:
+            continue
+        kind, needs_deface = classify(rel)
+        out = None if kind == "unknown" else relabel_rel(rel, subject, new_subject, sessions)
+        tasks.append(FileTask(path, out, kind, needs_deface and deface))
+    src_root = bids_dir / "sourcedata"
+    if src_root.is_dir():
+        for path in sorted(src_root.rglob("*")):
+            if not path.is_file():
+                continue
+            rel = path.relative_to(src_root).as_posix()
+            if not any(p == f"sub-{subject}" or p.startswith(f"sub-{subject}_") for p in rel.split("/")):
+                continue
+            tasks.append(FileTask(path, None, "source"))
+    return tasks
+
+
+def root_files(bids_dir: Path) -> tuple[list[Path], list[Path]]:
+    """(dataset-level files we handle, files/folders we leave out) at the top of a dataset."""
+    handled, left_out = [], []
+    for path in sorted(bids_dir.iterdir()):
+        name = path.name
+        if path.is_dir():
+            if name == "phenotype":
+                handled += sorted(p for p in path.iterdir() if p.suffix in (".tsv", ".json"))
+            elif not name.startswith("sub-"):
+                left_out.append(path)
+            continue
+        if name == "dataset_description.json" or name.startswith("participants.") or ROOT_TEXT.match(name):
+            handled.append(path)
+        elif name.endswith(".json") or name.endswith("_events.tsv"):
+            handled.append(path)
+        else:
+            left_out.append(path)
+    return handled, left_out

@@ -1,0 +1,434 @@
+"""Compose the scrubbers: participant level (one subject = one unit) and group level."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from tqdm import tqdm
+
+from . import __version__
+from .atomic import atomic_write_bytes, cleanup_temps
+from .config import Settings
+from .dataset import FileTask, check_bids_input, list_subjects, plan_subject, root_files, subject_sessions
+from .errors import BidsDeidError, InputError, OutputError
+from .private import check_key, ensure_dir, read_json, write_json, write_private
+from .pseudonym import Pseudonymizer
+from .scrub.nifti import scrub_nifti_file
+from .scrub.sidecar import ScrubLog, dump_json, load_json, scrub_sidecar
+from .scrub.tabular import read_tsv, scrub_dated_table, scrub_participants, write_tsv
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ set-up checks
+def check_locations(s: Settings) -> None:
+    """Refuse outputs inside the input, a private dir inside the output, unwritable places."""
+    bids, out, priv = (p.resolve() for p in (s.bids_dir, s.output_dir, s.private_dir))
+    if out == bids or bids in out.parents:
+        raise OutputError("the output folder must not be inside the input folder")
+    if out in bids.parents:
+        raise OutputError("the input folder must not be inside the output folder")
+    if priv == out or out in priv.parents:
+        raise OutputError("the private dir must not be inside the public output folder")
+    if priv == bids or bids in priv.parents:
+        raise OutputError("the private dir must not be inside the input folder")
+    for where in (out, priv, s.work_dir.resolve()):
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            probe = where / ".bids-deid-tmp-probe"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise OutputError(f"cannot write to {where}: {exc.strerror or exc}") from exc
+    ensure_dir(priv)
+
+
+def pseudonym_for(s: Settings, pseudo: Pseudonymizer, subject: str) -> str:
+    return pseudo.subject(subject) if s.profile.subjects == "pseudonymize" else subject
+
+
+def session_map(s: Settings, pseudo: Pseudonymizer, subject: str) -> dict[str, str]:
+    sessions = subject_sessions(s.bids_dir, subject)
+    if s.profile.sessions == "pseudonymize":
+        return {ses: pseudo.session(subject, ses) for ses in sessions}
+    return {}
+
+
+def selected_subjects(s: Settings) -> list[str]:
+    subjects = list_subjects(s.bids_dir)
+    if not subjects:
+        raise InputError(f"no sub-* folders in {s.bids_dir}")
+    if s.participants:
+        missing = [p for p in s.participants if p not in subjects]
+        if missing:
+            raise InputError(f"participant(s) not found in the input: {', '.join(missing)}")
+        return [p for p in subjects if p in s.participants]
+    return subjects
+
+
+# ------------------------------------------------------------------ participant level
+class SubjectRun:
+    """State of one subject's run: pseudonyms, logs, what was written or held back."""
+
+    def __init__(self, s: Settings, subject: str):
+        self.s = s
+        self.subject = subject
+        self.pseudo = Pseudonymizer(s.key)
+        self.new = pseudonym_for(s, self.pseudo, subject)
+        self.sessions = session_map(s, self.pseudo, subject)
+        self.offset = self.pseudo.date_offset_days(self.new)
+        self.audit: list[dict] = []
+        self.identifiers: list[tuple[str, str]] = [("subject label", subject), ("subject label", f"sub-{subject}")]
+        for ses in self.sessions:
+            self.identifiers.append(("session label", f"ses-{ses}"))
+        self.state = read_json(s.private_dir / "state" / f"sub-{self.new}.json", {}) or {}
+        self.records: dict[str, dict] = self.state.get("records", {})
+        self.plan_lines: list[str] = []
+
+    # -- helpers
+    def _log(self, rel: str, slog: ScrubLog) -> None:
+        for c in slog.changes:
+            self.audit.append({"file": rel, **c})
+        self.identifiers += slog.identifiers
+
+    def _record(self, rel: str, status: str, reason: str = "", **extra) -> None:
+        self.records[rel] = {"status": status, "reason": reason, **extra}
+
+    def out(self, rel: str) -> Path:
+        return self.s.output_dir / rel
+
+    def relabel_value(self, value: str) -> str:
+        from .dataset import relabel_rel
+
+        return relabel_rel(value, self.subject, self.new, self.sessions)
+
+    # -- per kind
+    def do_sidecar(self, t: FileTask, data: dict | None = None) -> None:
+        slog = ScrubLog()
+        obj = load_json(t.src.read_bytes(), t.src.name) if data is None else data
+        obj = scrub_sidecar(obj, self.s.profile, self.offset, slog)
+        if "IntendedFor" in obj:
+            obj["IntendedFor"] = _relabel_any(obj["IntendedFor"], self.relabel_value)
+        self._write(t.rel_out, dump_json(obj), slog)
+
+    def do_coldict(self, t: FileTask) -> None:
+        # Column dictionaries (scans.json, sessions.json): keep entries for kept columns.
+        slog = ScrubLog()
+        obj = load_json(t.src.read_bytes(), t.src.name)
+        from .schema import column_names
+
+        keep = {
+            k: v
+            for k, v in (obj.items() if isinstance(obj, dict) else [])
+            if k in column_names() or (self.s.profile.tabular_rule(k) and self.s.profile.tabular_rule(k).action != "remove")
+        }
+        for k in set(obj) - set(keep):
+            slog.change(k, "remove", "column not kept")
+        self._write(t.rel_out, dump_json(keep), slog)
+
+    def do_dated_tsv(self, t: FileTask) -> None:
+        slog = ScrubLog()
+        header, rows = read_tsv(t.src.read_bytes(), t.src.name)
+        header, rows = scrub_dated_table(header, rows, self.s.profile, self.offset, self.relabel_value, slog)
+        self._write(t.rel_out, write_tsv(header, rows), slog)
+
+    def do_copy(self, t: FileTask) -> None:
+        if self.s.dry_run:
+            self.plan_lines.append(f"  copy     {t.rel_out}")
+            return
+        if not self.out(t.rel_out).exists():
+            with open(t.src, "rb") as fh:
+                atomic_write_bytes(self.out(t.rel_out), fh.read())
+        self._record(t.rel_out, "written")
+
+    def _write(self, rel: str, data: bytes, slog: ScrubLog) -> None:
+        self._log(rel, slog)
+        if self.s.dry_run:
+            removed = [c["field"] for c in slog.changes if c["action"] == "remove"]
+            self.plan_lines.append(f"  scrub    {rel}" + (f"  (removes: {', '.join(removed)})" if removed else ""))
+            return
+        path = self.out(rel)
+        if not path.exists():
+            atomic_write_bytes(path, data)
+        self._record(rel, "written")
+
+    def do_nifti(self, t: FileTask) -> None:
+        slog = ScrubLog()
+        dst = self.out(t.rel_out)
+        if self.s.dry_run:
+            scrub_nifti_file(t.src, None, self.s.profile, slog)
+            self._log(t.rel_out, slog)
+            what = "deface  " if t.deface else "header  "
+            self.plan_lines.append(f"  {what} {t.rel_out}  ({len(slog.changes)} header changes)")
+            return
+        if dst.exists():
+            scrub_nifti_file(t.src, None, self.s.profile, slog)
+            self._log(t.rel_out, slog)
+            return
+        if not t.deface:
+            scrub_nifti_file(t.src, dst, self.s.profile, slog)
+            self._log(t.rel_out, slog)
+            self._record(t.rel_out, "written")
+            return
+        tmp = self.s.work_dir / f"sub-{self.new}" / t.rel_out
+        scrub_nifti_file(t.src, tmp, self.s.profile, slog)
+        self._log(t.rel_out, slog)
+        self._deface(tmp, dst, t.rel_out)
+        tmp.unlink(missing_ok=True)
+
+    def _deface(self, src: Path, dst: Path, rel: str) -> None:
+        from .deface import deface_file
+
+        mask = None
+        if self.s.write_defacemask or self.s.profile.write_defacemask:
+            entities, suffix = dst.name.split(".")[0].rsplit("_", 1)
+            mask = dst.with_name(f"{entities}_mod-{suffix}_defacemask.nii.gz")
+        res = deface_file(src, dst, template=self.s.template, defacemask_path=mask, qc=True)
+        qc_dir = self.s.private_dir / "qc" / f"sub-{self.new}"
+        qc_names = {}
+        for name, png in (res.qc_images or {}).items():
+            fname = f"{Path(rel).name.split('.')[0]}_{name}.png"
+            write_private(qc_dir / fname, png)
+            qc_names[name] = f"qc/sub-{self.new}/{fname}"
+        metrics = {k: v for k, v in res.metrics.items() if isinstance(v, int | float | str | bool)}
+        status = "defaced" if res.passed else "withheld"
+        self._record(rel, status, res.reason, metrics=metrics, qc=qc_names,
+                     faces_before=res.faces_before, faces_after=res.faces_after)
+        self.audit.append({"file": rel, "field": "voxels", "action": "deface" if res.passed else "withhold",
+                           "why": res.reason})
+
+    def do_source(self, t: FileTask) -> None:
+        from .scrub.dicom import deidentify_file, is_dicom
+
+        rel_src = t.src.relative_to(self.s.bids_dir / "sourcedata").as_posix()
+        if self.s.sourcedata == "none":
+            self._record(f"sourcedata/{rel_src}", "left out", "--sourcedata none", original=True)
+            return
+        if not is_dicom(t.src):
+            self._record(f"sourcedata/{rel_src}", "left out", "not DICOM: unknown files may identify", original=True)
+            return
+        parent = self.pseudo.text_token("srcdir", f"{self.subject}/{Path(rel_src).parent.as_posix()}")
+        name = self.pseudo.text_token("srcfile", f"{self.subject}/{rel_src}") + ".dcm"
+        rel = f"sourcedata/dicom/sub-{self.new}/{parent}/{name}"
+        if self.s.dry_run:
+            self.plan_lines.append(f"  dicom    {rel}")
+            return
+        res = deidentify_file(t.src, self.out(rel), self.s.profile, self.pseudo, subject=self.new, offset_days=self.offset)
+        for c in res.changes:
+            self.audit.append({"file": rel, **c})
+        self.identifiers += list(res.identifiers)
+        if res.status in ("written", "exists"):
+            self._record(rel, "written")
+        else:
+            self._record(rel, res.status, res.reason)
+
+    def run(self) -> dict:
+        s = self.s
+        tasks = plan_subject(s.bids_dir, self.subject, self.new, self.sessions, s.sessions,
+                             deface=s.deface_method == "template")
+        handlers = {
+            "nifti": self.do_nifti, "sidecar": self.do_sidecar, "coldict": self.do_coldict,
+            "dated_tsv": self.do_dated_tsv, "copy": self.do_copy, "source": self.do_source,
+        }
+        withheld_images = set()
+        bar = tqdm(tasks, desc=f"sub-{self.new}", unit="file", disable=not s.progress or not sys.stderr.isatty(),
+                   leave=False)
+        # Images first, so a withheld image also withholds its sidecar.
+        ordered = sorted(bar, key=lambda t: t.kind != "nifti")
+        for t in ordered:
+            if t.kind == "unknown":
+                rel = t.src.relative_to(s.bids_dir).as_posix()
+                self._record(rel, "left out", "unknown file type: unknown means identifying", original=True)
+                if s.dry_run:
+                    self.plan_lines.append(f"  LEAVE OUT {rel} (unknown file type)")
+                continue
+            if t.kind == "sidecar" and _stem(t.rel_out) in withheld_images:
+                self._record(t.rel_out, "withheld", "its image was withheld")
+                continue
+            handlers[t.kind](t)
+            if t.kind == "nifti" and self.records.get(t.rel_out, {}).get("status") == "withheld":
+                withheld_images.add(_stem(t.rel_out))
+        bar.close()
+        return self.finish()
+
+    def finish(self) -> dict:
+        s, p = self.s, self.s.private_dir
+        summary = {"subject": self.new, "records": self.records}
+        if s.dry_run:
+            return {"subject": self.new, "original": self.subject, "plan": self.plan_lines}
+        write_json(p / "state" / f"sub-{self.new}.json", summary)
+        write_private(p / "audit" / f"sub-{self.new}.jsonl",
+                      "".join(json.dumps(a, sort_keys=True) + "\n" for a in self.audit))
+        uniq = sorted({(k, v) for k, v in self.identifiers})
+        write_json(p / "identifiers" / f"sub-{self.new}.json", [list(x) for x in uniq])
+        sessions = ";".join(f"{a}>{b}" for a, b in self.sessions.items())
+        write_private(p / "mapping" / f"sub-{self.new}.tsv",
+                      f"sub-{self.subject}\tsub-{self.new}\t{self.offset}\t{sessions}\n")
+        return {"subject": self.new, "original": self.subject,
+                "counts": _count(self.records)}
+
+
+def _stem(rel: str) -> str:
+    return rel.split(".")[0]
+
+
+def _count(records: dict) -> dict:
+    out: dict[str, int] = {}
+    for r in records.values():
+        out[r["status"]] = out.get(r["status"], 0) + 1
+    return out
+
+
+def _relabel_any(value, fn):
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list):
+        return [fn(v) if isinstance(v, str) else v for v in value]
+    return value
+
+
+def _run_subject(s: Settings, subject: str) -> dict:
+    return SubjectRun(s, subject).run()
+
+
+def run_participant(s: Settings) -> list[dict]:
+    """Participant level: each selected subject is processed independently."""
+    check_bids_input(s.bids_dir)
+    subjects = selected_subjects(s)
+    if not s.dry_run:
+        check_locations(s)
+        check_key(s.private_dir, Pseudonymizer(s.key).fingerprint)
+        cleanup_temps(s.output_dir)
+        if not s.skip_validation:
+            validate_input(s)
+    results = []
+    if s.n_cpus > 1 and len(subjects) > 1:
+        with ProcessPoolExecutor(max_workers=min(s.n_cpus, len(subjects))) as ex:
+            results = list(ex.map(_run_subject, [s] * len(subjects), subjects))
+    else:
+        results = [_run_subject(s, subj) for subj in subjects]
+    if not s.dry_run:
+        shutil.rmtree(s.work_dir, ignore_errors=True)
+    return results
+
+
+def validate_input(s: Settings) -> None:
+    from .validate import run_validator
+
+    res = run_validator(s.bids_dir)
+    write_json(s.private_dir / "validator-input.json", res.report)
+    if res.errors:
+        raise InputError(
+            f"the input is not valid BIDS: {res.errors} error(s) ({', '.join(res.codes[:5])}); "
+            f"see {s.private_dir / 'validator-input.json'} or pass --skip-bids-validation"
+        )
+
+
+# ------------------------------------------------------------------ group level
+DD_KEEP = ("Name", "BIDSVersion", "License", "Authors", "Acknowledgements", "HowToAcknowledge", "Funding",
+           "EthicsApprovals", "ReferencesAndLinks", "DatasetDOI", "Keywords")
+
+
+def dataset_description(s: Settings, original: dict) -> dict:
+    """The output's dataset_description.json: safe fields of the input plus GeneratedBy."""
+    from .schema import bids_version
+
+    dd = {k: original[k] for k in DD_KEEP if k in original}
+    dd.setdefault("Name", "De-identified dataset")
+    dd["BIDSVersion"] = str(original.get("BIDSVersion") or bids_version())
+    dd["DatasetType"] = s.dataset_type
+    gen = {"Name": "bids-deid", "Version": __version__,
+           "Description": f"De-identified with profile '{s.profile.name}'"}
+    container = _container()
+    if container:
+        gen["Container"] = container
+    dd["GeneratedBy"] = [gen]
+    if s.dataset_type == "derivative":
+        dd["SourceDatasets"] = [{"URL": "n/a (withheld: original data are identifiable)"}]
+    return dd
+
+
+def _container() -> dict | None:
+    if os.environ.get("BIDS_DEID_CONTAINER_TAG"):
+        kind = "singularity" if os.environ.get("SINGULARITY_NAME") or os.environ.get("APPTAINER_NAME") else "docker"
+        return {"Type": kind, "Tag": os.environ["BIDS_DEID_CONTAINER_TAG"]}
+    return None
+
+
+def run_group(s: Settings) -> dict:
+    """Group level: dataset files, merged mapping, validator, leak audit, report."""
+    from .audit import audit_output
+    from .report.html import write_run_report
+    from .validate import run_validator
+
+    original_dd = check_bids_input(s.bids_dir)
+    check_locations(s)
+    pseudo = Pseudonymizer(s.key)
+    check_key(s.private_dir, pseudo.fingerprint)
+    subjects = list_subjects(s.bids_dir)
+    relabel = {f"sub-{subj}": f"sub-{pseudonym_for(s, pseudo, subj)}" for subj in subjects}
+    done = {r for r in relabel if (s.output_dir / relabel[r]).is_dir()}
+    relabel_done = {k: v for k, v in relabel.items() if k in done}
+    slog = ScrubLog()
+    handled, left_out = root_files(s.bids_dir)
+    records: dict[str, dict] = {}
+    for path in handled:
+        rel = path.relative_to(s.bids_dir).as_posix()
+        name = path.name
+        if name == "dataset_description.json":
+            data = dump_json(dataset_description(s, original_dd))
+        elif name.endswith(".tsv") and (name == "participants.tsv" or rel.startswith("phenotype/")):
+            header, rows = read_tsv(path.read_bytes(), rel)
+            header, rows, _removed = scrub_participants(header, rows, s.profile, relabel_done, slog)
+            data = write_tsv(header, rows)
+        elif name.endswith(".json") and (name == "participants.json" or rel.startswith("phenotype/")):
+            obj = load_json(path.read_bytes(), rel)
+            header = read_tsv(path.with_suffix(".tsv").read_bytes(), rel)[0] if path.with_suffix(".tsv").exists() else []
+            kept = [c for c in header if c in s.profile.participants_columns or (
+                s.profile.tabular_rule(c) and s.profile.tabular_rule(c).action != "remove")]
+            data = dump_json({k: v for k, v in obj.items() if k in kept or not header})
+        elif name.endswith(".json"):
+            data = dump_json(scrub_sidecar(load_json(path.read_bytes(), rel), s.profile, None, slog))
+        else:
+            data = path.read_bytes()
+        atomic_write_bytes(s.output_dir / rel, data)
+        records[rel] = {"status": "written", "reason": ""}
+    for path in left_out:
+        rel = path.relative_to(s.bids_dir).as_posix() + ("/" if path.is_dir() else "")
+        records[rel] = {"status": "left out", "reason": "not a file bids-deid understands", "original": True}
+    idents = sorted({(k, v) for k, v in slog.identifiers})
+    write_json(s.private_dir / "identifiers" / "_dataset.json", [list(x) for x in idents])
+    write_json(s.private_dir / "state" / "_dataset.json", {"records": records})
+    _merge_mapping(s)
+    validation = None
+    res = run_validator(s.output_dir)
+    write_json(s.private_dir / "validator-output.json", res.report)
+    validation = {"errors": res.errors, "warnings": res.warnings, "codes": res.codes}
+    audit = audit_output(s.output_dir, s.private_dir)
+    summary = {"validation": validation, "audit": audit.summary(), "subjects_done": len(done),
+               "subjects_in_input": len(subjects)}
+    report = write_run_report(s, summary)
+    summary["report"] = str(report)
+    return summary
+
+
+def _merge_mapping(s: Settings) -> None:
+    rows = ["original\tpseudonym\tdate_offset_days\tsessions\n"]
+    for frag in sorted((s.private_dir / "mapping").glob("sub-*.tsv")):
+        rows.append(frag.read_text(encoding="utf-8"))
+    write_private(s.private_dir / "mapping.tsv", "".join(rows))
+
+
+def run(s: Settings) -> dict:
+    """Run the level asked for; raise BidsDeidError on any expected failure."""
+    if s.analysis_level == "participant":
+        return {"participants": run_participant(s)}
+    if s.analysis_level == "group":
+        return run_group(s)
+    raise BidsDeidError(f"unknown analysis level {s.analysis_level}")

@@ -1,0 +1,55 @@
+"""The private side of a run: mapping, audit log, identifiers met, state, reports.
+
+Nothing here is ever copied to the public output. Folders are 0700, files 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from .atomic import atomic_write_bytes
+from .errors import KeyFileError, OutputError
+
+DIR_MODE = 0o700
+FILE_MODE = 0o600
+
+
+def ensure_dir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    os.chmod(path, DIR_MODE)
+    return path
+
+
+def write_private(path: Path, data: bytes | str) -> None:
+    """Atomic 0600 write of a private file, creating 0700 folders."""
+    ensure_dir(path.parent)
+    atomic_write_bytes(path, data.encode("utf-8") if isinstance(data, str) else data, perm=FILE_MODE)
+
+
+def write_json(path: Path, obj) -> None:
+    write_private(path, json.dumps(obj, indent=1, ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def read_json(path: Path, default=None):
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return default
+    except (OSError, json.JSONDecodeError) as exc:
+        raise OutputError(f"private file {path.name} is unreadable; remove it or use a fresh private dir") from exc
+
+
+def check_key(private_dir: Path, fingerprint: str) -> None:
+    """Record the key fingerprint on first use; refuse a different key later."""
+    path = private_dir / "key-fingerprint"
+    try:
+        old = path.read_text().strip()
+    except FileNotFoundError:
+        write_private(path, fingerprint + "\n")
+        return
+    if old != fingerprint:
+        raise KeyFileError(
+            "this output was made with a different key; use the same --key-file, or a new output and private dir"
+        )

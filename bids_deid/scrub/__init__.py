@@ -1,0 +1,1 @@
+"""Scrubbers: pure functions from (input, profile, pseudonym context) to output."""
