@@ -1,0 +1,390 @@
+"""Classify one converted MR series (its dcm2niix sidecar) into BIDS entities.
+
+Order of precedence:
+
+1. a user heuristic (YAML rules matching sidecar fields, see ``docs/heuristics.md``);
+2. series that are never raw BIDS data are skipped: derived images (ImageType DERIVED),
+   localizers/scouts, MPR and MoCo series, dcm2niix's own ``derived``/``discard`` guesses;
+3. dcm2niix's ``BidsGuess`` field (datatype + suffix; ``dir`` is kept, its ``acq``/``run``
+   are not: runs are numbered by the caller, acq labels only come from heuristics);
+4. rules on ImageType, ScanningSequence, SequenceVariant, EchoTime, InversionTime,
+   SeriesDescription and ProtocolName.
+
+Keys starting with ``_`` in the ``fields`` dict are hints from the caller:
+``_postfix`` (dcm2niix file-name postfix such as ``_e2_ph``), ``_n_echoes`` (echo images
+the series produced), ``_has_phase`` (the series produced phase images), ``_has_bval``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ProfileError
+
+log = logging.getLogger(__name__)
+
+DATATYPES = {"anat", "func", "dwi", "fmap", "perf"}
+# entity order in file names (BIDS specification, subset used here)
+ENTITY_ORDER = ("task", "acq", "ce", "rec", "dir", "run", "echo", "part")
+SET_KEYS = {"datatype", "suffix", *ENTITY_ORDER}
+# entities each suffix may carry (subset of the BIDS schema rules we produce)
+_ALLOWED = {
+    "T1w": {"acq", "ce", "rec", "run", "part"},
+    "T2w": {"acq", "ce", "rec", "run", "part"},
+    "PDw": {"acq", "ce", "rec", "run", "part"},
+    "FLAIR": {"acq", "ce", "rec", "run", "part"},
+    "T2starw": {"acq", "ce", "rec", "run", "part"},
+    "MEGRE": {"acq", "ce", "rec", "run", "echo", "part"},
+    "MESE": {"acq", "ce", "rec", "run", "echo", "part"},
+    "bold": {"task", "acq", "ce", "rec", "dir", "run", "echo", "part"},
+    "sbref": {"task", "acq", "ce", "rec", "dir", "run", "echo", "part"},
+    "dwi": {"acq", "rec", "dir", "run", "part"},
+    "epi": {"acq", "ce", "dir", "run"},
+    "magnitude1": {"acq", "run"},
+    "magnitude2": {"acq", "run"},
+    "magnitude": {"acq", "run"},
+    "phasediff": {"acq", "run"},
+    "phase1": {"acq", "run"},
+    "phase2": {"acq", "run"},
+    "fieldmap": {"acq", "run"},
+    "asl": {"acq", "rec", "dir", "run"},
+    "m0scan": {"acq", "rec", "dir", "run"},
+}
+_LABEL_RE = re.compile(r"[^A-Za-z0-9]")
+
+
+@dataclass
+class Guess:
+    """Where one converted image goes.
+
+    ``datatype`` is None for images that are skipped; ``reason`` says why, or which
+    rule placed it. ``entities`` never holds sub/ses; ``run`` only when a heuristic set it.
+    """
+
+    datatype: str | None
+    suffix: str | None
+    entities: dict[str, str] = field(default_factory=dict)
+    reason: str = ""
+
+    @property
+    def skipped(self) -> bool:
+        return self.datatype is None
+
+
+def sanitize_label(text: str) -> str:
+    """A BIDS label from free text: alphanumerics only (empty if nothing is left)."""
+    return _LABEL_RE.sub("", str(text))
+
+
+def task_label(*texts: str | None) -> str:
+    """Task label from protocol/series names: ``fMRI_rest`` -> ``rest``; default ``unknown``."""
+    for text in texts:
+        if not text:
+            continue
+        t = str(text)
+        m = re.search(r"task[-_ ]?([A-Za-z0-9]+)", t, re.I)
+        if m:
+            return m.group(1).lower()
+        if re.search(r"(?<![a-z])rest", t, re.I):
+            return "rest"
+        m = re.search(r"(?:fmri|bold|func|ep2d_bold|epfid)[_\- ]*([A-Za-z][A-Za-z0-9]*)", t, re.I)
+        if m and m.group(1).lower() not in {"sbref", "moco", "ap", "pa", "lr", "rl", "mb", "run"}:
+            return sanitize_label(m.group(1)).lower() or "unknown"
+    return "unknown"
+
+
+def _as_list(v: Any) -> list[str]:
+    if v is None:
+        return []
+    if isinstance(v, (list, tuple)):
+        return [str(x) for x in v]
+    return [x for x in re.split(r"[\\/ ]+", str(v)) if x]
+
+
+def _text(fields: dict) -> str:
+    return " ".join(str(fields.get(k) or "") for k in ("SeriesDescription", "ProtocolName", "SequenceName")).lower()
+
+
+# ---------------------------------------------------------------- heuristics file
+@dataclass
+class HeuristicRule:
+    """One user rule: all ``match`` conditions must hold; then ``set`` or ``skip``."""
+
+    match: dict[str, Any]
+    set: dict[str, str]
+    skip: bool = False
+    name: str = ""
+
+    def matches(self, fields: dict) -> bool:
+        return all(_match_value(fields.get(k), cond) for k, cond in self.match.items())
+
+
+def _match_value(value: Any, cond: Any) -> bool:
+    if isinstance(cond, list):
+        return any(_match_value(value, c) for c in cond)
+    if value is None:
+        return cond is None
+    if isinstance(cond, str) and cond.startswith("re:"):
+        rx = re.compile(cond[3:])
+        if isinstance(value, (list, tuple)):
+            return any(rx.search(str(v)) for v in value) or bool(rx.search("\\".join(map(str, value))))
+        return bool(rx.search(str(value)))
+    if isinstance(value, (list, tuple)):
+        return any(_match_value(v, cond) for v in value)
+    if isinstance(cond, (int, float)) and not isinstance(cond, bool):
+        try:
+            return abs(float(value) - float(cond)) < 1e-9
+        except (TypeError, ValueError):
+            return False
+    return str(value) == str(cond)
+
+
+def load_heuristic(path: Path) -> list[HeuristicRule]:
+    """Read a YAML rules file (see ``docs/heuristics.md``).
+
+    Raises
+    ------
+    ProfileError
+        When the file cannot be read or a rule is malformed.
+    """
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ProfileError(f"cannot read heuristic file {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ProfileError(f"heuristic file {path} is not valid YAML") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("rules"), list):
+        raise ProfileError(f"heuristic file {path} needs a top-level 'rules:' list")
+    rules = []
+    for i, raw in enumerate(doc["rules"], 1):
+        where = f"heuristic file {path}, rule {i}"
+        if not isinstance(raw, dict) or not isinstance(raw.get("match"), dict) or not raw["match"]:
+            raise ProfileError(f"{where}: needs a non-empty 'match:' mapping")
+        unknown = set(raw) - {"match", "set", "skip", "name", "why"}
+        if unknown:
+            raise ProfileError(f"{where}: unknown key(s) {sorted(unknown)}")
+        skip = bool(raw.get("skip", False))
+        setv = raw.get("set") or {}
+        if not isinstance(setv, dict) or (not skip and not setv):
+            raise ProfileError(f"{where}: needs 'set:' entities or 'skip: true'")
+        bad = set(setv) - SET_KEYS
+        if bad:
+            raise ProfileError(f"{where}: cannot set {sorted(bad)} (allowed: {sorted(SET_KEYS)})")
+        if not skip and ("datatype" not in setv or "suffix" not in setv):
+            raise ProfileError(f"{where}: 'set:' must name datatype and suffix")
+        if "datatype" in setv and setv["datatype"] not in DATATYPES:
+            raise ProfileError(f"{where}: datatype must be one of {sorted(DATATYPES)}")
+        clean = {}
+        for k, v in setv.items():
+            label = str(v) if k in ("datatype", "suffix") else sanitize_label(v)
+            if not label:
+                raise ProfileError(f"{where}: empty label for {k}")
+            clean[k] = label
+        for k, cond in raw["match"].items():
+            for c in cond if isinstance(cond, list) else [cond]:
+                if isinstance(c, str) and c.startswith("re:"):
+                    try:
+                        re.compile(c[3:])
+                    except re.error as exc:
+                        raise ProfileError(f"{where}: bad regex for {k}: {exc}") from exc
+        rules.append(HeuristicRule(match=dict(raw["match"]), set=clean, skip=skip, name=str(raw.get("name", i))))
+    return rules
+
+
+# ---------------------------------------------------------------- classification
+def _skip_reason(fields: dict) -> str | None:
+    itype = [x.upper() for x in _as_list(fields.get("ImageType"))]
+    text = _text(fields)
+    postfix = str(fields.get("_postfix") or "")
+    if "ROI" in postfix or re.search(r"_roi\d*$", postfix, re.I):
+        return "ROI overlay image"
+    if re.search(r"local|scout|survey|3[- ]?plane|aahead|\bloc\b|calibration|_calib", text):
+        return "localizer/scout"
+    if "MPR" in itype or "CSA MPR" in itype or re.search(r"<mpr|\bmpr (collection|range|thick)", text):
+        return "MPR reformat"
+    if "MOCO" in itype or re.search(r"moco", text):
+        return "motion-corrected (MoCo) series"
+    if "DERIVED" in itype:
+        return "derived image"
+    if any(x in itype for x in ("ADC", "FA", "TRACEW", "TENSOR", "EXP", "PROJECTION IMAGE", "SCREENSHOT")):
+        return "derived image"
+    guess = fields.get("BidsGuess")
+    if isinstance(guess, list) and guess and str(guess[0]) in ("derived", "discard", "localizer"):
+        return f"dcm2niix BidsGuess '{guess[0]}'"
+    return None
+
+
+def _is_phase(fields: dict) -> bool:
+    itype = [x.upper() for x in _as_list(fields.get("ImageType"))]
+    postfix = str(fields.get("_postfix") or "")
+    return "P" in itype or "PHASE" in itype or "_ph" in postfix
+
+
+def _from_bidsguess(fields: dict) -> Guess | None:
+    guess = fields.get("BidsGuess")
+    if not (isinstance(guess, list) and len(guess) >= 2):
+        return None
+    datatype = str(guess[0])
+    if datatype not in DATATYPES:
+        return None
+    parts = [p for p in str(guess[1]).split("_") if p]
+    if not parts:
+        return None
+    suffix = parts[-1]
+    ents = {}
+    for p in parts[:-1]:
+        if "-" in p:
+            k, v = p.split("-", 1)
+            if k == "dir" and datatype in ("fmap", "dwi", "func", "perf"):
+                ents["dir"] = sanitize_label(v)
+            if k == "task":
+                ents["task"] = sanitize_label(v).lower()
+    return Guess(datatype, suffix, ents, "dcm2niix BidsGuess")
+
+
+def _fmap_field_kind(fields: dict) -> bool:
+    text = _text(fields)
+    return bool(re.search(r"field[_ ]?map|fieldmap|gre_field|b0[_ ]?map|\bfmap\b|fm2d|fm_", text))
+
+
+def _from_rules(fields: dict) -> Guess | None:
+    text = _text(fields)
+    itype = [x.upper() for x in _as_list(fields.get("ImageType"))]
+    seq = {x.upper() for x in _as_list(fields.get("ScanningSequence"))}
+    var = {x.upper() for x in _as_list(fields.get("SequenceVariant"))}
+    te = _num(fields.get("EchoTime"))
+    ti = _num(fields.get("InversionTime"))
+    epi = "EP" in seq or "EPI" in itype or re.search(r"\bepi\b|ep2d|epfid|epse|ep_b|cmrr", text) is not None
+    if "DIFFUSION" in itype or fields.get("_has_bval") or re.search(r"dwi|dti|diff|tensor", text):
+        return Guess("dwi", "dwi", {}, "rules: diffusion")
+    if re.search(r"pcasl|pasl|\basl\b|perfusion|tgse.*asl|asl_", text):
+        if re.search(r"m0", text):
+            return Guess("perf", "m0scan", {}, "rules: ASL M0")
+        return Guess("perf", "asl", {}, "rules: ASL")
+    if _fmap_field_kind(fields) and not epi:
+        return Guess("fmap", "phasediff" if _is_phase(fields) else "magnitude", {}, "rules: GRE field map")
+    if epi and re.search(r"topup|se[_ ]?epi|spin[_ ]?echo.*(map|fmap)|fmap|field[_ ]?map|blip|revpe|reverse", text):
+        return Guess("fmap", "epi", {}, "rules: EPI field map")
+    if epi and re.search(r"sbref", text):
+        return Guess("func", "sbref", {}, "rules: single-band reference")
+    if epi and (re.search(r"bold|fmri|func|rest|task|\bepi\b|ep2d|epfid", text) or "GR" in seq):
+        return Guess("func", "bold", {}, "rules: EPI time series")
+    if re.search(r"flair|\bdark[_ ]?fluid", text) or ("IR" in seq and te and te > 0.06):
+        return Guess("anat", "FLAIR", {}, "rules: FLAIR")
+    if re.search(r"t2\*|t2star|t2s\b|swi|\bswan|susc|gre_t2", text):
+        return Guess("anat", "T2starw", {}, "rules: T2*-weighted")
+    if re.search(r"megre|me[_ ]?gre|multi[_ ]?echo", text):
+        return Guess("anat", "MEGRE", {}, "rules: multi-echo GRE")
+    if re.search(r"\bpd\b|pdw|proton[_ ]?dens|_pd_|pd_", text):
+        return Guess("anat", "PDw", {}, "rules: PD-weighted")
+    if re.search(r"t2(?!\*)|tse|space.*t2|cube.*t2", text) and "IR" not in seq:
+        return Guess("anat", "T2w", {}, "rules: T2-weighted")
+    if re.search(r"t1|mprage|mp2rage|spgr|bravo|tfl|fspgr|mpr\b|vibe", text):
+        return Guess("anat", "T1w", {}, "rules: T1-weighted")
+    # parameters only
+    if ("IR" in seq or "MP" in var) and ti and 0.3 < ti < 1.5 and te is not None and te < 0.01:
+        return Guess("anat", "T1w", {}, "rules: IR-prepared short TE")
+    if "SE" in seq and te is not None and te > 0.07:
+        return Guess("anat", "T2w", {}, "rules: long-TE spin echo")
+    if "GR" in seq and te is not None and te > 0.015 and not epi:
+        return Guess("anat", "T2starw", {}, "rules: long-TE gradient echo")
+    return None
+
+
+def _num(v: Any) -> float | None:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
+
+
+def _finish(g: Guess, fields: dict) -> Guess:
+    """Add echo/part entities and the task label, then drop entities the suffix cannot carry."""
+    n_echoes = int(fields.get("_n_echoes") or 1)
+    echo = fields.get("EchoNumber")
+    phase = _is_phase(fields)
+    if g.datatype == "anat" and n_echoes > 1 and g.suffix in ("T2starw", "T1w", "PDw", "T2w", "MEGRE"):
+        g.suffix = "MESE" if g.suffix in ("T2w",) else "MEGRE"
+    if n_echoes > 1 and echo is not None and "echo" not in g.entities:
+        g.entities["echo"] = str(int(_num(echo) or 1))
+    if g.datatype == "fmap":
+        if g.suffix in ("magnitude", "magnitude1", "magnitude2") and not phase:
+            e = int(_num(echo) or 1)
+            g.suffix = "magnitude2" if e >= 2 else "magnitude1"
+        elif g.suffix in ("magnitude", "magnitude1", "magnitude2", "phasediff") and phase:
+            g.suffix = "phasediff"
+    elif phase and "part" not in g.entities:
+        g.entities["part"] = "phase"
+    elif fields.get("_has_phase") and "part" not in g.entities:
+        g.entities["part"] = "mag"
+    if g.suffix in ("bold", "sbref") and not g.entities.get("task"):
+        g.entities["task"] = task_label(fields.get("ProtocolName"), fields.get("SeriesDescription"))
+    allowed = _ALLOWED.get(g.suffix or "")
+    if allowed is not None:
+        g.entities = {k: v for k, v in g.entities.items() if k in allowed}
+    return g
+
+
+def classify(fields: dict, heuristic: list[HeuristicRule] | None = None) -> Guess:
+    """Classify one image from its sidecar fields.
+
+    Parameters
+    ----------
+    fields : dict
+        dcm2niix sidecar (or header-derived fields with the same names; times in seconds)
+        plus optional ``_``-prefixed hints (see module docstring).
+    heuristic : list of HeuristicRule, optional
+        User rules; the first matching rule wins over every guess.
+
+    Returns
+    -------
+    Guess
+        ``datatype`` None when skipped (``reason`` says why).
+    """
+    for rule in heuristic or []:
+        if rule.matches(fields):
+            if rule.skip:
+                return Guess(None, None, {}, f"heuristic rule {rule.name}: skip")
+            s = dict(rule.set)
+            g = Guess(s.pop("datatype"), s.pop("suffix"), s, f"heuristic rule {rule.name}")
+            return _finish(g, fields)
+    if str(fields.get("Modality") or "MR").upper() != "MR":
+        return Guess(None, None, {}, f"modality {sanitize_label(fields.get('Modality'))} is not MR")
+    reason = _skip_reason(fields)
+    if reason:
+        return Guess(None, None, {}, reason)
+    g = _from_bidsguess(fields)
+    if g is not None and g.datatype == "fmap" and g.suffix not in _ALLOWED:
+        g = None
+    if g is not None and g.datatype == "anat" and g.suffix not in _ALLOWED:
+        g = None  # e.g. an unknown anat suffix: fall back to rules
+    if g is None:
+        g = _from_rules(fields)
+    if g is None:
+        return Guess(None, None, {}, "unclassified MR series (add a heuristic rule)")
+    # dcm2niix guesses phase images of field maps inconsistently; rules know the pair
+    if g.datatype == "fmap" and g.suffix not in ("epi",) and _is_phase(fields):
+        g.suffix = "phasediff"
+    return _finish(g, fields)
+
+
+def bids_name(subject: str, session: str | None, guess: Guess, run: int | None = None) -> str:
+    """File name stem ``sub-X[_ses-Y]_<entities>_<suffix>`` for a classified image."""
+    ents = dict(guess.entities)
+    if run is not None and "run" not in ents:
+        ents["run"] = str(run)
+    parts = [f"sub-{subject}"]
+    if session:
+        parts.append(f"ses-{session}")
+    for key in ENTITY_ORDER:
+        if ents.get(key):
+            parts.append(f"{key}-{ents[key]}")
+    parts.append(str(guess.suffix))
+    return "_".join(parts)

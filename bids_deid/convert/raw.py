@@ -1,0 +1,816 @@
+"""Raw scanner data (DICOM folders, Siemens twix) to a *staging* BIDS tree.
+
+Steps: discover files (headers only, in parallel), group them patient -> study ->
+series, classify MR series (see :mod:`.classify`), convert with dcm2niix into a work
+dir, then place the images under pseudonymous BIDS names. Non-MR and skipped series
+are linked (symlinks, never copies of identifying names) under ``sourcedata/``.
+
+Sessions: a patient with one study gets no ``ses-`` level; with several studies they
+become ``ses-01``, ``ses-02``, ... in (StudyDate, StudyTime) order.
+
+The staging tree is private: its contents are not scrubbed yet. Only its *names*
+are safe (pseudonymous labels and keyed tokens).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+
+from ..atomic import atomic_write_text
+from ..errors import InputError
+from ..pseudonym import Pseudonymizer
+from .classify import Guess, HeuristicRule, bids_name, classify, load_heuristic, sanitize_label
+from .twix import is_twix, read_twix_identifiers, twix_layout
+
+log = logging.getLogger(__name__)
+
+WORK_DIR_NAME = ".bids-deid-work"
+BIDS_VERSION = "1.10.0"
+
+_ID_TAGS = (
+    "PatientName",
+    "PatientID",
+    "PatientBirthDate",
+    "InstitutionName",
+    "InstitutionAddress",
+    "StationName",
+    "DeviceSerialNumber",
+    "ReferringPhysicianName",
+    "OperatorsName",
+    "PerformingPhysicianName",
+    "StudyDescription",
+    "AccessionNumber",
+    "OtherPatientIDs",
+    "PatientAddress",
+    "StudyID",
+)
+_DATE_TAGS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
+_CLASS_TAGS = (
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "Modality",
+    "StudyTime",
+    "SeriesTime",
+    "SeriesNumber",
+    "InstanceNumber",
+    "SeriesDescription",
+    "ProtocolName",
+    "ImageType",
+    "ScanningSequence",
+    "SequenceVariant",
+    "SequenceName",
+    "EchoTime",
+    "InversionTime",
+    "EchoNumbers",
+    "Rows",
+    "Columns",
+    "BitsAllocated",
+    "SamplesPerPixel",
+    "NumberOfFrames",
+)
+HEADER_TAGS = list(dict.fromkeys(_ID_TAGS + _DATE_TAGS + _CLASS_TAGS))
+# SOP classes that are never converted to NIfTI (spectroscopy, raw data, SR, secondary capture, ...)
+_NON_IMAGE_SOP_PREFIXES = (
+    "1.2.840.10008.5.1.4.1.1.4.2",  # MR spectroscopy
+    "1.2.840.10008.5.1.4.1.1.66",  # raw data, spatial registration, segmentation ...
+    "1.2.840.10008.5.1.4.1.1.88.",  # structured reports
+    "1.2.840.10008.5.1.4.1.1.7",  # secondary capture
+    "1.2.840.10008.5.1.4.1.1.104.",  # encapsulated documents
+    "1.2.840.10008.5.1.4.1.1.11.",  # presentation states
+)
+_DICOMDIR_SOP = "1.2.840.10008.1.3.10"
+_UNCOMPRESSED_TS = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+# ---------------------------------------------------------------- public API
+@dataclass
+class StageResult:
+    """What :func:`stage_raw` did. ``subjects`` and ``identifiers`` are PRIVATE."""
+
+    subjects: dict[str, str] = field(default_factory=dict)
+    identifiers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    series: list[dict] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+
+def _looks_dicom(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    if len(head) >= 132 and head[128:132] == b"DICM":
+        return True
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=["SOPInstanceUID", "Modality"])
+    except Exception:  # noqa: BLE001 - anything unreadable is "not DICOM"
+        return False
+    return bool(ds.get("SOPInstanceUID") or ds.get("Modality"))
+
+
+def is_raw_input(path: Path) -> bool:
+    """True when ``path`` is not a BIDS dataset but holds DICOM or twix files.
+
+    Parameters
+    ----------
+    path : Path
+        Input directory.
+
+    Returns
+    -------
+    bool
+        False when ``dataset_description.json`` exists at the top or nothing raw is found.
+    """
+    path = Path(path)
+    if not path.is_dir() or (path / "dataset_description.json").exists():
+        return False
+    checked = 0
+    for f in _walk(path):
+        if f.suffix.lower() == ".dat" and is_twix(f):
+            return True
+        if _looks_dicom(f):
+            return True
+        checked += 1
+        if checked > 2000:  # a tree this size with no DICOM in the first 2000 files is not raw input
+            break
+    return False
+
+
+# ---------------------------------------------------------------- discovery
+def _walk(root: Path):
+    """Files under ``root`` in sorted order; follows folder symlinks once (no loops)."""
+    seen: set[str] = set()
+    for dirpath, dirs, files in os.walk(root, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:
+            dirs[:] = []
+            continue
+        seen.add(real)
+        dirs[:] = sorted(d for d in dirs if d != WORK_DIR_NAME)
+        for name in sorted(files):
+            yield Path(dirpath) / name
+
+
+def _plain(value) -> object:
+    """pydicom values to picklable plain Python (str / float / list of str)."""
+    if value is None:
+        return None
+    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+        return [str(v) for v in value]
+    if isinstance(value, (int, float)):
+        return value
+    return str(value)
+
+
+def _truncated(path: Path, ds, ts: str) -> bool:
+    """Pixel data shorter than Rows x Columns x ... says or compressed data without its end."""
+    if "Rows" not in ds or "Columns" not in ds:
+        return False
+    size = path.stat().st_size
+    if ts in _UNCOMPRESSED_TS:
+        try:
+            frames = int(ds.get("NumberOfFrames") or 1)
+            need = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * int(ds.BitsAllocated) // 8
+        except (AttributeError, TypeError, ValueError):
+            return False
+        return size < need * frames
+    with open(path, "rb") as fh:
+        fh.seek(max(0, size - 16))
+        tail = fh.read()
+    return b"\xfe\xff\xdd\xe0" not in tail
+
+
+def read_header(path: Path) -> dict:
+    """Read the header fields we need from one file; never raises.
+
+    Returns a dict with ``path``, ``kind`` ("dicom", "twix", "other", "corrupt",
+    "dicomdir"), and for DICOM ``fields`` (plain values) and ``folder``.
+    """
+    path = Path(path)
+    rec: dict = {"path": str(path), "folder": str(path.parent), "kind": "other"}
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        rec["kind"] = "corrupt"
+        return rec
+    preamble = len(head) >= 132 and head[128:132] == b"DICM"
+    if not preamble and path.suffix.lower() == ".dat":
+        rec["kind"] = "twix" if is_twix(path) else "twix-bad"
+        return rec
+    if not preamble and len(head) < 8:
+        return rec
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=not preamble, specific_tags=HEADER_TAGS)
+    except Exception:  # noqa: BLE001 - corrupt input is reported, never raised
+        rec["kind"] = "corrupt" if preamble else "other"
+        return rec
+    meta = getattr(ds, "file_meta", None)
+    sop_class = str(ds.get("SOPClassUID") or (meta.get("MediaStorageSOPClassUID") if meta else "") or "")
+    if sop_class == _DICOMDIR_SOP:
+        rec["kind"] = "dicomdir"
+        return rec
+    if not preamble and not (ds.get("SOPInstanceUID") and (ds.get("Modality") or ds.get("StudyInstanceUID"))):
+        return rec
+    fields = {}
+    for tag in HEADER_TAGS:
+        try:
+            v = ds.get(tag)
+        except Exception:  # noqa: BLE001 - a malformed value is a corrupt file
+            rec["kind"] = "corrupt"
+            return rec
+        if v is not None and str(v) != "":
+            fields[tag] = _plain(v)
+    if meta is not None and meta.get("SourceApplicationEntityTitle"):
+        fields["SourceApplicationEntityTitle"] = str(meta.SourceApplicationEntityTitle)
+    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else "1.2.840.10008.1.2"
+    try:
+        if _truncated(path, ds, ts):
+            rec["kind"] = "corrupt"
+            return rec
+    except Exception:  # noqa: BLE001
+        rec["kind"] = "corrupt"
+        return rec
+    rec["kind"] = "dicom"
+    rec["fields"] = fields
+    return rec
+
+
+def discover(raw_dir: Path, n_cpus: int = 1) -> list[dict]:
+    """Header records of every file under ``raw_dir`` (see :func:`read_header`)."""
+    files = [str(f) for f in _walk(Path(raw_dir))]
+    if n_cpus > 1 and len(files) > 64:
+        chunk = max(16, len(files) // (n_cpus * 8))
+        with ProcessPoolExecutor(max_workers=n_cpus) as pool:
+            return list(pool.map(read_header, files, chunksize=chunk))
+    return [read_header(Path(f)) for f in files]
+
+
+# ---------------------------------------------------------------- identifiers
+def _looks_identifying(text: str, known: list[str]) -> bool:
+    t = text.lower()
+    if re.search(r"\d{6,}|\^|@", t) or re.search(r"(19|20)\d\d[-./]?[01]\d[-./]?[0-3]\d", t):
+        return True
+    for k in known:
+        for part in re.split(r"[\^ ,]+", k.lower()):
+            if len(part) >= 3 and part in t:
+                return True
+    return False
+
+
+def _collect_identifiers(records: list[dict]) -> list[tuple[str, str]]:
+    found: dict[tuple[str, str], None] = {}
+    names: list[str] = []
+    for r in records:
+        f = r["fields"]
+        for tag in _ID_TAGS + _DATE_TAGS:
+            v = f.get(tag)
+            if v:
+                for item in v if isinstance(v, list) else [v]:
+                    s = str(item).strip()
+                    # values under 3 characters ("1", "MC") cannot be searched for usefully
+                    if s and (len(s) >= 3 or tag == "PatientID"):
+                        kind = "StudyDate" if tag in _DATE_TAGS else tag
+                        found[(kind, s)] = None
+                        if tag in ("PatientName", "PatientID", "InstitutionName", "ReferringPhysicianName"):
+                            names.append(s)
+        if f.get("SourceApplicationEntityTitle"):
+            found[("StationName", f["SourceApplicationEntityTitle"].strip())] = None
+    for r in records:
+        f = r["fields"]
+        for tag in ("SeriesDescription", "ProtocolName"):
+            v = f.get(tag)
+            if v and _looks_identifying(str(v), names):
+                found[(tag, str(v).strip())] = None
+    return list(found)
+
+
+# ---------------------------------------------------------------- staging helpers
+def _symlink(target: Path, link: Path) -> None:
+    """Create/replace a symlink atomically."""
+    link.parent.mkdir(parents=True, exist_ok=True)
+    tmp = link.parent / f".bids-deid-tmp-{uuid.uuid4().hex}"
+    os.symlink(os.path.abspath(target), tmp)
+    os.replace(tmp, link)
+
+
+def _dcm2niix_bin() -> str:
+    exe = shutil.which("dcm2niix")
+    if exe:
+        return exe
+    try:
+        import dcm2niix  # noqa: PLC0415
+
+        return str(dcm2niix.bin)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError("dcm2niix is not installed (pip install dcm2niix)") from exc
+
+
+def run_dcm2niix(in_dir: Path, out_dir: Path, exe: str | None = None) -> int:
+    """Convert one series folder with dcm2niix (anonymized BIDS sidecar, gzip, neutral name)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cmd = [
+        exe or _dcm2niix_bin(),
+        "-b",
+        "y",
+        "-ba",
+        "y",
+        "-z",
+        "y",
+        "-f",
+        "s",
+        "-w",
+        "1",
+        "-o",
+        str(out_dir),
+        str(in_dir),
+    ]
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+    return proc.returncode
+
+
+@dataclass
+class _Series:
+    subject: str
+    session: str | None
+    token: str
+    uid: str
+    modality: str
+    number: float
+    time: str
+    records: list[dict]
+    fields: dict
+    problems: list[str] = field(default_factory=list)
+    outputs: list[dict] = field(default_factory=list)  # {nii, json, bval, bvec, fields, guess}
+    action: str = "skipped"
+    reason: str = ""
+    names: list[str] = field(default_factory=list)
+
+
+def _header_fields(f: dict) -> dict:
+    """Header values renamed/scaled like a dcm2niix sidecar (times in seconds)."""
+    out = {k: f.get(k) for k in ("Modality", "ImageType", "ScanningSequence", "SequenceVariant", "SequenceName")}
+    out["SeriesDescription"] = f.get("SeriesDescription")
+    out["ProtocolName"] = f.get("ProtocolName")
+    for k in ("EchoTime", "InversionTime"):
+        v = f.get(k)
+        try:
+            out[k] = float(v) / 1000.0 if v is not None else None
+        except (TypeError, ValueError):
+            out[k] = None
+    out["EchoNumber"] = f.get("EchoNumbers")
+    out["SeriesNumber"] = f.get("SeriesNumber")
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def _dedupe(series: _Series) -> None:
+    recs = sorted(series.records, key=lambda r: (_num(r["fields"].get("InstanceNumber")), r["path"]))
+    seen, keep, dups = set(), [], 0
+    for r in recs:
+        sop = r["fields"].get("SOPInstanceUID") or r["path"]
+        if sop in seen:
+            dups += 1
+            continue
+        seen.add(sop)
+        keep.append(r)
+    series.records = keep
+    if dups:
+        series.problems.append(f"series {series.token}: {dups} duplicate instance(s) (same SOPInstanceUID) ignored")
+    nums = sorted({int(_num(r["fields"].get("InstanceNumber"))) for r in keep if r["fields"].get("InstanceNumber")})
+    if len(nums) > 1:
+        missing = (nums[-1] - nums[0] + 1) - len(nums)
+        if missing > 0:
+            series.problems.append(
+                f"series {series.token}: {missing} instance number(s) missing between {nums[0]} and {nums[-1]} "
+                "(missing slices?)"
+            )
+
+
+def _num(v) -> float:
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _convert_series(s: _Series, work: Path, exe: str) -> None:
+    """Link the series into a work folder, run dcm2niix, read its outputs."""
+    in_dir = work / s.token / "in"
+    out_dir = work / s.token / "out"
+    for i, r in enumerate(s.records, 1):
+        _symlink(Path(r["path"]), in_dir / f"{i:05d}.dcm")
+    rc = run_dcm2niix(in_dir, out_dir, exe)
+    niis = sorted(out_dir.glob("s*.nii.gz"))
+    if not niis:
+        s.problems.append(f"series {s.token}: dcm2niix produced no image (exit {rc})")
+        s.reason = "conversion failed"
+        return
+    for nii in niis:
+        stem = nii.name[: -len(".nii.gz")]
+        sidecar = out_dir / f"{stem}.json"
+        try:
+            fields = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.exists() else {}
+        except (OSError, ValueError):
+            fields = {}
+        out = {"nii": nii, "json": sidecar if sidecar.exists() else None, "fields": fields, "postfix": stem[1:]}
+        for ext in ("bval", "bvec"):
+            p = out_dir / f"{stem}.{ext}"
+            out[ext] = p if p.exists() else None
+        s.outputs.append(out)
+
+
+def _classify_outputs(s: _Series, heuristic: list[HeuristicRule] | None) -> None:
+    echoes = {o["fields"].get("EchoNumber") for o in s.outputs if o["fields"].get("EchoNumber") is not None}
+    has_phase = any("_ph" in o["postfix"] or "P" in (o["fields"].get("ImageType") or []) for o in s.outputs)
+    for o in s.outputs:
+        f = dict(o["fields"])
+        if not f:
+            o["guess"] = Guess(None, None, {}, "no sidecar (ROI or auxiliary output)")
+            continue
+        f.setdefault("Modality", s.modality)
+        f["_postfix"] = o["postfix"]
+        f["_n_echoes"] = len(echoes)
+        f["_has_phase"] = has_phase
+        f["_has_bval"] = o["bval"] is not None
+        o["guess"] = classify(f, heuristic)
+
+
+def _assign_runs(items: list[tuple[_Series, dict]], subject: str, session: str | None) -> None:
+    """Number repeated names run-1, run-2, ... in series order; store ``o['name']``."""
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for _s, o in items:
+        g: Guess = o["guess"]
+        base = bids_name(subject, session, g)
+        o["base"] = base
+        groups[base].append(o)
+    for base, outs in groups.items():
+        if len(outs) == 1:
+            outs[0]["name"] = base
+            continue
+        for i, o in enumerate(outs, 1):
+            o["name"] = bids_name(subject, session, o["guess"], run=i)
+            if o["name"] == base:  # run fixed by a heuristic: keep the rule's choice, avoid clashes
+                o["name"] = f"{base}{'' if i == 1 else f'_dup{i}'}"
+
+
+def _write_sidecar(path: Path, data: dict) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n", perm=0o600)
+
+
+# ---------------------------------------------------------------- main entry
+def stage_raw(
+    raw_dir: Path,
+    staging_dir: Path,
+    pseudo: Pseudonymizer,
+    *,
+    participants: set[str] | None = None,
+    heuristic: Path | None = None,
+    n_cpus: int = 1,
+    dry_run: bool = False,
+    sourcedata: str = "dicom",
+) -> StageResult:
+    """Discover, group, classify and convert raw scanner data into a staging BIDS tree.
+
+    Parameters
+    ----------
+    raw_dir : Path
+        Input folder with DICOM files (any layout) and/or twix ``.dat`` files. Never modified.
+    staging_dir : Path
+        Private work folder that becomes a BIDS dataset with pseudonymous names
+        (contents not yet scrubbed).
+    pseudo : Pseudonymizer
+        Keyed pseudonyms: subjects ``pseudo.subject(PatientID)``, series tokens.
+    participants : set of str, optional
+        Only these patients (pseudonymous label, with or without ``sub-``, or PatientID).
+    heuristic : Path, optional
+        YAML rules file overriding the classification (see ``docs/heuristics.md``).
+    n_cpus : int
+        Parallel header readers and dcm2niix processes.
+    dry_run : bool
+        Plan only (names from DICOM headers); nothing is written.
+    sourcedata : str
+        ``"dicom"`` links every series under ``sourcedata/dicom``; anything else links
+        only the series that do not become BIDS images.
+
+    Returns
+    -------
+    StageResult
+    """
+    raw_dir, staging_dir = Path(raw_dir), Path(staging_dir)
+    if not raw_dir.is_dir():
+        raise InputError(f"raw input {raw_dir} is not a directory")
+    rules = load_heuristic(heuristic) if heuristic else None
+    n_cpus = max(1, int(n_cpus or 1))
+    result = StageResult()
+    records = discover(raw_dir, n_cpus)
+
+    kinds = Counter(r["kind"] for r in records)
+    if kinds["other"]:
+        exts = sorted(
+            {sanitize_label(Path(r["path"]).suffix.lower())[:8] or "none" for r in records if r["kind"] == "other"}
+        )
+        result.problems.append(f"{kinds['other']} non-DICOM file(s) ignored (extensions: {', '.join(exts[:6])})")
+    if kinds["corrupt"]:
+        result.problems.append(f"{kinds['corrupt']} corrupt or truncated DICOM file(s) skipped")
+    if kinds["twix-bad"]:
+        result.problems.append(
+            f"{kinds['twix-bad']} .dat file(s) are not readable twix (unknown header version or corrupt)"
+        )
+
+    dicoms = [r for r in records if r["kind"] == "dicom"]
+    # mixed patients in one folder
+    by_folder: dict[str, set[str]] = defaultdict(set)
+    no_pid = 0
+    for r in dicoms:
+        f = r["fields"]
+        pid = str(f.get("PatientID") or "").strip()
+        if not pid:
+            no_pid += 1
+            pid = str(f.get("PatientName") or "").strip() or "unknown"
+        r["pid"] = pid
+        by_folder[r["folder"]].add(pid)
+    mixed = sum(1 for v in by_folder.values() if len(v) > 1)
+    if mixed:
+        result.problems.append(
+            f"{mixed} folder(s) hold files of more than one patient; files were grouped by PatientID"
+        )
+    if no_pid:
+        result.problems.append(f"{no_pid} DICOM file(s) without PatientID (grouped by PatientName)")
+
+    tree: dict[str, dict[str, dict[str, list[dict]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    for r in dicoms:
+        f = r["fields"]
+        study = str(f.get("StudyInstanceUID") or "unknown-study")
+        ser = str(f.get("SeriesInstanceUID") or f"{study}/{f.get('SeriesNumber')}/{f.get('Modality')}")
+        tree[r["pid"]][study][ser].append(r)
+
+    twix_recs = [r for r in records if r["kind"] == "twix"]
+    twix_by_pid: dict[str, list[tuple[dict, list[tuple[str, str]]]]] = defaultdict(list)
+    for r in twix_recs:
+        try:
+            ids = read_twix_identifiers(Path(r["path"]))
+            pid = _twix_patient_id(Path(r["path"]))
+        except Exception:  # noqa: BLE001 - reported, never raised
+            result.problems.append("a twix file could not be parsed (unknown header version or corrupt)")
+            continue
+        if not pid:
+            folder_pids = {p for fo, ps in by_folder.items() if _is_within(r["folder"], fo, str(raw_dir)) for p in ps}
+            pid = next(iter(folder_pids)) if len(folder_pids) == 1 else "unknown-twix-patient"
+            if pid == "unknown-twix-patient":
+                result.problems.append("a twix file has no usable PatientID; staged under its own subject")
+        twix_by_pid[pid].append((r, ids))
+
+    wanted = None
+    if participants:
+        wanted = {p[4:] if p.startswith("sub-") else p for p in participants}
+    all_pids = sorted(set(tree) | set(twix_by_pid))
+    series_list: list[_Series] = []
+    sessions_of: dict[str, list[tuple[str | None, str]]] = {}
+    for pid in all_pids:
+        label = pseudo.subject(pid)
+        if wanted is not None and label not in wanted and pid not in wanted:
+            continue
+        result.subjects[pid] = label
+        studies = tree.get(pid, {})
+
+        def study_key(item):
+            first = next(iter(item[1].values()))[0]["fields"]
+            return (str(first.get("StudyDate") or ""), str(first.get("StudyTime") or ""), item[0])
+
+        ordered = sorted(studies.items(), key=study_key)
+        ids: list[dict] = []
+        sessions_of[label] = []
+        for si, (_study, sers) in enumerate(ordered, 1):
+            ses = f"{si:02d}" if len(ordered) > 1 else None
+            sdate = str(next(iter(sers.values()))[0]["fields"].get("StudyDate") or "")
+            sessions_of[label].append((ses, sdate))
+            for uid, recs in sers.items():
+                ids.extend(recs)
+                f0 = recs[0]["fields"]
+                s = _Series(
+                    subject=label,
+                    session=ses,
+                    token=pseudo.text_token("series", uid),
+                    uid=uid,
+                    modality=sanitize_label(f0.get("Modality") or "OT").upper() or "OT",
+                    number=_num(f0.get("SeriesNumber")),
+                    time=str(f0.get("SeriesTime") or ""),
+                    records=list(recs),
+                    fields=_header_fields(f0),
+                )
+                _dedupe(s)
+                series_list.append(s)
+        idents = _collect_identifiers(ids) if ids else []
+        for _r, tids in twix_by_pid.get(pid, []):
+            for t in tids:
+                if t not in idents:
+                    idents.append(t)
+        result.identifiers[label] = idents
+
+    # plan: which series are converted
+    to_convert: list[_Series] = []
+    for s in series_list:
+        sop = str(s.records[0]["fields"].get("SOPClassUID") or "")
+        if s.modality != "MR":
+            s.action, s.reason = "sourcedata", f"modality {s.modality} is not converted to BIDS"
+        elif sop.startswith(_NON_IMAGE_SOP_PREFIXES):
+            s.action, s.reason = "sourcedata", "non-image MR object"
+        else:
+            to_convert.append(s)
+
+    if dry_run:
+        _plan_from_headers(to_convert, rules)
+    else:
+        staging_dir.mkdir(parents=True, exist_ok=True)
+        work = staging_dir / WORK_DIR_NAME / uuid.uuid4().hex
+        work.mkdir(parents=True, exist_ok=True)
+        try:
+            exe = _dcm2niix_bin()
+            if to_convert:
+                with ThreadPoolExecutor(max_workers=n_cpus) as pool:
+                    list(pool.map(lambda s: _convert_series(s, work, exe), to_convert))
+            for s in to_convert:
+                _classify_outputs(s, rules)
+            _place_outputs(to_convert, staging_dir)
+            _stage_sourcedata(series_list, staging_dir, sourcedata)
+            _stage_twix(twix_by_pid, result.subjects, sessions_of, staging_dir, pseudo)
+            desc = {
+                "Name": "bids-deid staging",
+                "BIDSVersion": BIDS_VERSION,
+                "DatasetType": "raw",
+                "GeneratedBy": [{"Name": "bids-deid", "Description": "staging of raw scanner data (dcm2niix)"}],
+            }
+            _write_sidecar(staging_dir / "dataset_description.json", desc)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            with contextlib.suppress(OSError):
+                (staging_dir / WORK_DIR_NAME).rmdir()
+
+    for s in series_list:
+        result.problems.extend(s.problems)
+        result.series.append(
+            {
+                "subject": s.subject,
+                "session": s.session,
+                "series_token": s.token,
+                "modality": s.modality,
+                "n_files": len(s.records),
+                "action": s.action,
+                "bids_name": ";".join(s.names),
+                "reason": s.reason,
+            }
+        )
+    for pid, items in twix_by_pid.items():
+        if pid in result.subjects:
+            for r, _ids in items:
+                result.series.append(
+                    {
+                        "subject": result.subjects[pid],
+                        "session": None,
+                        "series_token": pseudo.text_token("twix", str(Path(r["path"]).resolve())),
+                        "modality": "MR",
+                        "n_files": 1,
+                        "action": "sourcedata",
+                        "bids_name": "",
+                        "reason": "Siemens twix raw data",
+                    }
+                )
+    return result
+
+
+def _is_within(path: str, folder: str, root: str) -> bool:
+    """True when ``folder`` is ``path``'s folder or an ancestor below ``root``."""
+    p, f = Path(path), Path(folder)
+    return p == f or f in p.parents and Path(root) != f
+
+
+def _twix_patient_id(path: Path) -> str | None:
+    """The PatientID stored in a twix header (None when empty or already anonymized)."""
+    _v, _names, buffers = twix_layout(path)
+    rx = re.compile(rb'<ParamString\."PatientID">\s*\{\s*(?:<[A-Za-z]+>\s*"[^"]*"\s*)*"([^"]*)"')
+    with open(path, "rb") as fh:
+        for _name, off, length in buffers:
+            fh.seek(off)
+            m = rx.search(fh.read(length))
+            if m:
+                v = m.group(1).decode("latin-1").strip()
+                if v and v.strip("x"):
+                    return v
+    return None
+
+
+def _plan_from_headers(series: list[_Series], rules: list[HeuristicRule] | None) -> None:
+    by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict]]] = defaultdict(list)
+    for s in sorted(series, key=lambda s: (s.number, s.time)):
+        f = dict(s.fields)
+        g = classify(f, rules)
+        o = {"guess": g}
+        s.outputs = [o]
+        if g.skipped:
+            s.action, s.reason = "skipped", g.reason
+        else:
+            s.action, s.reason = "bids", g.reason
+            by_ses[(s.subject, s.session)].append((s, o))
+    for (sub, ses), items in by_ses.items():
+        _assign_runs(items, sub, ses)
+        for s, o in items:
+            s.names.append(f"{o['guess'].datatype}/{o['name']}.nii.gz")
+
+
+def _place_outputs(series: list[_Series], staging: Path) -> None:
+    by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict]]] = defaultdict(list)
+    for s in sorted(series, key=lambda s: (s.number, s.time, s.token)):
+        kept = [o for o in s.outputs if not o["guess"].skipped]
+        if not kept:
+            s.action = "skipped"
+            s.reason = s.reason or (s.outputs[0]["guess"].reason if s.outputs else "no output")
+            continue
+        s.action, s.reason = "bids", kept[0]["guess"].reason
+        for o in kept:
+            by_ses[(s.subject, s.session)].append((s, o))
+    for (sub, ses), items in by_ses.items():
+        _assign_runs(items, sub, ses)
+        prefix = Path(f"sub-{sub}") / (f"ses-{ses}" if ses else "")
+        # file locations first, so IntendedFor can point at them
+        for s, o in items:
+            o["rel"] = prefix / o["guess"].datatype / f"{o['name']}.nii.gz"
+            s.names.append(str(o["rel"]))
+        targets = [str(o["rel"]) for _s, o in items if o["guess"].datatype in ("func", "dwi")]
+        targets = [t for t in targets if not t.endswith("_sbref.nii.gz")]
+        for s, o in items:
+            g: Guess = o["guess"]
+            dest = staging / o["rel"]
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            side = dict(o["fields"])
+            if g.suffix in ("bold", "sbref"):
+                side["TaskName"] = g.entities.get("task", "unknown")
+            if g.datatype == "fmap" and targets:
+                side["IntendedFor"] = [f"bids::{t}" for t in targets]
+            if g.suffix == "phasediff" and ("EchoTime1" not in side or "EchoTime2" not in side):
+                _fill_echo_times(side, s, items)
+            os.replace(o["nii"], dest)
+            _write_sidecar(dest.with_name(dest.name[: -len(".nii.gz")] + ".json"), side)
+            for ext in ("bval", "bvec"):
+                if o.get(ext) is not None:
+                    os.replace(o[ext], dest.with_name(dest.name[: -len(".nii.gz")] + f".{ext}"))
+
+
+def _fill_echo_times(side: dict, s: _Series, items: list[tuple[_Series, dict]]) -> None:
+    """EchoTime1/2 for a phase-difference map from its magnitude images (same or previous series)."""
+    cands = [
+        (abs(o_s.number - s.number), o["fields"].get("EchoTime"))
+        for o_s, o in items
+        if o["guess"].suffix in ("magnitude1", "magnitude2") and o["fields"].get("EchoTime") is not None
+    ]
+    tes = sorted({te for _d, te in sorted(cands)[:2]})
+    if len(tes) == 2:
+        side.setdefault("EchoTime1", tes[0])
+        side.setdefault("EchoTime2", tes[1])
+
+
+def _stage_sourcedata(series: list[_Series], staging: Path, sourcedata: str) -> None:
+    for s in series:
+        if s.action != "sourcedata" and sourcedata != "dicom":
+            continue
+        folder = staging / "sourcedata" / "dicom" / f"sub-{s.subject}"
+        if s.session:
+            folder = folder / f"ses-{s.session}"
+        folder = folder / s.token
+        for i, r in enumerate(s.records, 1):
+            _symlink(Path(r["path"]), folder / f"{i:05d}.dcm")
+
+
+def _stage_twix(twix_by_pid, subjects: dict[str, str], sessions_of, staging: Path, pseudo: Pseudonymizer) -> None:
+    for pid, items in twix_by_pid.items():
+        label = subjects.get(pid)
+        if label is None:
+            continue
+        sessions = sessions_of.get(label) or []
+        for r, ids in items:
+            ses = None
+            if len(sessions) > 1:
+                dates = {re.sub(r"\D", "", v) for k, v in ids if k == "StudyDate"}
+                hits = [sl for sl, d in sessions if d and any(d in x for x in dates)]
+                ses = hits[0] if len(hits) == 1 else None
+            elif sessions:
+                ses = sessions[0][0]
+            folder = staging / "sourcedata" / "twix" / f"sub-{label}"
+            if ses:
+                folder = folder / f"ses-{ses}"
+            token = pseudo.text_token("twix", str(Path(r["path"]).resolve()))
+            _symlink(Path(r["path"]), folder / f"{token}.dat")
