@@ -1,0 +1,127 @@
+"""``bids-deid-dicom IN_DIR OUT_DIR``: de-identify a DICOM tree (PS3.15 Annex E engine).
+
+The public OUT_DIR gets de-identified files under non-identifying names; the private dir
+(default: sibling ``OUT_DIR-private``, mode 0700) gets ``audit.jsonl`` (per file: what was
+done, no original values) and ``mapping.tsv`` (original PatientID -> pseudonym, 0600).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+from .atomic import atomic_write_text, cleanup_temps
+from .errors import BidsDeidError, InputError, OutputError
+from .profiles import load_profile
+from .pseudonym import Pseudonymizer, load_key
+from .scrub.dicom import deidentify_tree, summarize
+
+log = logging.getLogger(__name__)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser."""
+    p = argparse.ArgumentParser(prog="bids-deid-dicom", description=__doc__.splitlines()[0])
+    p.add_argument("in_dir", type=Path, help="input folder with DICOM files (never modified)")
+    p.add_argument("out_dir", type=Path, help="output folder for de-identified DICOM (public side)")
+    p.add_argument("--profile", default="basic", help="shipped profile name or YAML path (default: basic)")
+    p.add_argument("--key-file", type=Path, default=None, help="pseudonymization key (else $BIDS_DEID_KEY)")
+    p.add_argument("--n-cpus", "--n_cpus", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--private-dir", type=Path, default=None, help="private outputs (default OUT_DIR-private)")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    return p
+
+
+def _check_dirs(in_dir: Path, out_dir: Path, private: Path) -> None:
+    if not in_dir.is_dir():
+        raise InputError(f"input folder {in_dir} does not exist")
+    i, o, pv = in_dir.resolve(), out_dir.resolve(), private.resolve()
+    if o == i or i in o.parents:
+        raise OutputError("output folder must not be inside the input folder")
+    if pv == o or o in pv.parents:
+        raise OutputError("private folder must not be inside the output folder")
+    if pv == i or i in pv.parents:
+        raise OutputError("private folder must not be inside the input folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run with parsed arguments; returns the exit code."""
+    key = load_key(args.key_file)
+    profile = load_profile(args.profile)
+    if args.n_cpus < 1:
+        raise InputError("--n-cpus must be at least 1")
+    out_dir: Path = args.out_dir
+    private: Path = args.private_dir or out_dir.with_name(out_dir.name + "-private")
+    _check_dirs(args.in_dir, out_dir, private)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    private.mkdir(parents=True, exist_ok=True)
+    os.chmod(private, 0o700)
+    cleanup_temps(out_dir)
+    pseudo = Pseudonymizer(key)
+    results = deidentify_tree(args.in_dir, out_dir, profile, pseudo, n_cpus=args.n_cpus, progress=True)
+    lines, mapping = [], {}
+    for r in results:
+        lines.append(json.dumps({
+            "src": str(r.src.relative_to(args.in_dir)), "dst": str(r.dst.relative_to(out_dir)) if r.dst else None,
+            "status": r.status, "reason": r.reason, "subject": r.subject, "changes": r.changes,
+        }))
+    _read_mapping(private / "mapping.tsv", mapping)
+    _mapping_from(results, args.in_dir, pseudo, mapping)
+    atomic_write_text(private / "audit.jsonl", "\n".join(lines) + ("\n" if lines else ""), perm=0o600)
+    rows = ["original_patient_id\tpseudonym"] + [f"{k}\tsub-{v}" for k, v in sorted(mapping.items())]
+    atomic_write_text(private / "mapping.tsv", "\n".join(rows) + "\n", perm=0o600)
+    counts = summarize(results)
+    errors = counts.get("error", 0)
+    for r in results:
+        if r.status == "error":
+            print(f"bids-deid: error: {r.src.relative_to(args.in_dir)}: {r.reason}", file=sys.stderr)
+    print(
+        f"bids-deid-dicom: {counts.get('written', 0)} written, {counts.get('exists', 0)} already done, "
+        f"{counts.get('skipped', 0)} skipped, {errors} errors (audit in {private})"
+    )
+    return 1 if errors else 0
+
+
+def _read_mapping(path: Path, mapping: dict) -> None:
+    """Keep the entries of an earlier run (a resumed run reports finished files as 'exists')."""
+    if not path.is_file():
+        return
+    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+        if "\t" in line:
+            k, v = line.split("\t", 1)
+            mapping[k] = v.removeprefix("sub-")
+
+
+def _mapping_from(results, in_dir: Path, pseudo: Pseudonymizer, mapping: dict) -> None:
+    """Original PatientID -> pseudonym, read from the identifiers the engine reported."""
+    for r in results:
+        if r.subject is None:
+            continue
+        for kind, value in r.identifiers:
+            if kind == "PatientID":
+                mapping.setdefault(value, r.subject)
+                break
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run(args)
+    except BidsDeidError as exc:
+        if args.verbose:
+            raise
+        print(f"bids-deid: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bids-deid: error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

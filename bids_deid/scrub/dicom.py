@@ -1,0 +1,636 @@
+"""DICOM de-identification engine: PS3.15 Annex E basic profile + options + profile rules.
+
+The table (``bids_deid/data/ps3_15_table_e1_1.tsv``) and the profile decide one action per
+attribute (see :mod:`bids_deid.scrub.dicom_table`); attributes outside the table are removed
+unless they are standard image/geometry/acquisition attributes of the allowlist
+(:mod:`bids_deid.scrub.dicom_allowlist`); private attributes, curves and overlays are removed.
+Sequences are treated recursively at any depth. Pixel data are copied as bytes, never decoded.
+
+Public API: :func:`deidentify_dataset` (pure, in place), :func:`deidentify_file`,
+:func:`deidentify_tree`, :func:`is_dicom` and :class:`DicomResult`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pydicom
+from pydicom.dataelem import DataElement
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.errors import InvalidDicomError
+from pydicom.sequence import Sequence
+from pydicom.tag import Tag
+
+from .. import __version__
+from ..atomic import atomic_open
+from ..profiles import Profile
+from ..pseudonym import Pseudonymizer, shift_da, shift_dt
+from . import dicom_allowlist as allow
+from .dicom_table import (
+    CLEAN,
+    DUMMY,
+    EMPTY,
+    KEEP,
+    PSEUDO,
+    RECURSE,
+    REMOVE,
+    REPLACE,
+    SHIFT,
+    UID,
+    Plan,
+    compile_plan,
+    keyword,
+)
+
+log = logging.getLogger(__name__)
+
+# CID 7050 De-identification Method codes (checked against pydicom.sr.codedict).
+CID7050 = {
+    "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "clean_graphics": ("113103", "Clean Graphics Option"),
+    "clean_structured_content": ("113104", "Clean Structured Content Option"),
+    "clean_descriptors": ("113105", "Clean Descriptors Option"),
+    "retain_long_full_dates": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
+    "retain_long_modified_dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
+    "retain_device_identity": ("113109", "Retain Device Identity Option"),
+    "retain_uids": ("113110", "Retain UIDs Option"),
+    "retain_safe_private": ("113111", "Retain Safe Private Option"),
+    "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
+}
+# Modalities by SOP Class (for burned-in text decisions when Modality is missing or generic).
+_SOP_MODALITY = {
+    "1.2.840.10008.5.1.4.1.1.7": "SC",
+    "1.2.840.10008.5.1.4.1.1.7.1": "SC",
+    "1.2.840.10008.5.1.4.1.1.7.2": "SC",
+    "1.2.840.10008.5.1.4.1.1.7.3": "SC",
+    "1.2.840.10008.5.1.4.1.1.7.4": "SC",
+    "1.2.840.10008.5.1.4.1.1.6.1": "US",
+    "1.2.840.10008.5.1.4.1.1.6.2": "US",
+    "1.2.840.10008.5.1.4.1.1.3.1": "US",
+    "1.2.840.10008.5.1.4.1.1.77.1.6": "SM",
+    "1.2.840.10008.5.1.4.1.1.104.1": "DOC",
+    "1.2.840.10008.5.1.4.1.1.104.2": "DOC",
+}
+_DUMMY = {
+    "DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000Y", "IS": "0", "DS": "0",
+    "CS": "REMOVED", "AE": "REMOVED", "PN": "REMOVED", "UR": "",
+}
+_NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
+_BYTES_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+_TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "CS", "AS", "UR", "DA", "DT", "TM", "UI", "IS", "DS"})
+_DATE_PATTERNS = re.compile(
+    r"\d{8}|\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|\d{5,}", re.ASCII
+)
+_META_KEEP = {0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
+_PATIENT_ID, _PATIENT_NAME = 0x00100020, 0x00100010
+_SOP_INSTANCE_UID, _SERIES_UID, _STUDY_UID = 0x00080018, 0x0020000E, 0x0020000D
+_IDENT_SOURCES = (0x00100010, 0x00100020, 0x00101000, 0x00101001, 0x00100030, 0x00080050, 0x00080080,
+                  0x00080081, 0x00081010, 0x00081040, 0x00181000, 0x00080090, 0x00081050, 0x00081070)
+
+
+@dataclass
+class DicomResult:
+    """Outcome of one file (no original identifier in ``reason`` or ``changes``)."""
+
+    src: Path
+    dst: Path | None
+    status: str  # "written" | "skipped" | "error" | "exists"
+    reason: str
+    changes: list[dict] = field(default_factory=list)
+    identifiers: list[tuple[str, str]] = field(default_factory=list)
+    subject: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+
+
+# ------------------------------------------------------------------ dataset engine
+class _Ctx:
+    """State of one dataset walk."""
+
+    __slots__ = ("plan", "pseudo", "subject", "offset", "changes", "identifiers", "known", "seen")
+
+    def __init__(self, plan: Plan, pseudo: Pseudonymizer, subject: str, offset: int):
+        self.plan = plan
+        self.pseudo = pseudo
+        self.subject = subject
+        self.offset = offset
+        self.changes: list[dict] = []
+        self.identifiers: list[tuple[str, str]] = []
+        self.known: list[str] = []  # identifying strings of this dataset, for cleaning free text
+        self.seen: set[tuple[int, str]] = set()
+
+    def note(self, tag: int, action: str, why: str) -> None:
+        key = (tag, action)
+        if key in self.seen:  # one audit line per tag and action, not per item
+            return
+        self.seen.add(key)
+        self.changes.append({"tag": f"({tag >> 16:04X},{tag & 0xFFFF:04X})", "keyword": keyword(tag),
+                             "action": action, "why": why})
+
+    def ident(self, kind: str, elem: DataElement) -> None:
+        for v in _values(elem):
+            if len(v) >= 3:
+                self.identifiers.append((kind, v))
+
+
+def _values(elem: DataElement) -> list[str]:
+    """String values of a (converted) element; [] for binary or sequence values."""
+    if elem.VR in ("SQ",) or elem.VR in _BYTES_VRS or elem.VR in _NUMERIC_VRS or elem.value is None:
+        return []
+    val = elem.value
+    vals = list(val) if isinstance(val, (list, tuple, pydicom.multival.MultiValue)) else [val]
+    return [str(v).strip() for v in vals if str(v).strip()]
+
+
+def _ident_kind(tag: int, vr: str) -> str:
+    if vr == "UI":
+        return "uid"
+    if vr in ("DA", "DT"):
+        return "date"
+    return keyword(tag) or "value"
+
+
+def _set_empty(elem: DataElement) -> None:
+    if elem.VR == "SQ":
+        elem.value = Sequence()
+    elif elem.VR in _BYTES_VRS:
+        elem.value = b""
+    else:
+        elem.value = None
+
+
+def _dummy(elem: DataElement, ctx: _Ctx) -> None:
+    vr = elem.VR
+    if vr == "UI":
+        _remap(elem, ctx)
+    elif vr in _NUMERIC_VRS:
+        elem.value = 0
+    elif vr in _BYTES_VRS:
+        elem.value = b"\x00\x00"
+    elif vr in ("DA", "DT") and ctx.plan.dates == "shift":
+        _shift(elem, ctx)
+    else:
+        elem.value = _DUMMY.get(vr, "REMOVED")
+
+
+def _remap(elem: DataElement, ctx: _Ctx) -> None:
+    vals = _values(elem)
+    out = []
+    for v in vals:
+        if v.startswith(allow.DICOM_ROOT):
+            out.append(v)
+        else:
+            ctx.identifiers.append(("uid", v))
+            out.append(ctx.pseudo.uid(v))
+    elem.value = out if len(out) != 1 else out[0]
+
+
+def _shift(elem: DataElement, ctx: _Ctx) -> bool:
+    """Shift DA/DT values by the subject offset; TM is unchanged. False if any value failed."""
+    vr = elem.VR
+    if vr == "TM":
+        return True
+    fn = shift_da if vr == "DA" else shift_dt
+    vals = _values(elem)
+    out = []
+    for v in vals:
+        s = fn(v, ctx.offset)
+        if s is None:
+            elem.value = None  # unparsable: empty rather than leak
+            return False
+        out.append(s)
+    elem.value = out if len(out) != 1 else (out[0] if out else None)
+    return True
+
+
+def _clean_text(value: str, ctx: _Ctx) -> str:
+    """Remove identifiers of this dataset, date-like and long number runs from free text."""
+    out = value
+    for k in ctx.known:
+        if k and k.lower() in out.lower():
+            out = re.sub(re.escape(k), "X", out, flags=re.IGNORECASE)
+    return _DATE_PATTERNS.sub("X", out)
+
+
+def _is_overlay(group: int) -> bool:
+    return 0x6000 <= group <= 0x601E and group % 2 == 0
+
+
+def _is_curve(group: int) -> bool:
+    return 0x5000 <= group <= 0x501E and group % 2 == 0
+
+
+def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ctx) -> None:
+    """Apply one concrete action to ``ds[tag]``."""
+    if action == REMOVE:
+        elem = ds[tag]
+        if elem.VR != "SQ" and elem.VR in _TEXT_VRS:
+            ctx.ident(_ident_kind(tag, elem.VR), elem)
+        del ds[tag]
+        ctx.note(tag, "remove", why)
+        return
+    elem = ds[tag]  # converts a raw element
+    vr = elem.VR
+    if action == RECURSE or (vr == "SQ" and action in (KEEP, CLEAN, SHIFT, UID, DUMMY, PSEUDO)):
+        for item in elem.value or ():
+            _walk(item, ctx)
+        return
+    if action == KEEP:
+        return
+    if vr in _TEXT_VRS:
+        ctx.ident(_ident_kind(tag, vr), elem)
+    if action == EMPTY:
+        _set_empty(elem)
+    elif action == DUMMY:
+        _dummy(elem, ctx)
+    elif action == UID:
+        if vr == "UI":
+            _remap(elem, ctx)
+        else:
+            _dummy(elem, ctx)
+    elif action == SHIFT:
+        if vr in ("DA", "DT", "TM"):
+            if not _shift(elem, ctx):
+                why += " (unparsable: emptied)"
+        else:
+            _set_empty(elem)
+    elif action == CLEAN:
+        vals = _values(elem)
+        if vr in _NUMERIC_VRS or vr in _BYTES_VRS:
+            _set_empty(elem)
+        else:
+            cleaned = [_clean_text(v, ctx) for v in vals]
+            elem.value = cleaned if len(cleaned) != 1 else cleaned[0]
+    elif action == PSEUDO:
+        if tag in (_PATIENT_ID, _PATIENT_NAME):
+            elem.value = f"sub-{ctx.subject}"
+        elif vr == "UI":
+            _remap(elem, ctx)
+        else:
+            elem.value = ctx.pseudo.text_token(keyword(tag) or f"{tag:08X}", "\\".join(_values(elem)))
+    elif action == REPLACE:
+        elem.value = value
+    elif action == "remap_uid":
+        _remap(elem, ctx)
+    else:  # pragma: no cover - compile_plan only emits known actions
+        del ds[tag]
+        action = "remove"
+    ctx.note(tag, action, why)
+
+
+def _walk(ds: Dataset, ctx: _Ctx) -> None:
+    """Treat every element of ``ds`` (and of its sequences) in place."""
+    plan = ctx.plan
+    for tag in list(ds.keys()):
+        tag = int(tag)
+        group, elem_no = tag >> 16, tag & 0xFFFF
+        hit = plan.tags.get(tag)
+        if hit is not None:
+            _apply(ds, tag, hit[0], hit[1], hit[2], ctx)
+            continue
+        if elem_no == 0 or group == 0x0002:  # group lengths (retired); meta is handled apart
+            del ds[tag]
+            continue
+        if group % 2 == 1:
+            # Private: removed. retain_safe_private keeps only attributes of the standard's
+            # safe-private list, which is not packaged yet, so none are kept.
+            _apply(ds, tag, REMOVE, "private attribute", None, ctx)
+            continue
+        if _is_curve(group):
+            if plan.curve_keep:
+                continue
+            _apply(ds, tag, REMOVE, "curve data (50xx)", None, ctx)
+            continue
+        if _is_overlay(group):
+            ov = plan.overlay.get(elem_no)
+            if ov is not None and not (plan.overlay_keep and ov[0] in (CLEAN, KEEP)):
+                _apply(ds, tag, ov[0], ov[1], None, ctx)
+            elif plan.overlay_keep:
+                vr = ds[tag].VR
+                if vr in ("LO", "LT", "ST", "UT", "SH"):
+                    _apply(ds, tag, CLEAN, "clean_graphics: overlay text", None, ctx)
+            else:
+                _apply(ds, tag, REMOVE, "overlay (60xx) without clean_graphics", None, ctx)
+            continue
+        raw = ds.get_item(tag)
+        vr = raw.VR
+        if vr is None or vr == "UN":
+            vr = _dictionary_vr(tag)
+        if allow.is_allowed(tag, vr):
+            if vr == "SQ":
+                _apply(ds, tag, RECURSE, "allowlist", None, ctx)
+            elif vr == "UI" and tag not in allow.WELL_KNOWN_UID_TAGS and "retain_uids" not in plan.options:
+                _apply(ds, tag, UID, "allowlisted UID", None, ctx)
+            elif vr in ("DA", "DT") and plan.dates != "keep":
+                if plan.dates == "shift" or "retain_long_modified_dates" in plan.options:
+                    _apply(ds, tag, SHIFT, "allowlisted date: shift", None, ctx)
+                else:
+                    _apply(ds, tag, REMOVE, "allowlisted date: dates remove", None, ctx)
+            continue
+        _apply(ds, tag, REMOVE, "not in Table E.1-1 nor allowlist", None, ctx)
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return pydicom.datadict.dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
+def _collect_known(ds: Dataset, ctx: _Ctx) -> None:
+    for t in _IDENT_SOURCES:
+        if t in ds:
+            for v in _values(ds[t]):
+                for part in re.split(r"[\^=\\]", v) + [v]:
+                    part = part.strip()
+                    if len(part) >= 3:
+                        ctx.known.append(part)
+    ctx.known.sort(key=len, reverse=True)
+
+
+def _method_text(plan: Plan, profile_name: str) -> list[str]:
+    opts = ", ".join(plan.options) or "none"
+    text = [f"bids-deid {__version__}", "PS3.15 E.1 basic profile", f"profile {profile_name}"[:64],
+            f"options: {opts}"[:64], f"dates {plan.date_handling.lower()}"]
+    return text
+
+
+def _add_method(ds: Dataset, plan: Plan, profile_name: str, ctx: _Ctx) -> None:
+    ds.PatientIdentityRemoved = "YES"
+    prior = list(ds.DeidentificationMethod) if "DeidentificationMethod" in ds else []
+    if isinstance(ds.get("DeidentificationMethod"), str):
+        prior = [ds.DeidentificationMethod]
+    prior = [_clean_text(p, ctx)[:64] for p in prior]
+    ds.DeidentificationMethod = prior + _method_text(plan, profile_name)
+    seq = list(ds.DeidentificationMethodCodeSequence) if "DeidentificationMethodCodeSequence" in ds else []
+    have = {(getattr(i, "CodeValue", None), getattr(i, "CodingSchemeDesignator", None)) for i in seq}
+    for name in ("basic", *plan.options):
+        if name not in CID7050:
+            continue
+        value, meaning = CID7050[name]
+        if (value, "DCM") in have:
+            continue
+        item = Dataset()
+        item.CodeValue = value
+        item.CodingSchemeDesignator = "DCM"
+        item.CodeMeaning = meaning
+        seq.append(item)
+    if plan.date_handling == "MODIFIED" and ("113107", "DCM") not in have and "retain_long_modified_dates" not in plan.options:
+        value, meaning = CID7050["retain_long_modified_dates"]
+        item = Dataset()
+        item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+        seq.append(item)
+    ds.DeidentificationMethodCodeSequence = Sequence(seq)
+    ds.LongitudinalTemporalInformationModified = plan.date_handling
+
+
+def deidentify_dataset(
+    ds: Dataset, profile: Profile, pseudo: Pseudonymizer, subject: str, offset_days: int
+) -> tuple[list[dict], list[tuple[str, str]]]:
+    """De-identify ``ds`` in place (no I/O).
+
+    Parameters
+    ----------
+    ds : pydicom.Dataset
+        The dataset; its ``file_meta`` (if any) is treated as well.
+    profile : Profile
+        Options, rules and date policy.
+    pseudo : Pseudonymizer
+        Keyed pseudonyms and UID remapping.
+    subject : str
+        Pseudonymous subject label (without ``sub-``).
+    offset_days : int
+        Whole days added to every date kept under the date-shift policy.
+
+    Returns
+    -------
+    changes, identifiers
+        Audit entries (no original values) and ``(kind, original value)`` pairs of every
+        identifying value removed or replaced (for the private-side leak audit).
+    """
+    plan = compile_plan(profile)
+    ctx = _Ctx(plan, pseudo, subject, offset_days)
+    _collect_known(ds, ctx)
+    _walk(ds, ctx)
+    _add_method(ds, plan, profile.name, ctx)
+    meta = getattr(ds, "file_meta", None)
+    if meta is not None:
+        _treat_meta(ds, meta, ctx)
+    # one (kind, value) pair per distinct value
+    ctx.identifiers = list(dict.fromkeys(ctx.identifiers))
+    return ctx.changes, ctx.identifiers
+
+
+def _treat_meta(ds: Dataset, meta: FileMetaDataset, ctx: _Ctx) -> None:
+    for tag in list(meta.keys()):
+        if int(tag) not in _META_KEEP:
+            del meta[tag]
+            ctx.note(int(tag), "remove", "file meta: not needed")
+    if "SOPInstanceUID" in ds:
+        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    elif "MediaStorageSOPInstanceUID" in meta:
+        _remap(meta["MediaStorageSOPInstanceUID"], ctx)
+    if "SOPClassUID" in ds:
+        meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+    meta.ImplementationVersionName = f"BIDSDEID_{__version__}"[:16]
+
+
+# ------------------------------------------------------------------ files
+def burned_in_reason(ds: Dataset, profile: Profile) -> str | None:
+    """Why ``ds`` may carry burned-in text, or None."""
+    flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    if flag == "YES":
+        return "BurnedInAnnotation is YES"
+    if flag == "NO":
+        return None
+    modality = str(ds.get("Modality", "") or "").strip().upper()
+    sop_mod = _SOP_MODALITY.get(str(ds.get("SOPClassUID", "") or ""))
+    mods = {m.upper() for m in profile.dicom_burned_in_modalities}
+    for m in (modality, sop_mod):
+        if m and m in mods:
+            return f"modality {m} may carry burned-in text (BurnedInAnnotation not NO)"
+    return None
+
+
+def is_dicom(path: Path) -> bool:
+    """True if ``path`` holds DICOM: 'DICM' after the preamble, or a parseable dataset."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(132)
+    except OSError:
+        return False
+    if len(head) == 132 and head[128:132] == b"DICM":
+        return True
+    if len(head) < 8:
+        return False
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
+    except Exception:  # noqa: BLE001 - any parse failure means "not DICOM"
+        return False
+    return "SOPClassUID" in ds
+
+
+def _read(src: Path) -> Dataset:
+    try:
+        return pydicom.dcmread(src)
+    except InvalidDicomError:
+        ds = pydicom.dcmread(src, force=True)
+        if "SOPClassUID" not in ds:
+            raise
+        return ds
+
+
+def _prepare_meta(ds: Dataset) -> None:
+    meta = getattr(ds, "file_meta", None)
+    if meta is None or "TransferSyntaxUID" not in meta:
+        meta = FileMetaDataset() if meta is None else meta
+        implicit = getattr(ds, "is_implicit_VR", True)
+        little = getattr(ds, "is_little_endian", True)
+        meta.TransferSyntaxUID = (
+            pydicom.uid.ImplicitVRLittleEndian if implicit else
+            (pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian)
+        )
+        meta.FileMetaInformationVersion = b"\x00\x01"
+        ds.file_meta = meta
+
+
+def _write(ds: Dataset, dst: Path) -> None:
+    ds.preamble = b"\x00" * 128  # a preamble may hold data (dual-format files)
+    with atomic_open(dst, "wb") as fh:
+        ds.save_as(fh, enforce_file_format=True)
+
+
+def _subject_for(ds: Dataset, pseudo: Pseudonymizer, subject: str | None) -> str:
+    if subject is not None:
+        return subject
+    pid = str(ds.get("PatientID", "") or "").strip() or str(ds.get("PatientName", "") or "").strip()
+    return pseudo.subject(pid or "unknown")
+
+
+def _process(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subject: str | None,
+             offset_days: int | None, overwrite: bool) -> DicomResult:
+    src = Path(src)
+    try:
+        ds = _read(src)
+    except Exception as exc:  # noqa: BLE001 - one line, file never copied
+        return DicomResult(src, None, "error", f"not readable as DICOM ({type(exc).__name__})")
+    subj = _subject_for(ds, pseudo, subject)
+    orig_series = str(ds.get("SeriesInstanceUID", "") or "")
+    orig_sop = str(ds.get("SOPInstanceUID", "") or "")
+    dst = Path(dst_for(subj, orig_series, orig_sop))
+    if dst.exists() and not overwrite:
+        return DicomResult(src, dst, "exists", "already written", subject=subj)
+    reason = burned_in_reason(ds, profile)
+    if reason and profile.dicom_burned_in == "skip":
+        return DicomResult(src, None, "skipped", f"possible burned-in text: {reason}", subject=subj)
+    offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
+    try:
+        _prepare_meta(ds)
+        changes, identifiers = deidentify_dataset(ds, profile, pseudo, subj, offset)
+        _write(ds, dst)
+    except Exception as exc:  # noqa: BLE001
+        log.debug("failed on %s", src, exc_info=True)
+        return DicomResult(src, None, "error", f"de-identification failed ({type(exc).__name__})", subject=subj)
+    return DicomResult(
+        src, dst, "written", "ok", changes, identifiers, subj,
+        str(ds.get("StudyInstanceUID", "") or "") or None, str(ds.get("SeriesInstanceUID", "") or "") or None,
+    )
+
+
+def deidentify_file(
+    src: Path, dst: Path, profile: Profile, pseudo: Pseudonymizer, subject: str | None = None,
+    offset_days: int | None = None, overwrite: bool = False,
+) -> DicomResult:
+    """De-identify one DICOM file into ``dst`` (atomic write; the input is never changed).
+
+    ``subject`` None -> ``pseudo.subject(PatientID)``; ``offset_days`` None ->
+    ``pseudo.date_offset_days(subject)``. An existing ``dst`` is left alone (status
+    ``exists``) unless ``overwrite``. Corrupt or non-DICOM input gives status ``error``.
+    """
+    return _process(Path(src), lambda *_: dst, profile, pseudo, subject, offset_days, overwrite)
+
+
+# ------------------------------------------------------------------ trees
+def iter_files(root: Path) -> Iterator[Path]:
+    """All regular files under ``root`` in a stable order (hidden temp files skipped)."""
+    for dirpath, dirs, files in os.walk(root):
+        dirs.sort()
+        for name in sorted(files):
+            if name.startswith(".bids-deid-tmp-"):
+                continue
+            yield Path(dirpath) / name
+
+
+class _TreeDst:
+    """Output path ``sub-<label>/ser-<token>/<token>.dcm`` (keyed tokens; picklable)."""
+
+    def __init__(self, out_dir: Path, pseudo: Pseudonymizer, src: Path):
+        self.out_dir, self.pseudo, self.src = out_dir, pseudo, src
+
+    def __call__(self, subject: str, series: str, sop: str) -> Path:
+        ser = self.pseudo.text_token("dicom-series", series or str(self.src.parent))
+        inst = self.pseudo.text_token("dicom-instance", sop or str(self.src), 16)
+        return self.out_dir / f"sub-{subject}" / f"ser-{ser}" / f"{inst}.dcm"
+
+
+def _tree_job(args: tuple) -> DicomResult:
+    src, out_dir, profile, pseudo, subject = args
+    if not is_dicom(src):
+        return DicomResult(src, None, "skipped", "not a DICOM file")
+    return _process(src, _TreeDst(out_dir, pseudo, src), profile, pseudo, subject, None, False)
+
+
+def deidentify_tree(
+    in_dir: Path, out_dir: Path, profile: Profile, pseudo: Pseudonymizer, n_cpus: int = 1,
+    subject: str | None = None, progress: bool = True,
+) -> list[DicomResult]:
+    """De-identify every DICOM file under ``in_dir`` into ``out_dir``.
+
+    Files are recognised by content. Output names carry no identifier:
+    ``sub-<label>/ser-<keyed token>/<keyed token>.dcm``. Finished files are skipped on a
+    rerun (status ``exists``). ``n_cpus`` > 1 uses a process pool.
+    """
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    files = list(iter_files(in_dir))
+    jobs = ((f, out_dir, profile, pseudo, subject) for f in files)
+    bar = _bar(len(files), progress)
+    results: list[DicomResult] = []
+    if n_cpus <= 1:
+        for r in map(_tree_job, jobs):
+            results.append(r)
+            bar.update(1)
+    else:
+        with ProcessPoolExecutor(max_workers=n_cpus) as ex:
+            for r in ex.map(_tree_job, jobs, chunksize=max(1, min(64, len(files) // (n_cpus * 8) or 1))):
+                results.append(r)
+                bar.update(1)
+    bar.close()
+    return results
+
+
+def _bar(total: int, progress: bool):
+    import sys
+
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="file", disable=not (progress and sys.stderr.isatty()), leave=False)
+
+
+def summarize(results: Iterable[DicomResult]) -> dict[str, int]:
+    """Count results by status."""
+    out: dict[str, int] = {}
+    for r in results:
+        out[r.status] = out.get(r.status, 0) + 1
+    return out
+
+
+__all__ = ["DicomResult", "deidentify_dataset", "deidentify_file", "deidentify_tree", "is_dicom", "Tag"]
