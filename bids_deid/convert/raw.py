@@ -177,7 +177,7 @@ def _plain(value) -> object:
     return str(value)
 
 
-def _truncated(path: Path, ds, ts: str) -> bool:
+def _truncated(path: Path, ds, ts: str, pixel_offset: int) -> bool:
     """Pixel data shorter than Rows x Columns x ... says or compressed data without its end."""
     if "Rows" not in ds or "Columns" not in ds:
         return False
@@ -188,7 +188,7 @@ def _truncated(path: Path, ds, ts: str) -> bool:
             need = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel") or 1) * int(ds.BitsAllocated) // 8
         except (AttributeError, TypeError, ValueError):
             return False
-        return size < need * frames
+        return size < pixel_offset + need * frames
     with open(path, "rb") as fh:
         fh.seek(max(0, size - 16))
         tail = fh.read()
@@ -216,7 +216,9 @@ def read_header(path: Path) -> dict:
     if not preamble and len(head) < 8:
         return rec
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=not preamble, specific_tags=HEADER_TAGS)
+        with open(path, "rb") as fh:
+            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=not preamble, specific_tags=HEADER_TAGS)
+            pixel_offset = fh.tell()  # where reading stopped: at (or just past) the Pixel Data tag
     except Exception:  # noqa: BLE001 - corrupt input is reported, never raised
         rec["kind"] = "corrupt" if preamble else "other"
         return rec
@@ -225,7 +227,9 @@ def read_header(path: Path) -> dict:
     if sop_class == _DICOMDIR_SOP:
         rec["kind"] = "dicomdir"
         return rec
-    if not preamble and not (ds.get("SOPInstanceUID") and (ds.get("Modality") or ds.get("StudyInstanceUID"))):
+    if not (ds.get("SOPInstanceUID") and (ds.get("Modality") or ds.get("StudyInstanceUID"))):
+        if preamble:
+            rec["kind"] = "corrupt"  # a DICOM file cut short or without its identity
         return rec
     fields = {}
     for tag in HEADER_TAGS:
@@ -238,9 +242,9 @@ def read_header(path: Path) -> dict:
             fields[tag] = _plain(v)
     if meta is not None and meta.get("SourceApplicationEntityTitle"):
         fields["SourceApplicationEntityTitle"] = str(meta.SourceApplicationEntityTitle)
-    ts = str(meta.get("TransferSyntaxUID", "")) if meta is not None else "1.2.840.10008.1.2"
+    ts = str((meta.get("TransferSyntaxUID") if meta is not None else None) or "1.2.840.10008.1.2")
     try:
-        if _truncated(path, ds, ts):
+        if _truncated(path, ds, ts, pixel_offset):
             rec["kind"] = "corrupt"
             return rec
     except Exception:  # noqa: BLE001
