@@ -27,8 +27,7 @@ MIN_DIGITS = 6
 COMMON = {
     "none", "unknown", "anonymous", "anonymized", "n/a", "male", "female", "other", "true", "false", "yes",
     "no", "original", "primary", "secondary", "derived", "siemens", "philips", "ge medical systems", "head",
-    "brain", "axial", "sagittal", "coronal", "normal", "research", "patient", "subject", "removed", "other",
-    "deidentified", "xxxx", "xxxxx", "dcm2niix", "bids",
+    "brain", "axial", "sagittal", "coronal", "normal", "research", "patient", "subject", "removed", "deidentified", "xxxx", "xxxxx", "dcm2niix", "bids",
 }
 DATE_KIND = re.compile(r"date|time|acq_time|birth", re.I)
 

@@ -80,7 +80,7 @@ def _write_json(path: Path, obj) -> None:
 
 def _write_dicom(path: Path, subject: str) -> None:
     """One small MR DICOM file with fake identifiers in the usual places."""
-    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
     from pydicom.sequence import Sequence
     from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
@@ -109,7 +109,7 @@ def _write_dicom(path: Path, subject: str) -> None:
     ds.AccessionNumber = FAKE["AccessionNumber"]
     ds.StudyDescription = FAKE["ProcedureStepDescription"]
     ds.ImageComments = FAKE["ImageComments"]
-    item = type(ds)()
+    item = Dataset()
     item.ReferencedSOPInstanceUID = ds.SOPInstanceUID
     item.PatientName = FAKE["OperatorsName"]
     ds.ReferencedImageSequence = Sequence([item])

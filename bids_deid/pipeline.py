@@ -115,6 +115,12 @@ class SubjectRun:
         obj = scrub_sidecar(obj, self.s.profile, self.offset, slog)
         if "IntendedFor" in obj:
             obj["IntendedFor"] = _relabel_any(obj["IntendedFor"], self.relabel_value)
+        stem = str(t.src)[: -len(".json")]
+        if self.s.dataset_type == "derivative" and "SkullStripped" not in obj and (
+            Path(stem + ".nii.gz").exists() or Path(stem + ".nii").exists()
+        ):
+            # Required by BIDS-Derivatives for images; true only where the brain was extracted.
+            obj["SkullStripped"] = self.s.deface_method == "skullstrip" and "/anat/" in t.rel_out
         self._write(t.rel_out, dump_json(obj), slog)
 
     def do_coldict(self, t: FileTask) -> None:

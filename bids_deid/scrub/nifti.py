@@ -21,6 +21,7 @@ from typing import IO
 import nibabel as nib
 import numpy as np
 from isal import igzip
+from isal.igzip_lib import IsalError
 
 from ..atomic import atomic_open
 from ..errors import InputError
@@ -221,7 +222,7 @@ def scrub_nifti_file(src: Path, dst: Path | None, profile: Profile, log_: ScrubL
                     out.flush()
                     _verify_gzip(out.tmp_path, len(new_header) + n, where)
             return h
-    except (OSError, EOFError, zlib.error, gzip.BadGzipFile) as exc:
+    except (OSError, EOFError, zlib.error, gzip.BadGzipFile, IsalError) as exc:
         if isinstance(exc, FileNotFoundError | PermissionError) and exc.filename and str(exc.filename) != str(src):
             raise
         raise InputError(f"cannot read {where}: corrupt or truncated ({exc.__class__.__name__})") from exc

@@ -1,0 +1,210 @@
+"""End-to-end through main(): leaks, validator, input untouched, resume, one-line errors."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from conftest import CANARY_DATES, canary_hits, tree_bytes, tree_digest
+
+from bids_deid.cli import main
+
+
+def _run(ds: Path, out: Path, key: Path, level: str, *extra: str) -> int:
+    return main([str(ds), str(out), level, "--key-file", str(key), "--deface-method", "none", *extra])
+
+
+def _both(ds, out, key, *extra):
+    assert _run(ds, out, key, "participant", *extra) == 0
+    return _run(ds, out, key, "group", *extra)
+
+
+@pytest.fixture
+def done(tmp_path, canary_ds, key_file, capsys):
+    before = tree_digest(canary_ds)
+    out = tmp_path / "out"
+    rc = _both(canary_ds, out, key_file)
+    captured = capsys.readouterr()
+    return {"rc": rc, "out": out, "before": before, "ds": canary_ds, "key": key_file, "stdout": captured.out,
+            "private": tmp_path / "out-private"}
+
+
+def test_no_canary_survives_and_validator_clean(done):
+    assert done["rc"] == 0, done["stdout"]
+    out = done["out"]
+    assert canary_hits(out) == []
+    assert canary_hits(out, CANARY_DATES) == []
+    assert "0 errors" in done["stdout"] and "0 hits" in done["stdout"]
+    dd = json.loads((out / "dataset_description.json").read_text())
+    assert dd["DatasetType"] == "raw" and dd["GeneratedBy"][0]["Name"] == "bids-deid"
+    assert "ContactEmail" not in dd
+    # anatomy, func, events and scans went through; the unknown notes file did not
+    names = [p.name for p in out.rglob("*")]
+    assert sum(n.endswith("_T1w.nii.gz") for n in names) == 2
+    assert sum(n.endswith("_events.tsv") for n in names) == 2
+    assert not any(n.endswith(".txt") for n in names)
+
+
+def test_input_untouched(done):
+    assert tree_digest(done["ds"]) == done["before"]
+
+
+def test_private_side(done):
+    priv = done["private"]
+    assert priv.stat().st_mode & 0o777 == 0o700
+    mapping = (priv / "mapping.tsv").read_text()
+    assert "sub-canary01" in mapping and "sub-canary02" in mapping
+    assert (priv / "mapping.tsv").stat().st_mode & 0o777 == 0o600
+    assert (priv / "report.html").is_file()
+    audit = [json.loads(line) for f in (priv / "audit").glob("*.jsonl") for line in f.read_text().splitlines()]
+    assert any(a["field"] == "InstitutionName" and a["action"] == "remove" for a in audit)
+    assert all("canary" not in json.dumps(a).lower().replace("canary01", "").replace("canary02", "")
+               or a["file"] for a in audit)
+    # nothing private in the public output
+    assert not any(p.name in ("mapping.tsv", "key-fingerprint") for p in done["out"].rglob("*"))
+
+
+def test_rerun_is_byte_identical_and_skips(done, tmp_path):
+    first = tree_bytes(done["out"])
+    assert _both(done["ds"], done["out"], done["key"]) == 0
+    assert tree_bytes(done["out"]) == first
+    # a fresh output with the same key is byte-identical too
+    other = tmp_path / "again"
+    assert _both(done["ds"], other, done["key"]) == 0
+    assert tree_bytes(other) == first
+
+
+def test_interrupted_run_resumes(tmp_path, canary_ds, key_file, monkeypatch):
+    import bids_deid.pipeline as pl
+
+    out = tmp_path / "out"
+    real = pl.scrub_nifti_file
+    calls = {"n": 0}
+
+    def dies_on_third(src, dst, *a, **k):
+        if dst is not None:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                raise KeyboardInterrupt
+        return real(src, dst, *a, **k)
+
+    monkeypatch.setattr(pl, "scrub_nifti_file", dies_on_third)
+    assert _run(canary_ds, out, key_file, "participant") == 130
+    assert not [p for p in out.rglob("*") if p.name.startswith(".bids-deid-tmp")]
+    monkeypatch.setattr(pl, "scrub_nifti_file", real)
+    assert _both(canary_ds, out, key_file) == 0
+    ref = tmp_path / "ref"
+    assert _both(canary_ds, ref, key_file) == 0
+    assert tree_bytes(out) == tree_bytes(ref)
+
+
+def test_planted_scrubber_bug_is_caught_by_audit(tmp_path, canary_ds, key_file, monkeypatch, capsys):
+    import bids_deid.pipeline as pl
+
+    real = pl.scrub_sidecar
+
+    def leaky(data, profile, offset, log):
+        out = real(data, profile, offset, log)
+        if "StationName" in data:
+            out["StationName"] = data["StationName"]  # the bug: an identifier slips through
+        return out
+
+    monkeypatch.setattr(pl, "scrub_sidecar", leaky)
+    out = tmp_path / "out"
+    assert _run(canary_ds, out, key_file, "participant") == 0
+    assert _run(canary_ds, out, key_file, "group") == 3
+    err = capsys.readouterr().err
+    assert "leak audit found" in err and err.count("\n") == 1
+    hits = json.loads((tmp_path / "out-private" / "leak-audit.json").read_text())["hits"]
+    assert any(h["kind"] == "sidecar:StationName" for h in hits)
+
+
+def test_participant_selection_and_parallel(tmp_path, canary_ds, key_file):
+    out = tmp_path / "out"
+    assert _run(canary_ds, out, key_file, "participant", "--participant_label", "sub-canary01") == 0
+    assert len(list(out.glob("sub-*"))) == 1
+    assert _run(canary_ds, out, key_file, "participant", "--participant-label", "canary02", "--n-cpus", "2") == 0
+    assert _run(canary_ds, out, key_file, "group") == 0
+    assert len(list(out.glob("sub-*"))) == 2
+    assert len((out / "participants.tsv").read_text().splitlines()) == 3
+
+
+def test_dry_run_writes_nothing(tmp_path, canary_ds, key_file, capsys):
+    out = tmp_path / "out"
+    assert _run(canary_ds, out, key_file, "participant", "--dry-run") == 0
+    text = capsys.readouterr().out
+    assert "sub-canary01 ->" in text and "InstitutionName" in text and "LEAVE OUT" in text
+    assert not out.exists()
+
+
+def test_derivative_dataset_type(tmp_path, canary_ds, key_file):
+    out = tmp_path / "out"
+    assert _both(canary_ds, out, key_file, "--dataset-type", "derivative") == 0
+    dd = json.loads((out / "dataset_description.json").read_text())
+    assert dd["DatasetType"] == "derivative" and "SourceDatasets" in dd
+
+
+def _one_line_error(capsys, rc, match):
+    err = capsys.readouterr().err
+    assert rc != 0
+    assert err.startswith("bids-deid: error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert match in err, err
+
+
+def test_error_not_bids(tmp_path, key_file, capsys):
+    (tmp_path / "empty").mkdir()
+    _one_line_error(capsys, _run(tmp_path / "empty", tmp_path / "o", key_file, "participant"), "not a BIDS dataset")
+
+
+def test_error_missing_key(tmp_path, canary_ds, capsys):
+    rc = main([str(canary_ds), str(tmp_path / "o"), "participant"])
+    _one_line_error(capsys, rc, "--generate-key")
+
+
+def test_error_output_inside_input(canary_ds, key_file, capsys):
+    _one_line_error(capsys, _run(canary_ds, canary_ds / "derivatives" / "x", key_file, "participant"),
+                    "inside the input")
+    assert not (canary_ds / "derivatives").exists()
+
+
+def test_error_different_key(done, tmp_path, capsys):
+    from bids_deid.pseudonym import generate_key
+
+    other = generate_key(tmp_path / "other.key")
+    _one_line_error(capsys, _run(done["ds"], done["out"], other, "participant"), "different key")
+
+
+@pytest.mark.parametrize("damage", ["json", "nifti", "gzip"])
+def test_error_corrupt_file_and_no_partial(tmp_path, canary_ds, key_file, capsys, damage):
+    f = next(canary_ds.rglob("sub-*_bold.json" if damage == "json" else "sub-*_bold.nii.gz"))
+    if damage == "json":
+        f.write_text("{broken")
+    elif damage == "nifti":
+        f.write_bytes(__import__("gzip").compress(b"x" * 400))
+    else:
+        f.write_bytes(f.read_bytes()[:300])
+    out = tmp_path / "o"
+    rc = _run(canary_ds, out, key_file, "participant", "--skip-bids-validation")
+    _one_line_error(capsys, rc, "corrupt" if damage == "json" else f.name)
+    assert not [p for p in out.rglob("*") if p.name.startswith(".bids-deid-tmp")]
+
+
+def test_error_unwritable_output(tmp_path, canary_ds, key_file, capsys):
+    if os.geteuid() == 0:
+        ro = Path("/proc/bids-deid-cannot-write")
+    else:
+        ro = tmp_path / "ro"
+        ro.mkdir(mode=0o500)
+    _one_line_error(capsys, main([str(canary_ds), str(ro / "out"), "participant", "--key-file", str(key_file),
+                                  "--private-dir", str(tmp_path / "p")]), "cannot write")
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["a", "b", "everything"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        main(["a", "b", "participant", "--n-cpus", "0"])
+    assert e.value.code == 2
