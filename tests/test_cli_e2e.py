@@ -208,3 +208,17 @@ def test_usage_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as e:
         main(["a", "b", "participant", "--n-cpus", "0"])
     assert e.value.code == 2
+
+
+def test_audit_cli_rechecks_and_catches_planted_leak(done, capsys):
+    from bids_deid.audit_cli import main as audit_main
+
+    assert audit_main([str(done["out"]), "--private-dir", str(done["private"])]) == 0
+    assert "0 hits" in capsys.readouterr().out
+    # plant a leak in a gzip'd image (UTF-16) and in a file name
+    victim = next(done["out"].rglob("*_events.tsv"))
+    victim.write_bytes(victim.read_bytes() + "Canary Memorial Hospital".encode("utf-16-le"))
+    (done["out"] / "README_CANARYSTATION7").write_text("x")
+    assert audit_main([str(done["out"]), "--private-dir", str(done["private"])]) == 3
+    text = capsys.readouterr().out
+    assert "_events.tsv" in text and "(content)" in text and "file name" in text
