@@ -1,0 +1,197 @@
+"""QC renderings: depth-shaded head surfaces, mask outlines and registration overlays.
+
+Everything is numpy on a RAS grid (1-2 mm) plus matplotlib/OpenCV-free PNG encoding via
+matplotlib. The frontal rendering is lit from the front, above and slightly to the side
+so that the face reads as a face, also for an automated face detector.
+
+The "before" renderings show the face: QC output is private material (mode 0600).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import numpy as np
+from scipy import ndimage as ndi
+
+from .register import Grid, otsu, to_ras_grid
+
+log = logging.getLogger(__name__)
+
+LIGHT = np.array([0.35, 0.55, 1.0])  # (horizontal, vertical-up, towards viewer) in view coordinates
+RENDER_MAX_VOXELS = 128  # largest grid side of the rendering volume
+
+
+def render_grid(data: np.ndarray, affine: np.ndarray) -> Grid:
+    """Resample an image onto an isotropic RAS grid sized for rendering.
+
+    Parameters
+    ----------
+    data : ndarray
+    affine : ndarray
+
+    Returns
+    -------
+    Grid
+    """
+    n = np.array(data.shape[:3]) - 1
+    corners = np.array([[i, j, k, 1.0] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])]).T
+    world = (affine @ corners)[:3]
+    extent = float((world.max(1) - world.min(1)).max())
+    spacing = max(1.0, extent / RENDER_MAX_VOXELS)
+    return to_ras_grid(data, affine, spacing, with_fov=False)
+
+
+def surface_threshold(vol: np.ndarray) -> float:
+    """Head surface threshold of a rendering volume (half the Otsu level)."""
+    vals = vol[vol > 0]
+    if vals.size == 0:
+        return 1.0
+    hi = np.percentile(vals, 99.5)
+    return 0.5 * otsu(np.clip(vals, 0, hi))
+
+
+def _shade(occ: np.ndarray) -> np.ndarray:
+    """Depth-shade an occupancy volume seen along its last axis (index 0 nearest the viewer).
+
+    ``occ`` axes: (rows top to bottom, columns left to right, depth front to back).
+    """
+    hit = occ.any(axis=2)
+    depth = np.argmax(occ, axis=2).astype(np.float32)
+    far = float(occ.shape[2])
+    depth[~hit] = far
+    height = -ndi.gaussian_filter(depth, 1.0)  # larger = nearer
+    gy, gx = np.gradient(height)
+    # surface normal in (column, row-up, towards viewer) coordinates
+    nx, ny, nz = -gx, gy, np.ones_like(gx)
+    norm = np.sqrt(nx * nx + ny * ny + nz * nz)
+    light = LIGHT / np.linalg.norm(LIGHT)
+    lambert = np.clip((nx * light[0] + ny * light[1] + nz * light[2]) / norm, 0, 1)
+    near = depth[hit].min() if hit.any() else 0.0
+    span = max(1.0, float(np.percentile(depth[hit], 95)) - near) if hit.any() else 1.0
+    cue = np.clip(1.0 - 0.6 * (depth - near) / span, 0.25, 1.0)
+    img = 0.12 + 0.88 * lambert**1.3 * cue
+    img[~hit] = 0.0
+    return img
+
+
+def surface_views(vol: np.ndarray, thr: float) -> dict[str, np.ndarray]:
+    """Front and right-side depth-shaded views of a RAS volume.
+
+    Parameters
+    ----------
+    vol : ndarray
+        RAS-ordered volume (x right, y anterior, z superior).
+    thr : float
+        Surface threshold.
+
+    Returns
+    -------
+    dict
+        ``front`` and ``side`` float images in [0, 1], rows top (superior) to bottom.
+    """
+    occ = ndi.gaussian_filter(vol.astype(np.float32), 0.8) > thr
+    # front: viewer at +y looking back; subject's right on the viewer's left
+    front = occ[::-1, ::-1, ::-1].transpose(2, 0, 1)  # (z top-down, x right-to-left, y front-first)
+    # side: viewer at +x (subject's right) looking left; anterior on the viewer's right
+    side = occ[::-1, :, ::-1].transpose(2, 1, 0)  # (z top-down, y low->high, x right-first)
+    return {"front": _shade(np.ascontiguousarray(front)), "side": _shade(np.ascontiguousarray(side))}
+
+
+def to_uint8(img: np.ndarray, height: int = 256) -> np.ndarray:
+    """Scale a [0, 1] image to uint8 at a given height (bilinear)."""
+    zoom = height / img.shape[0]
+    out = ndi.zoom(img, zoom, order=1)
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def png_bytes(img: np.ndarray) -> bytes:
+    """Encode a uint8 grayscale (or RGB) image as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    plt.imsave(buf, img, cmap="gray", vmin=0, vmax=255, format="png")
+    return buf.getvalue()
+
+
+def _slices_figure(vol: np.ndarray, face: np.ndarray, overlay: np.ndarray | None, title: str) -> bytes:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    cx = vol.shape[0] // 2
+    zs = np.nonzero(face.any(axis=(0, 1)))[0]
+    cz = int(np.median(zs)) if zs.size else vol.shape[2] // 2
+    cy = vol.shape[1] // 2
+    views = [("mid-sagittal", vol[cx, :, :].T, face[cx].T), ("axial", vol[:, :, cz].T, face[:, :, cz].T)]
+    if overlay is not None:
+        views.append(("coronal", vol[:, cy, :].T, overlay[:, cy, :].T))
+        views[0] = ("mid-sagittal", views[0][1], overlay[cx].T)
+        views[1] = ("axial", views[1][1], overlay[:, :, cz].T)
+    vmax = float(np.percentile(vol[vol > 0], 99.5)) if np.any(vol > 0) else 1.0
+    fig, axes = plt.subplots(1, len(views), figsize=(3.2 * len(views), 3.4))
+    for ax, (name, img, m) in zip(np.atleast_1d(axes), views, strict=True):
+        ax.imshow(img, origin="lower", cmap="gray", vmin=0, vmax=vmax)
+        if m.any():
+            if overlay is None:
+                ax.contour(m.astype(float), [0.5], colors="red", linewidths=1.0, origin="lower")
+            else:
+                rgba = np.zeros(m.shape + (4,))
+                rgba[m] = (0.1, 1.0, 0.3, 0.9)
+                ax.imshow(rgba, origin="lower")
+        ax.set_title(name, fontsize=9)
+        ax.axis("off")
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=72)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def edges(mask_or_img: np.ndarray, thr: float) -> np.ndarray:
+    """Edges of a thresholded volume (inner boundary voxels)."""
+    inside = mask_or_img > thr
+    return inside & ~ndi.binary_erosion(inside)
+
+
+def qc_images(
+    before: Grid,
+    after: Grid,
+    face_render: np.ndarray,
+    template_render: np.ndarray | None,
+) -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
+    """All QC images of one defaced image.
+
+    Parameters
+    ----------
+    before, after : Grid
+        Rendering grids of the image before and after defacing.
+    face_render : ndarray of bool
+        Face mask on the rendering grid.
+    template_render : ndarray, optional
+        Template head warped onto the rendering grid (for the overlay).
+
+    Returns
+    -------
+    pngs : dict
+        name -> PNG bytes (before_front, after_front, before_side, after_side, slices, overlay).
+    views : dict
+        name -> uint8 surface renderings (for the face detector).
+    """
+    thr = surface_threshold(before.data)
+    views: dict[str, np.ndarray] = {}
+    for label, grid in (("before", before), ("after", after)):
+        for side, img in surface_views(grid.data, thr).items():
+            views[f"{label}_{side}"] = to_uint8(img)
+    pngs = {name: png_bytes(img) for name, img in views.items()}
+    pngs["slices"] = _slices_figure(before.data, face_render, None, "face mask (red) on the image before defacing")
+    if template_render is not None and np.any(template_render > 0):
+        t_edges = edges(template_render, surface_threshold(template_render))
+        pngs["overlay"] = _slices_figure(before.data, t_edges, t_edges, "template head edges (green) on the image")
+    return pngs, views
