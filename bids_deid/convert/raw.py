@@ -295,12 +295,16 @@ def _collect_identifiers(records: list[dict]) -> list[tuple[str, str]]:
                             names.append(s)
         if f.get("SourceApplicationEntityTitle"):
             found[("StationName", f["SourceApplicationEntityTitle"].strip())] = None
-    for r in records:
-        f = r["fields"]
-        for tag in ("SeriesDescription", "ProtocolName"):
-            v = f.get(tag)
-            if v and _looks_identifying(str(v), names):
-                found[(tag, str(v).strip())] = None
+    unique_names = list(dict.fromkeys(names))
+    descriptions = {
+        (tag, str(r["fields"][tag]))
+        for r in records
+        for tag in ("SeriesDescription", "ProtocolName")
+        if r["fields"].get(tag)
+    }
+    for tag, v in sorted(descriptions):
+        if _looks_identifying(v, unique_names):
+            found[(tag, v.strip())] = None
     return list(found)
 
 
@@ -314,15 +318,19 @@ def _symlink(target: Path, link: Path) -> None:
 
 
 def _dcm2niix_bin() -> str:
-    exe = shutil.which("dcm2niix")
-    if exe:
-        return exe
+    """The dcm2niix executable: the PyPI package's binary first (no Python wrapper), then PATH."""
     try:
         import dcm2niix  # noqa: PLC0415
 
-        return str(dcm2niix.bin)
-    except Exception as exc:  # noqa: BLE001
-        raise InputError("dcm2niix is not installed (pip install dcm2niix)") from exc
+        exe = Path(dcm2niix.bin)
+        if exe.is_file() and os.access(exe, os.X_OK):
+            return str(exe)
+    except Exception:  # noqa: BLE001 - fall back to PATH
+        pass
+    exe = shutil.which("dcm2niix")
+    if exe:
+        return exe
+    raise InputError("dcm2niix is not installed (pip install dcm2niix)")
 
 
 def run_dcm2niix(in_dir: Path, out_dir: Path, exe: str | None = None) -> int:
@@ -412,12 +420,13 @@ def _num(v) -> float:
         return 0.0
 
 
-def _convert_series(s: _Series, work: Path, exe: str) -> None:
-    """Link the series into a work folder, run dcm2niix, read its outputs."""
-    in_dir = work / s.token / "in"
+def _convert_series(s: _Series, work: Path, exe: str, linked: Path | None = None) -> None:
+    """Run dcm2niix on the series' links (sourcedata links or fresh work links); read its outputs."""
+    in_dir = linked if linked is not None else work / s.token / "in"
     out_dir = work / s.token / "out"
-    for i, r in enumerate(s.records, 1):
-        _symlink(Path(r["path"]), in_dir / f"{i:05d}.dcm")
+    if linked is None:
+        for i, r in enumerate(s.records, 1):
+            _symlink(Path(r["path"]), in_dir / f"{i:05d}.dcm")
     rc = run_dcm2niix(in_dir, out_dir, exe)
     niis = sorted(out_dir.glob("s*.nii.gz"))
     if not niis:
@@ -645,13 +654,13 @@ def stage_raw(
         work.mkdir(parents=True, exist_ok=True)
         try:
             exe = _dcm2niix_bin()
+            linked = _stage_sourcedata(series_list, staging_dir, sourcedata)
             if to_convert:
                 with ThreadPoolExecutor(max_workers=n_cpus) as pool:
-                    list(pool.map(lambda s: _convert_series(s, work, exe), to_convert))
+                    list(pool.map(lambda s: _convert_series(s, work, exe, linked.get(s.token)), to_convert))
             for s in to_convert:
                 _classify_outputs(s, rules)
             _place_outputs(to_convert, staging_dir)
-            _stage_sourcedata(series_list, staging_dir, sourcedata)
             _stage_twix(twix_by_pid, result.subjects, sessions_of, staging_dir, pseudo)
             desc = {
                 "Name": "bids-deid staging",
@@ -787,7 +796,9 @@ def _fill_echo_times(side: dict, s: _Series, items: list[tuple[_Series, dict]]) 
         side.setdefault("EchoTime2", tes[1])
 
 
-def _stage_sourcedata(series: list[_Series], staging: Path, sourcedata: str) -> None:
+def _stage_sourcedata(series: list[_Series], staging: Path, sourcedata: str) -> dict[str, Path]:
+    """Link series under sourcedata/dicom; return {series token: folder} of what was linked."""
+    linked: dict[str, Path] = {}
     for s in series:
         if s.action != "sourcedata" and sourcedata != "dicom":
             continue
@@ -797,6 +808,8 @@ def _stage_sourcedata(series: list[_Series], staging: Path, sourcedata: str) -> 
         folder = folder / s.token
         for i, r in enumerate(s.records, 1):
             _symlink(Path(r["path"]), folder / f"{i:05d}.dcm")
+        linked[s.token] = folder
+    return linked
 
 
 def _stage_twix(twix_by_pid, subjects: dict[str, str], sessions_of, staging: Path, pseudo: Pseudonymizer) -> None:
