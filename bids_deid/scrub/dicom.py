@@ -230,9 +230,13 @@ def _is_curve(group: int) -> bool:
 def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ctx) -> None:
     """Apply one concrete action to ``ds[tag]``."""
     if action == REMOVE:
-        elem = ds[tag]
-        if elem.VR != "SQ" and elem.VR in _TEXT_VRS:
-            ctx.ident(_ident_kind(tag, elem.VR), elem)
+        # Private values are not reported as identifiers (no conversion needed: fast path).
+        if (tag >> 16) % 2 == 0:
+            raw = ds.get_item(tag)
+            if raw.VR in _TEXT_VRS or raw.VR is None:
+                elem = ds[tag]
+                if elem.VR in _TEXT_VRS:
+                    ctx.ident(_ident_kind(tag, elem.VR), elem)
         del ds[tag]
         ctx.note(tag, "remove", why)
         return

@@ -1,0 +1,106 @@
+"""Benchmark: bids-deid-dicom against cp and peer DICOM anonymizers on the same inputs.
+
+Inputs (synthesized in a temp dir from ``../shared/data/dicom``):
+  * ``small``: ~2000 small files (the GE EPI series, copied 14 times into separate folders);
+  * ``series``: one 196-slice series (GE IR-SPGR).
+
+Each tool runs in its own child process; peak RSS is the child's ``ru_maxrss``.
+Peers come from a SEPARATE venv (never the project's), e.g.::
+
+    python3 -m venv /tmp/peers-venv && /tmp/peers-venv/bin/pip install dicognito dicom-anonymizer
+
+Usage::
+
+    python benchmarks/bench_dicom.py [--peers-venv /tmp/peers-venv] [--n-cpus 2] [--copies 14]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "data" / "dicom"
+
+_RUNNER = (
+    "import resource, subprocess, sys, time;"
+    "t = time.perf_counter(); rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL,"
+    " stderr=subprocess.DEVNULL).returncode; dt = time.perf_counter() - t;"
+    "print(rc, dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+)
+
+
+def measure(cmd: list[str], env: dict | None = None) -> tuple[int, float, float]:
+    """(return code, seconds, peak RSS MiB) of ``cmd`` run in a fresh child."""
+    out = subprocess.run([sys.executable, "-c", _RUNNER, *cmd], capture_output=True, text=True, env=env, check=True)
+    rc, dt, rss = out.stdout.split()
+    return int(rc), float(dt), int(rss) / 1024
+
+
+def make_inputs(tmp: Path, copies: int) -> dict[str, Path]:
+    import pydicom
+
+    small = tmp / "small"
+    for i in range(copies):  # vary UIDs so every copy is a distinct instance
+        dst = small / f"s{i:02d}"
+        dst.mkdir(parents=True)
+        for f in sorted((SHARED / "mr_ge_epi_nih").glob("*.dcm")):
+            ds = pydicom.dcmread(f)
+            for kw in ("SOPInstanceUID", "SeriesInstanceUID"):
+                setattr(ds, kw, f"{getattr(ds, kw)}.{i + 1}"[:64])
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.save_as(dst / f.name)
+    series = tmp / "series"
+    shutil.copytree(SHARED / "mr_ge_irspgr_refaced_deident", series)
+    return {"small": small, "series": series}
+
+
+def count(d: Path) -> int:
+    return sum(1 for p in d.rglob("*") if p.is_file())
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--peers-venv", type=Path, default=Path("/tmp/peers-venv"))
+    ap.add_argument("--n-cpus", type=int, default=2)
+    ap.add_argument("--copies", type=int, default=14)
+    args = ap.parse_args(argv)
+    tmp = Path(tempfile.mkdtemp(prefix="bench-dicom-"))
+    try:
+        inputs = make_inputs(tmp, args.copies)
+        key = tmp / "key.txt"
+        key.write_text("benchmark-key-not-secret-0123456789\n")
+        env = dict(os.environ)
+        peer_py = args.peers_venv / "bin" / "python"
+        tools = {
+            "cp -r": lambda i, o: ["cp", "-r", str(i), str(o)],
+            "bids-deid-dicom": lambda i, o: [sys.executable, "-m", "bids_deid.dicom_cli", str(i), str(o),
+                                             "--key-file", str(key), "--n-cpus", str(args.n_cpus)],
+        }
+        if peer_py.exists():
+            tools["dicognito"] = lambda i, o: [str(peer_py), "-m", "dicognito", "-o", str(o), "--quiet",
+                                               "--assume-burned-in-annotation", "never", str(i)]
+            tools["dicom-anonymizer"] = lambda i, o: [str(args.peers_venv / "bin" / "dicom-anonymizer"), str(i), str(o)]
+        print("| input | files | tool | seconds | files/s | peak RSS (MiB) | exit | files out |")
+        print("|---|---|---|---|---|---|---|---|")
+        for name, src in inputs.items():
+            n = count(src)
+            for tool, cmd in tools.items():
+                out = tmp / f"out-{name}-{tool.replace(' ', '')}"
+                rc, dt, rss = measure(cmd(src, out), env)
+                n_out = count(out) if out.exists() else 0
+                print(f"| {name} | {n} | {tool} | {dt:.2f} | {n / dt:.0f} | {rss:.0f} | {rc} | {n_out} |", flush=True)
+                shutil.rmtree(out, ignore_errors=True)
+                shutil.rmtree(Path(str(out) + "-private"), ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
