@@ -98,7 +98,7 @@ def _needles(private_dir: Path) -> tuple[dict[str, dict[str, str]], list[str], i
     per: dict[str, dict[str, str]] = {"*": {}}
     unchecked: list[str] = []
     for f in sorted((private_dir / "identifiers").glob("*.json")):
-        scope = f.stem if f.stem.startswith("sub-") else "*"
+        scope = f.stem.split(".")[0] if f.stem.startswith("sub-") else "*"
         for kind, value in json.loads(f.read_text(encoding="utf-8")):
             for v in _variants(kind, value):
                 if not distinctive(v):

@@ -101,7 +101,8 @@ def _settings(args: argparse.Namespace):
 def _print_result(level: str, result: dict, s) -> int:
     if s.dry_run:
         for r in result.get("participants", []):
-            print(f"sub-{r['original']} -> sub-{r['subject']}")
+            print("planned conversion of the raw input:" if r["original"] == "(raw input)"
+                  else f"sub-{r['original']} -> sub-{r['subject']}")
             for line in r["plan"]:
                 print(line)
         return 0
@@ -168,6 +169,12 @@ def main(argv: list[str] | None = None) -> int:
             log.exception("failed")
         print(f"bids-deid: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug: still one line, the traceback with --verbose
+        if args.verbose:
+            log.exception("internal error")
+        print(f"bids-deid: error: internal error ({exc.__class__.__name__}: {exc}); rerun with --verbose "
+              "for details and please report it", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":  # pragma: no cover

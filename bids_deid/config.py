@@ -33,3 +33,4 @@ class Settings:
     input_type: str = "bids"
     heuristic: Path | None = None
     progress: bool = True
+    labels_pseudonymized: bool = False  # raw input: staging labels are already pseudonyms

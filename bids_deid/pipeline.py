@@ -84,9 +84,10 @@ class SubjectRun:
         self.sessions = session_map(s, self.pseudo, subject)
         self.offset = self.pseudo.date_offset_days(self.new)
         self.audit: list[dict] = []
-        self.identifiers: list[tuple[str, str]] = [("subject label", subject), ("subject label", f"sub-{subject}")]
-        for ses in self.sessions:
-            self.identifiers.append(("session label", f"ses-{ses}"))
+        self.identifiers: list[tuple[str, str]] = []
+        if not s.labels_pseudonymized:
+            self.identifiers += [("subject label", subject), ("subject label", f"sub-{subject}")]
+            self.identifiers += [("session label", f"ses-{ses}") for ses in self.sessions]
         self.state = read_json(s.private_dir / "state" / f"sub-{self.new}.json", {}) or {}
         self.records: dict[str, dict] = self.state.get("records", {})
         self.plan_lines: list[str] = []
@@ -216,8 +217,14 @@ class SubjectRun:
         if self.s.sourcedata == "none":
             self._record(f"sourcedata/{rel_src}", "left out", "--sourcedata none", original=True)
             return
+        if t.src.suffix.lower() == ".dat":
+            return self._twix(t, rel_src)
         if not is_dicom(t.src):
             self._record(f"sourcedata/{rel_src}", "left out", "not DICOM: unknown files may identify", original=True)
+            return
+        face = self.s.deface_method != "none" and _face_in_pixels(t.src)
+        if face:
+            self._record(f"sourcedata/{rel_src}", "withheld", face, original=True)
             return
         parent = self.pseudo.text_token("srcdir", f"{self.subject}/{Path(rel_src).parent.as_posix()}")
         name = self.pseudo.text_token("srcfile", f"{self.subject}/{rel_src}") + ".dcm"
@@ -233,6 +240,30 @@ class SubjectRun:
             self._record(rel, "written")
         else:
             self._record(rel, res.status, res.reason)
+
+    def _twix(self, t: FileTask, rel_src: str) -> None:
+        from .convert.twix import is_twix, scrub_twix
+
+        if not is_twix(t.src):
+            self._record(f"sourcedata/{rel_src}", "left out", "a .dat file that is not Siemens twix", original=True)
+            return
+        rel = f"sourcedata/twix/sub-{self.new}/{self.pseudo.text_token('twix', f'{self.subject}/{rel_src}')}.dat"
+        if self.s.dry_run:
+            self.plan_lines.append(f"  twix     {rel}")
+            return
+        if self.out(rel).exists():
+            from .convert.twix import read_twix_identifiers
+
+            self.identifiers += read_twix_identifiers(t.src)
+        else:
+            try:
+                changes, idents = scrub_twix(t.src, self.out(rel), f"sub-{self.new}")
+            except InputError as exc:
+                self._record(rel, "error", str(exc))
+                return
+            self.identifiers += idents
+            self.audit += [{"file": rel, **c} for c in changes]
+        self._record(rel, "written")
 
     def run(self) -> dict:
         s = self.s
@@ -273,11 +304,38 @@ class SubjectRun:
                       "".join(json.dumps(a, sort_keys=True) + "\n" for a in self.audit))
         uniq = sorted({(k, v) for k, v in self.identifiers})
         write_json(p / "identifiers" / f"sub-{self.new}.json", [list(x) for x in uniq])
-        sessions = ";".join(f"{a}>{b}" for a, b in self.sessions.items())
-        write_private(p / "mapping" / f"sub-{self.new}.tsv",
-                      f"sub-{self.subject}\tsub-{self.new}\t{self.offset}\t{sessions}\n")
+        if not s.labels_pseudonymized:
+            sessions = ";".join(f"{a}>{b}" for a, b in self.sessions.items())
+            write_private(p / "mapping" / f"sub-{self.new}.tsv",
+                          f"sub-{self.subject}\tsub-{self.new}\t{self.offset}\t{sessions}\n")
         return {"subject": self.new, "original": self.subject,
                 "counts": _count(self.records)}
+
+
+def _face_in_pixels(path: Path) -> str | None:
+    """Why a DICOM's pixels may show a face (so it is withheld while defacing is on), or None.
+
+    MR/CT images are withheld unless they are EPI (fMRI, diffusion, EPI fieldmaps: low
+    resolution, no usable face surface); their defaced NIfTI is in the dataset instead.
+    """
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True,
+                             specific_tags=["Modality", "ScanningSequence", "SequenceName", "ImageType"])
+    except Exception:  # unreadable here: the DICOM engine reports it
+        return None
+    modality = str(ds.get("Modality", "")).upper()
+    if modality not in ("MR", "CT", "PT", "NM"):
+        return None
+    def words(name: str) -> set[str]:
+        v = ds.get(name, "")
+        vals = list(v) if isinstance(v, list | tuple) or hasattr(v, "__iter__") and not isinstance(v, str) else [v]
+        return {str(x).upper() for x in vals}
+
+    if modality == "MR" and ("EP" in words("ScanningSequence") or "EPI" in words("ImageType")):
+        return None
+    return f"{modality} image whose pixels may show the face: withheld while defacing is on"
 
 
 def _stem(rel: str) -> str:
@@ -367,23 +425,41 @@ def _container() -> dict | None:
     return None
 
 
-def run_group(s: Settings) -> dict:
+def _raw_dataset_files(s: Settings) -> tuple[dict, list[str]]:
+    """dataset_description, participants.tsv and README for a dataset converted from raw data."""
+    subjects = sorted(p.name for p in s.output_dir.glob("sub-*") if p.is_dir())
+    atomic_write_bytes(s.output_dir / "participants.tsv",
+                       ("participant_id\n" + "".join(f"{x}\n" for x in subjects)).encode())
+    atomic_write_bytes(s.output_dir / "README", (
+        "This dataset was converted from raw scanner data and de-identified with bids-deid "
+        f"{__version__} (profile '{s.profile.name}'). Subject labels are keyed pseudonyms and dates "
+        "are shifted per subject.\n").encode())
+    return {"Name": "De-identified dataset converted from raw scanner data"}, subjects
+
+
+def run_group(s: Settings, raw: bool = False) -> dict:
     """Group level: dataset files, merged mapping, validator, leak audit, report."""
     from .audit import audit_output
     from .report.html import write_run_report
     from .validate import run_validator
 
-    original_dd = check_bids_input(s.bids_dir)
+    if not raw:
+        original_dd = check_bids_input(s.bids_dir)
     check_locations(s)
     pseudo = Pseudonymizer(s.key)
     check_key(s.private_dir, pseudo.fingerprint)
-    subjects = list_subjects(s.bids_dir)
-    relabel = {f"sub-{subj}": f"sub-{pseudonym_for(s, pseudo, subj)}" for subj in subjects}
-    done = {r for r in relabel if (s.output_dir / relabel[r]).is_dir()}
-    relabel_done = {k: v for k, v in relabel.items() if k in done}
     slog = ScrubLog()
-    handled, left_out = root_files(s.bids_dir)
     records: dict[str, dict] = {}
+    if raw:
+        original_dd, done = _raw_dataset_files(s)
+        subjects, handled, left_out = done, [], []
+        atomic_write_bytes(s.output_dir / "dataset_description.json", dump_json(dataset_description(s, original_dd)))
+    else:
+        subjects = list_subjects(s.bids_dir)
+        relabel = {f"sub-{subj}": f"sub-{pseudonym_for(s, pseudo, subj)}" for subj in subjects}
+        done = {r for r in relabel if (s.output_dir / relabel[r]).is_dir()}
+        relabel_done = {k: v for k, v in relabel.items() if k in done}
+        handled, left_out = root_files(s.bids_dir)
     for path in handled:
         rel = path.relative_to(s.bids_dir).as_posix()
         name = path.name
@@ -431,10 +507,71 @@ def _merge_mapping(s: Settings) -> None:
     write_private(s.private_dir / "mapping.tsv", "".join(rows))
 
 
+def input_kind(s: Settings) -> str:
+    """'bids' or 'raw', from --input-type or by looking at the input."""
+    if s.input_type in ("bids", "raw"):
+        return s.input_type
+    if not s.bids_dir.is_dir():
+        raise InputError(f"input folder {s.bids_dir} does not exist")
+    if (s.bids_dir / "dataset_description.json").is_file():
+        return "bids"
+    from .convert.raw import is_raw_input
+
+    if is_raw_input(s.bids_dir):
+        return "raw"
+    raise InputError(f"{s.bids_dir} is neither a BIDS dataset (no dataset_description.json) nor raw DICOM/twix")
+
+
+def run_raw_participant(s: Settings) -> list[dict]:
+    """Raw DICOM/twix: convert into a private staging BIDS tree, then scrub it like any input."""
+    from dataclasses import replace
+
+    from .convert.raw import stage_raw
+
+    pseudo = Pseudonymizer(s.key)
+    if not s.dry_run:
+        check_locations(s)
+        check_key(s.private_dir, pseudo.fingerprint)
+        cleanup_temps(s.output_dir)
+    job = s.work_dir / f"raw-{os.getpid()}"
+    shutil.rmtree(job, ignore_errors=True)
+    try:
+        # While defacing, series that became BIDS images keep their (facial) DICOM out of sourcedata.
+        sourcedata = s.sourcedata if s.deface_method == "none" else "non-bids-only"
+        res = stage_raw(s.bids_dir, job / "staging", pseudo, participants=set(s.participants or ()) or None,
+                        heuristic=s.heuristic, n_cpus=s.n_cpus, dry_run=s.dry_run, sourcedata=sourcedata)
+        if s.dry_run:
+            return [{"subject": "(raw input)", "original": "(raw input)",
+                     "plan": [f"  {r.get('action', '?'):10} {r.get('bids_name') or r.get('series_token')}"
+                              f"  [{r.get('modality', '')}, {r.get('n_files', '?')} files] {r.get('reason', '')}"
+                              for r in res.series] + [f"  PROBLEM  {p}" for p in res.problems]}]
+        for original, label in res.subjects.items():
+            write_private(s.private_dir / "mapping" / f"sub-{label}.tsv",
+                          f"{original}\tsub-{label}\t{pseudo.date_offset_days(label)}\t\n")
+        for label, idents in res.identifiers.items():
+            write_json(s.private_dir / "identifiers" / f"sub-{label}.raw.json", sorted({tuple(x) for x in idents}))
+        write_json(s.private_dir / "state" / "_raw.json", {"records": {
+            f"raw series {r.get('series_token')}": {"status": "converted" if r.get("action") == "bids" else
+                                                    str(r.get("action")), "reason": r.get("reason", ""),
+                                                    "bids_name": r.get("bids_name")} for r in res.series},
+            "problems": res.problems})
+        staging = job / "staging"
+        if not list(staging.glob("sub-*")):
+            raise InputError("no participant could be converted from the raw input; see the problems in the report")
+        inner = replace(s, bids_dir=staging, work_dir=job / "work", participants=None, sessions=s.sessions,
+                        profile=replace(s.profile, subjects="keep", sessions="keep"), labels_pseudonymized=True,
+                        skip_validation=True)
+        return [_run_subject(inner, subj) for subj in list_subjects(staging)]
+    finally:
+        if not s.dry_run:
+            shutil.rmtree(job, ignore_errors=True)
+
+
 def run(s: Settings) -> dict:
     """Run the level asked for; raise BidsDeidError on any expected failure."""
+    kind = input_kind(s)
     if s.analysis_level == "participant":
-        return {"participants": run_participant(s)}
+        return {"participants": run_raw_participant(s) if kind == "raw" else run_participant(s)}
     if s.analysis_level == "group":
-        return run_group(s)
+        return run_group(s, raw=kind == "raw")
     raise BidsDeidError(f"unknown analysis level {s.analysis_level}")
