@@ -155,7 +155,7 @@ def _one_line_error(capsys, rc, match):
 
 def test_error_not_bids(tmp_path, key_file, capsys):
     (tmp_path / "empty").mkdir()
-    _one_line_error(capsys, _run(tmp_path / "empty", tmp_path / "o", key_file, "participant"), "not a BIDS dataset")
+    _one_line_error(capsys, _run(tmp_path / "empty", tmp_path / "o", key_file, "participant"), "neither a BIDS dataset")
 
 
 def test_error_missing_key(tmp_path, canary_ds, capsys):
