@@ -556,12 +556,14 @@ def run_raw_participant(s: Settings) -> list[dict]:
                                                     "bids_name": r.get("bids_name")} for r in res.series},
             "problems": res.problems})
         staging = job / "staging"
-        if not list(staging.glob("sub-*")):
+        if not list(staging.glob("sub-*")) and not list(staging.glob("sourcedata/*/sub-*")):
             raise InputError("no participant could be converted from the raw input; see the problems in the report")
         inner = replace(s, bids_dir=staging, work_dir=job / "work", participants=None, sessions=s.sessions,
                         profile=replace(s.profile, subjects="keep", sessions="keep"), labels_pseudonymized=True,
                         skip_validation=True)
-        return [_run_subject(inner, subj) for subj in list_subjects(staging)]
+        subjects = set(list_subjects(staging))  # and those with only sourcedata (CT, twix, ...)
+        subjects |= {p.name[4:] for p in staging.glob("sourcedata/*/sub-*") if p.is_dir()}
+        return [_run_subject(inner, subj) for subj in sorted(subjects)]
     finally:
         if not s.dry_run:
             shutil.rmtree(job, ignore_errors=True)

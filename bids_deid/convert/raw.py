@@ -35,6 +35,9 @@ from ..pseudonym import Pseudonymizer
 from .classify import Guess, HeuristicRule, bids_name, classify, load_heuristic, sanitize_label
 from .twix import is_twix, read_twix_identifiers, twix_layout
 
+# Scanner files often break VR length rules; reading them must not warn per file.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
 log = logging.getLogger(__name__)
 
 WORK_DIR_NAME = ".bids-deid-work"

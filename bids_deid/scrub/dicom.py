@@ -48,6 +48,9 @@ from .dicom_table import (
     keyword,
 )
 
+# Scanner files often break VR length rules; reading them must not warn per file.
+pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
 log = logging.getLogger(__name__)
 
 # CID 7050 De-identification Method codes (checked against pydicom.sr.codedict).
