@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import sys
+import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -296,6 +297,8 @@ class SubjectRun:
 
     def finish(self) -> dict:
         s, p = self.s, self.s.private_dir
+        # Only this subject's scratch: other jobs may share the work dir.
+        shutil.rmtree(s.work_dir / f"sub-{self.new}", ignore_errors=True)
         summary = {"subject": self.new, "records": self.records}
         if s.dry_run:
             return {"subject": self.new, "original": self.subject, "plan": self.plan_lines}
@@ -377,8 +380,6 @@ def run_participant(s: Settings) -> list[dict]:
             results = list(ex.map(_run_subject, [s] * len(subjects), subjects))
     else:
         results = [_run_subject(s, subj) for subj in subjects]
-    if not s.dry_run:
-        shutil.rmtree(s.work_dir, ignore_errors=True)
     return results
 
 
@@ -533,8 +534,8 @@ def run_raw_participant(s: Settings) -> list[dict]:
         check_locations(s)
         check_key(s.private_dir, pseudo.fingerprint)
         cleanup_temps(s.output_dir)
-    job = s.work_dir / f"raw-{os.getpid()}"
-    shutil.rmtree(job, ignore_errors=True)
+    s.work_dir.mkdir(parents=True, exist_ok=True)
+    job = Path(tempfile.mkdtemp(prefix="raw-", dir=s.work_dir))  # one per job: jobs may share -w
     try:
         # While defacing, series that became BIDS images keep their (facial) DICOM out of sourcedata.
         sourcedata = s.sourcedata if s.deface_method == "none" else "non-bids-only"
