@@ -1,0 +1,185 @@
+"""MINC 1 (netCDF classic) and MINC 2 (HDF5): scrubbed copy, or conversion to NIfTI.
+
+Scrubbing rebuilds the file from an allowlist instead of deleting from a copy (freed
+space in HDF5/netCDF keeps the deleted bytes): the image, its min/max slices and the
+dimension variables are copied with their technical attributes only. Patient, study,
+acquisition and institution variables/groups, the global ``history`` and ``ident``
+attributes and any other attribute are left behind.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..atomic import atomic_open
+from ..errors import InputError
+from ..scrub.sidecar import ScrubLog
+from .niftiout import clean_nifti, write_nifti_gz
+
+log = logging.getLogger(__name__)
+
+_IMAGE_VARS = ("image", "image-min", "image-max")
+_DIM_VARS = ("xspace", "yspace", "zspace", "time", "vector_dimension", "xfrequency", "yfrequency", "zfrequency",
+             "tfrequency")
+_KEEP_ATTRS = {
+    "length", "start", "step", "direction_cosines", "units", "spacing", "alignment", "spacetype", "dimorder",
+    "varid", "vartype", "version", "valid_range", "complete", "signtype", "image-min", "image-max", "width",
+    "widths", "offsets", "minc_version", "_FillValue",
+}
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+
+def minc_version(path: Path) -> int | None:
+    """1 (netCDF classic), 2 (HDF5) or None when ``path`` is not a MINC file."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return None
+    if head[:3] == b"CDF" and head[3:4] in (b"\x01", b"\x02"):
+        return 1
+    if head == _HDF5_MAGIC:
+        try:
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                return 2 if "minc-2.0" in f else None
+        except Exception:  # noqa: BLE001
+            return None
+    return None
+
+
+def _note_dropped(where: str, attrs, slog: ScrubLog) -> None:
+    for k, v in attrs.items():
+        if k not in _KEEP_ATTRS:
+            if isinstance(v, bytes | np.bytes_):
+                slog.met(f"MINC {where}:{k}", bytes(v).decode("latin-1", "replace"))
+            slog.change(f"{where}:{k}", "remove", "MINC attribute not on the technical allowlist")
+
+
+def _scrub_minc2(src: Path, dst_fh, slog: ScrubLog) -> None:
+    import h5py
+
+    with h5py.File(src, "r") as fin, h5py.File(dst_fh, "w") as fout:
+        root_in = fin["minc-2.0"]
+        root_out = fout.create_group("minc-2.0")
+        _copy_attrs(root_in.attrs, root_out.attrs, "minc-2.0", slog)
+        for name, obj in root_in.items():
+            if name not in ("dimensions", "image"):
+                slog.change(f"minc-2.0/{name}", "remove", "patient/study/acquisition information")
+                if isinstance(obj, h5py.Group):
+                    obj.visititems(lambda n, o, base=name: _note_dropped(f"{base}/{n}", o.attrs, slog))
+        dims = root_out.create_group("dimensions")
+        for name, ds in root_in.get("dimensions", {}).items():
+            if name in _DIM_VARS:
+                _copy_dataset(ds, dims, name, slog)
+        img_root = root_out.create_group("image")
+        for idx, grp in root_in.get("image", {}).items():
+            g = img_root.create_group(idx)
+            for name, ds in grp.items():
+                if name in _IMAGE_VARS:
+                    _copy_dataset(ds, g, name, slog)
+
+
+def _copy_attrs(a_in, a_out, where: str, slog: ScrubLog) -> None:
+    for k in a_in:
+        if k in _KEEP_ATTRS:
+            a_out.create(k, a_in[k], dtype=a_in.get_id(k).dtype)
+    _note_dropped(where, a_in, slog)
+
+
+def _copy_dataset(ds, group, name: str, slog: ScrubLog) -> None:
+    data = ds[()]
+    out = group.create_dataset(name, data=data, dtype=ds.dtype, chunks=ds.chunks if ds.shape else None,
+                               compression=ds.compression if ds.shape else None)
+    _copy_attrs(ds.attrs, out.attrs, name, slog)
+
+
+def _scrub_minc1(src: Path, dst_fh, slog: ScrubLog) -> None:
+    from scipy.io import netcdf_file
+
+    with netcdf_file(src, "r", mmap=False) as fin:
+        buf = io.BytesIO()
+        fout = netcdf_file(buf, "w", version=fin.version_byte)
+        for k, v in fin._attributes.items():
+            if k in _KEEP_ATTRS:
+                setattr(fout, k, v)
+        _note_dropped("global", fin._attributes, slog)
+        keep = [n for n in fin.variables if n in _IMAGE_VARS or n in _DIM_VARS]
+        for n in fin.variables:
+            if n not in keep:
+                slog.change(n, "remove", "patient/study/acquisition information")
+                _note_dropped(n, fin.variables[n]._attributes, slog)
+        used = {d for n in keep for d in fin.variables[n].dimensions}
+        for d in fin.dimensions:
+            if d in used:
+                fout.createDimension(d, fin.dimensions[d])
+        for n in keep:
+            v = fin.variables[n]
+            out = fout.createVariable(n, v.data.dtype if v.data is not None else v.typecode(), v.dimensions)
+            if v.shape:
+                out[:] = v[:]
+            elif v.data is not None and v.data.size and out.data is not None:
+                out.data[()] = np.asarray(v.data).reshape(())
+            for k, a in v._attributes.items():
+                if k in _KEEP_ATTRS:
+                    setattr(out, k, a)
+            _note_dropped(n, v._attributes, slog)
+        fout.flush()
+        dst_fh.write(buf.getvalue())
+        fout.close()
+
+
+def scrub_minc(src: Path, dst: Path, slog: ScrubLog | None = None) -> Path:
+    """Write a scrubbed MINC file (same version as the input) to ``dst``, atomically.
+
+    Parameters
+    ----------
+    src : Path
+        Input ``.mnc`` (MINC 1 or 2). Never modified.
+    dst : Path
+        Output path.
+    slog : ScrubLog, optional
+        Audit entries and identifying values met.
+
+    Returns
+    -------
+    Path
+        ``dst``.
+    """
+    src, dst = Path(src), Path(dst)
+    slog = slog or ScrubLog()
+    version = minc_version(src)
+    if version is None:
+        raise InputError(f"{src.name} is not a MINC 1 or MINC 2 file")
+    try:
+        with atomic_open(dst, "wb") as fh:
+            (_scrub_minc2 if version == 2 else _scrub_minc1)(src, fh, slog)
+    except InputError:
+        raise
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{src.name}: MINC file not readable ({type(exc).__name__})") from exc
+    return dst
+
+
+def minc_to_nifti(src: Path, dst: Path, slog: ScrubLog | None = None) -> Path:
+    """Convert a MINC 1/2 file to a clean ``.nii.gz`` (scaled values as float32, nibabel's affine)."""
+    src, dst = Path(src), Path(dst)
+    slog = slog or ScrubLog()
+    with tempfile.TemporaryDirectory(prefix="bids-deid-minc-") as tmp:
+        clean = scrub_minc(src, Path(tmp) / "image.mnc", slog)
+        try:
+            img = nib.load(str(clean))
+            data = np.asarray(img.get_fdata(dtype=np.float32))
+            affine = img.affine
+            zooms = img.header.get_zooms()
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{src.name}: MINC image not readable ({type(exc).__name__})") from exc
+    write_nifti_gz(clean_nifti(data, affine, zooms), dst)
+    return dst
