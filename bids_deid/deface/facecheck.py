@@ -40,9 +40,9 @@ def detector_available() -> bool:
 def count_faces(view: np.ndarray) -> int | None:
     """Number of faces the Haar cascades find in a rendering.
 
-    Only boxes at least :data:`MIN_FACE_FRACTION` of the head's rendered width count. The
-    largest count over the shipped frontal cascades is returned (the check is meant to
-    be sensitive: a face found after defacing fails the image).
+    Only boxes at least :data:`MIN_FACE_FRACTION` of the head's rendered width count, and
+    only when both shipped frontal cascades (default and alt2) find overlapping boxes. A
+    face found after defacing fails the image.
 
     Parameters
     ----------
@@ -66,8 +66,23 @@ def count_faces(view: np.ndarray) -> int | None:
     # patterns on the cut surface (orbits, sinuses), not a recognisable face
     head_width = int(cols[-1] - cols[0] + 1)
     min_side = max(24, int(MIN_FACE_FRACTION * head_width))
-    best = 0
+    hits = []
     for clf in dets:
         found = clf.detectMultiScale(img, scaleFactor=1.05, minNeighbors=4, minSize=(min_side, min_side))
-        best = max(best, len(found))
-    return int(best)
+        hits.append([tuple(int(v) for v in box) for box in found])
+    if len(hits) == 1:
+        return len(hits[0])
+    # a face counts when every cascade finds it (boxes overlapping): the cut surface left
+    # by defacing (orbits, sinuses) can fool one cascade, a face fools them all
+    agreed = [box for box in hits[0] if all(any(_iou(box, other) >= 0.3 for other in more) for more in hits[1:])]
+    return len(agreed)
+
+
+def _iou(a: tuple[int, ...], b: tuple[int, ...]) -> float:
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    ix = max(0, min(ax + aw, bx + bw) - max(ax, bx))
+    iy = max(0, min(ay + ah, by + bh) - max(ay, by))
+    inter = ix * iy
+    union = aw * ah + bw * bh - inter
+    return inter / union if union else 0.0

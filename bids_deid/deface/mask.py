@@ -130,8 +130,9 @@ def mask_bbox(
 def face_in_image(template: Template, matrix: np.ndarray, affine: np.ndarray, shape: tuple[int, int, int]):
     """Face voxels to zero, in the image's stored grid.
 
-    The template face mask minus the template brain mask dilated by a few mm, both warped;
-    the box in which the result lives is returned with it.
+    The template face mask minus the template brain mask dilated by a few mm
+    (:attr:`Template.face_protected`), warped once into the image grid, inside the box it
+    can reach.
 
     Parameters
     ----------
@@ -148,19 +149,23 @@ def face_in_image(template: Template, matrix: np.ndarray, affine: np.ndarray, sh
     mask : ndarray of bool
         Face mask inside ``bbox``.
     bbox : tuple of slice
-    brain_overlap : int
-        Face voxels that also fall in the (undilated) warped brain mask (should be 0).
     """
     vox = voxel_map(template, matrix, affine)
     face_t = template.face_protected
     bbox = mask_bbox(face_t, vox, shape)
-    face = warp_mask(face_t, vox, shape, bbox)
-    if face.any():
-        face &= ~warp_mask(template.protected_brain, vox, shape, bbox)
-        overlap = int((face & warp_mask(template.brain, vox, shape, bbox)).sum())
-    else:
-        overlap = 0
-    return face, bbox, overlap
+    return warp_mask(face_t, vox, shape, bbox), bbox
+
+
+def brain_overlap(template: Template, matrix: np.ndarray, grid: Grid) -> int:
+    """Voxels of a coarse grid that both the warped face mask and the warped brain mask cover.
+
+    A sanity check of the masks (0 when the template's face mask keeps clear of its brain).
+    """
+    vox = voxel_map(template, matrix, grid.affine)
+    face = warp_mask(template.face_protected, vox, grid.data.shape)
+    if not face.any():
+        return 0
+    return int((face & warp_mask(template.brain, vox, grid.data.shape)).sum())
 
 
 def assess(template: Template, reg: Registration, face_voxels: int, image_voxel_ml: float) -> Quality:

@@ -13,7 +13,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..errors import OutputError
 from . import facecheck, render
-from .mask import assess, face_in_image, voxel_map, warp_mask
+from .mask import assess, brain_overlap, face_in_image, voxel_map, warp_mask
 from .rawnifti import compress, encode, read_raw
 from .register import Grid, register
 from .template import load_template
@@ -104,7 +104,8 @@ def deface_file(
     raw = read_raw(src)
     data = raw.first_volume()
     reg = register(data, raw.affine, tpl)
-    face, bbox, overlap = face_in_image(tpl, reg.matrix, raw.affine, raw.shape3d)
+    face, bbox = face_in_image(tpl, reg.matrix, raw.affine, raw.shape3d)
+    overlap = brain_overlap(tpl, reg.matrix, reg.image_grid) if reg.image_grid is not None else 0
     voxel_ml = float(abs(np.linalg.det(raw.affine[:3, :3]))) / 1000.0
     quality = assess(tpl, reg, int(face.sum()), voxel_ml)
     metrics = dict(quality.metrics)

@@ -96,11 +96,17 @@ class RawNifti:
         int
             Number of voxels (per volume) set to zero.
         """
-        itemsize = self.dtype.itemsize
-        raw = np.frombuffer(self.voxels, dtype=np.uint8).reshape((-1, itemsize))
         nx, ny, nz = self.shape3d
         if bbox is None:
             bbox = (slice(0, nx), slice(0, ny), slice(0, nz))
+        if self.dtype.kind in "iufc":
+            # numeric types: stored 0 is all-zero bytes (IEEE +0.0 for floats)
+            arr = self.stored_array()
+            for v in range(self.n_volumes):
+                arr[bbox + (v,)][mask] = 0
+            return int(np.count_nonzero(mask))
+        itemsize = self.dtype.itemsize
+        raw = np.frombuffer(self.voxels, dtype=np.uint8).reshape((-1, itemsize))
         ii, jj, kk = np.nonzero(mask)
         ii = ii + bbox[0].start
         jj = jj + bbox[1].start

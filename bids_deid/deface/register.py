@@ -236,6 +236,9 @@ def _method(
     reg.SetMetricSamplingStrategy(reg.RANDOM)
     reg.SetMetricSamplingPercentage(sampling, SEED)
     reg.SetMetricFixedMask(fixed_mask)
+    # gradients on the fly: no whole-image gradient filter per run (it dominated short runs)
+    reg.MetricUseFixedImageGradientFilterOff()
+    reg.MetricUseMovingImageGradientFilterOff()
     reg.SetInterpolator(sitk.sitkLinear)
     # the first step moves no point more than max_step_mm; later steps shrink on reversals
     reg.SetOptimizerAsRegularStepGradientDescent(
@@ -344,7 +347,7 @@ def register(data: np.ndarray, affine: np.ndarray, template: Template) -> Regist
     final: sitk.Transform = aff
     if _run(_method(fmask4, 60, 0.3, 2.0), aff, fixed4, moving4) is None:
         final = rigid
-    elif _run(_method(fmask, 25, 0.05, 1.0), aff, fixed, moving) is None:
+    elif _run(_method(fmask, 12, 0.04, 1.0), aff, fixed, moving) is None:
         final = rigid
     ev = sitk.ImageRegistrationMethod()
     ev.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)

@@ -107,15 +107,23 @@ def to_uint8(img: np.ndarray, height: int = 256) -> np.ndarray:
 
 
 def png_bytes(img: np.ndarray) -> bytes:
-    """Encode a uint8 grayscale (or RGB) image as PNG bytes."""
+    """Encode a uint8 grayscale image as PNG bytes (OpenCV when present, else matplotlib)."""
+    try:
+        import cv2
+
+        ok, buf = cv2.imencode(".png", np.ascontiguousarray(img, dtype=np.uint8))
+        if ok:
+            return buf.tobytes()
+    except ImportError:  # pragma: no cover - opencv is a core dependency
+        pass
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    buf = io.BytesIO()
-    plt.imsave(buf, img, cmap="gray", vmin=0, vmax=255, format="png")
-    return buf.getvalue()
+    out = io.BytesIO()
+    plt.imsave(out, img, cmap="gray", vmin=0, vmax=255, format="png")
+    return out.getvalue()
 
 
 def _slices_figure(vol: np.ndarray, face: np.ndarray, overlay: np.ndarray | None, title: str) -> bytes:

@@ -56,11 +56,20 @@ class Template:
 
     @property
     def protected_brain(self) -> np.ndarray:
-        """Brain mask dilated by :data:`PROTECT_MM` (cached)."""
+        """Brain mask dilated by :data:`PROTECT_MM` (cached; computed around the face only)."""
         if "protect" not in self._cache:
             zooms = np.sqrt((self.affine[:3, :3] ** 2).sum(0))
-            dist = ndi.distance_transform_edt(~self.brain, sampling=zooms)
-            self._cache["protect"] = dist <= PROTECT_MM
+            out = np.zeros(self.brain.shape, bool)
+            idx = np.argwhere(self.face)
+            if idx.size:
+                margin = (np.ceil(PROTECT_MM / zooms) + 1).astype(int)
+                lo = np.maximum(idx.min(0) - margin, 0)
+                hi = np.minimum(idx.max(0) + margin + 1, self.brain.shape)
+                box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+                sub = self.brain[box]
+                if sub.any():
+                    out[box] = ndi.distance_transform_edt(~sub, sampling=zooms) <= PROTECT_MM
+            self._cache["protect"] = out
         return self._cache["protect"]
 
     @property
