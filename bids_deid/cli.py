@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     deid.add_argument("--sourcedata", choices=["dicom", "none"], default="dicom",
                       help="write de-identified DICOM to sourcedata/ (default) or none")
     deid.add_argument("--heuristic", type=Path, metavar="PATH", help="raw input: YAML rules that name series")
+    deid.add_argument("--clean-pixels", action="store_true",
+                      help="black out burned-in text (OCR) in DICOM that would be left out as a burned-in risk")
 
     out = p.add_argument_group("output")
     out.add_argument("--private-dir", type=Path, metavar="PATH",
@@ -95,6 +97,7 @@ def _settings(args: argparse.Namespace):
         verbose=bool(args.verbose), deface_method=args.deface_method or profile.deface_method,
         template=args.template, write_defacemask=args.write_defacemask, sourcedata=args.sourcedata,
         input_type=args.input_type, heuristic=args.heuristic, progress=sys.stderr.isatty(),
+        clean_pixels=args.clean_pixels,
     )
 
 

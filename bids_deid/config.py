@@ -34,3 +34,4 @@ class Settings:
     heuristic: Path | None = None
     progress: bool = True
     labels_pseudonymized: bool = False  # raw input: staging labels are already pseudonyms
+    clean_pixels: bool = False  # OCR + blackout of burned-in text instead of leaving such DICOM out

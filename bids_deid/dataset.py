@@ -95,6 +95,11 @@ def classify(rel: str) -> tuple[str, bool]:
         return "sidecar", False
     if name.endswith((".tsv", ".tsv.gz", ".bval", ".bvec")):
         return "copy", False
+    low = name.lower()
+    if low.endswith((".hdr", ".mnc", ".par")):
+        return "convert", False  # Analyze / MINC / PAR: converted to NIfTI (bids_deid.convert.formats)
+    if low.endswith((".img", ".rec", ".mat")):
+        return "companion", False  # data half of a pair: read through its header
     return "unknown", False
 
 

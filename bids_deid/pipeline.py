@@ -220,6 +220,10 @@ class SubjectRun:
             return
         if t.src.suffix.lower() == ".dat":
             return self._twix(t, rel_src)
+        from .convert.formats import source_task
+
+        if source_task(self, t, rel_src):  # Analyze/MINC/PAR/slides, whole-slide DICOM, --clean-pixels
+            return
         if not is_dicom(t.src):
             self._record(f"sourcedata/{rel_src}", "left out", "not DICOM: unknown files may identify", original=True)
             return
@@ -241,6 +245,11 @@ class SubjectRun:
             self._record(rel, "written")
         else:
             self._record(rel, res.status, res.reason)
+
+    def do_convert(self, t: FileTask) -> None:
+        from .convert.formats import convert_task  # Analyze / MINC / PAR -> NIfTI (+ sidecar)
+
+        convert_task(self, t)
 
     def _twix(self, t: FileTask, rel_src: str) -> None:
         from .convert.twix import is_twix, scrub_twix
@@ -273,6 +282,7 @@ class SubjectRun:
         handlers = {
             "nifti": self.do_nifti, "sidecar": self.do_sidecar, "coldict": self.do_coldict,
             "dated_tsv": self.do_dated_tsv, "copy": self.do_copy, "source": self.do_source,
+            "convert": self.do_convert, "companion": lambda t: None,
         }
         withheld_images = set()
         bar = tqdm(tasks, desc=f"sub-{self.new}", unit="file", disable=not s.progress or not sys.stderr.isatty(),

@@ -46,7 +46,7 @@ _SECTION_KEYS = {
     "sidecar": {"rules", "keep_unknown"},
     "nifti": {"keep_extension_codes", "keep_descrip"},
     "tabular": {"participants_columns", "age_cap", "rules"},
-    "dicom": {"options", "rules", "burned_in", "burned_in_modalities"},
+    "dicom": {"options", "rules", "burned_in", "burned_in_modalities", "pixel_regions"},
     "deface": {"method", "write_defacemask"},
 }
 _TAG_RE = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
@@ -81,6 +81,7 @@ class Profile:
     dicom_rules: tuple[Rule, ...] = ()
     dicom_burned_in: str = "skip"
     dicom_burned_in_modalities: tuple[str, ...] = ("US", "SC", "OT", "XC", "ES", "DOC", "SM", "GM", "OP")
+    dicom_pixel_regions: tuple[dict, ...] = field(default=(), compare=False)  # fixed boxes blacked out by --clean-pixels (see _pixel_regions)
     deface_method: str = "template"
     write_defacemask: bool = False
     raw: dict = field(default_factory=dict, compare=False, repr=False)
@@ -217,6 +218,35 @@ def _merge(base: dict, child: dict) -> dict:
     return out
 
 
+def _pixel_regions(items: Any, where: str) -> tuple[dict, ...]:
+    """Validate ``dicom.pixel_regions``: a list of {modality, manufacturer, rows, columns, boxes}.
+
+    Each box is ``[x0, y0, x1, y1]`` in pixels (x1/y1 exclusive); modality, manufacturer
+    (case-insensitive substring), rows and columns are optional filters.
+    """
+    if items is None:
+        return ()
+    if not isinstance(items, list):
+        raise ProfileError(f"{where}: dicom.pixel_regions must be a list")
+    out = []
+    for i, r in enumerate(items):
+        what = f"{where}: dicom.pixel_regions[{i}]"
+        if not isinstance(r, dict) or set(r) - {"modality", "manufacturer", "rows", "columns", "boxes", "why"}:
+            raise ProfileError(f"{what} must be a mapping with modality/manufacturer/rows/columns/boxes")
+        boxes = r.get("boxes")
+        if not isinstance(boxes, list) or not boxes or not all(
+            isinstance(b, list) and len(b) == 4 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0
+                                                        for v in b) and b[2] > b[0] and b[3] > b[1]
+            for b in boxes
+        ):
+            raise ProfileError(f"{what}.boxes must be a list of [x0, y0, x1, y1] pixel boxes (x1 > x0, y1 > y0)")
+        for k in ("rows", "columns"):
+            if k in r and (not isinstance(r[k], int) or r[k] < 1):
+                raise ProfileError(f"{what}.{k} must be a positive integer")
+        out.append({k: (tuple(tuple(b) for b in v) if k == "boxes" else v) for k, v in r.items()})
+    return tuple(out)
+
+
 def load_profile(spec: str = "basic") -> Profile:
     """Load a profile by shipped name or path and validate every rule.
 
@@ -259,6 +289,7 @@ def load_profile(spec: str = "basic") -> Profile:
         dicom_rules=_rules("dicom", dcm.get("rules"), where, "tag"),
         dicom_burned_in=_choice(dcm.get("burned_in", "skip"), BURNED_IN_POLICIES, "dicom.burned_in", where),
         dicom_burned_in_modalities=tuple(mods) if mods else Profile.dicom_burned_in_modalities,
+        dicom_pixel_regions=_pixel_regions(dcm.get("pixel_regions"), where),
         deface_method=_choice(dfc.get("method", "template"), DEFACE_METHODS, "deface.method", where),
         write_defacemask=bool(dfc.get("write_defacemask", False)),
         raw=data,

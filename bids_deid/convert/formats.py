@@ -1,0 +1,226 @@
+"""Glue between the pipeline and the other formats (Analyze, MINC, PAR/REC, whole-slide, burned-in text).
+
+Three entry points, each a thin layer over the format modules:
+
+* :func:`format_of` names the format of a file from its content (used by
+  :func:`bids_deid.dataset.classify` callers and the raw-input staging);
+* :func:`convert_task` handles an Analyze/MINC/PAR image found in a BIDS subject
+  folder: convert to NIfTI in the work dir, then scrub (and deface) it like any NIfTI,
+  with a scrubbed sidecar for PAR/REC;
+* :func:`source_task` handles a file under ``sourcedata/`` that is not plain DICOM or
+  twix (scrubbed Analyze/MINC/PAR/TIFF slide), or a DICOM that needs the whole-slide
+  rules or ``--clean-pixels``. It returns False when the caller's own handling applies.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from ..dataset import FileTask, classify
+from ..scrub.sidecar import ScrubLog
+
+log = logging.getLogger(__name__)
+
+CONVERTIBLE = {"analyze", "minc", "parrec"}
+_COMPANION_EXT = {".img", ".mat", ".rec"}
+
+
+def format_of(path: Path) -> str | None:
+    """'analyze', 'minc', 'parrec', 'tiff' (whole-slide) or None, from the file's content."""
+    from ..scrub.wsi import TIFF_SUFFIXES, is_tiff
+    from .analyze import is_analyze_pair
+    from .minc import minc_version
+    from .parrec import is_par
+
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext == ".hdr" and is_analyze_pair(path):
+        return "analyze"
+    if ext == ".mnc" and minc_version(path):
+        return "minc"
+    if ext == ".par" and is_par(path):
+        return "parrec"
+    if ext in TIFF_SUFFIXES and is_tiff(path):
+        return "tiff"
+    return None
+
+
+def is_companion(path: Path) -> bool:
+    """True for the data half of a pair (.img of an Analyze .hdr, .REC of a .PAR, SPM .mat)."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in _COMPANION_EXT:
+        return False
+    heads = [path.with_suffix(e) for e in (".hdr", ".HDR", ".PAR", ".par")]
+    return any(h.is_file() for h in heads)
+
+
+def nifti_name(rel: str) -> str:
+    """``.../name.hdr`` / ``.mnc`` / ``.PAR`` -> ``.../name.nii.gz``."""
+    head, _, name = rel.rpartition("/")
+    stem = name.rsplit(".", 1)[0]
+    return (head + "/" if head else "") + stem + ".nii.gz"
+
+
+def convert_to_nifti(kind: str, src: Path, dst: Path, profile=None, offset_days: int | None = None,
+                     slog: ScrubLog | None = None) -> tuple[Path, Path | None]:
+    """Convert one Analyze/MINC/PAR file to a clean ``.nii.gz`` (+ sidecar for PAR/REC)."""
+    from .analyze import analyze_to_nifti
+    from .minc import minc_to_nifti
+    from .parrec import parrec_to_nifti
+
+    if kind == "analyze":
+        return analyze_to_nifti(src, dst, slog), None
+    if kind == "minc":
+        return minc_to_nifti(src, dst, slog), None
+    if kind == "parrec":
+        return parrec_to_nifti(src, dst, profile, offset_days, slog)
+    raise ValueError(f"not a convertible kind: {kind}")
+
+
+def convert_task(run, t: FileTask) -> None:
+    """Pipeline handler for an Analyze/MINC/PAR image in a BIDS subject folder (``SubjectRun``)."""
+    from ..errors import InputError
+
+    s = run.s
+    kind = format_of(t.src)
+    if kind not in CONVERTIBLE:
+        run._record(t.src.relative_to(s.bids_dir).as_posix(), "left out", "not a readable Analyze/MINC/PAR file",
+                    original=True)
+        return
+    rel = nifti_name(t.rel_out)
+    deface = classify(rel)[1] and s.deface_method == "template"
+    if s.dry_run:
+        run.plan_lines.append(f"  convert  {rel}  ({kind} -> NIfTI{', deface' if deface else ''})")
+        return
+    if run.out(rel).exists():
+        run._record(rel, run.records.get(rel, {}).get("status", "written"))
+        return
+    tmp = s.work_dir / f"sub-{run.new}" / "convert" / rel
+    slog = ScrubLog()
+    try:
+        nii, side = convert_to_nifti(kind, t.src, tmp, s.profile, run.offset, slog)
+    except InputError as exc:
+        run._record(rel, "error", str(exc))
+        return
+    run._log(rel, slog)
+    run.do_nifti(FileTask(nii, rel, "nifti", deface))
+    stem = str(t.src)[: -len(t.src.suffix)]
+    if side is not None and not Path(stem + ".json").exists():
+        run.do_sidecar(FileTask(side, rel[: -len(".nii.gz")] + ".json", "sidecar"))
+    for p in (nii, side):
+        if p is not None:
+            Path(p).unlink(missing_ok=True)
+
+
+def source_task(run, t: FileTask, rel_src: str) -> bool:
+    """Pipeline hook for ``sourcedata/`` files; True when handled here."""
+    kind = format_of(t.src)
+    if kind is None and is_companion(t.src):
+        return True  # written together with its header
+    if kind is not None:
+        _source_other(run, t, rel_src, kind)
+        return True
+    return _source_dicom(run, t, rel_src)
+
+
+def _token_rel(run, rel_src: str, folder: str, ext: str) -> str:
+    token = run.pseudo.text_token("srcfile", f"{run.subject}/{rel_src}")
+    return f"sourcedata/{folder}/sub-{run.new}/{token}{ext}"
+
+
+def _source_other(run, t: FileTask, rel_src: str, kind: str) -> None:
+    from ..errors import InputError
+    from ..scrub.wsi import scrub_tiff_wsi
+    from .analyze import scrub_analyze
+    from .minc import scrub_minc
+    from .parrec import scrub_parrec
+
+    ext = {"analyze": ".hdr", "minc": ".mnc", "parrec": ".PAR", "tiff": t.src.suffix.lower()}[kind]
+    folder = {"tiff": "microscopy"}.get(kind, kind)
+    rel = _token_rel(run, rel_src, folder, ext)
+    if run.s.dry_run:
+        run.plan_lines.append(f"  {kind:8} {rel}")
+        return
+    if run.out(rel).exists():
+        run._record(rel, "written")
+        return
+    slog = ScrubLog()
+    try:
+        if kind == "analyze":
+            scrub_analyze(t.src, run.out(rel), slog)
+        elif kind == "minc":
+            scrub_minc(t.src, run.out(rel), slog)
+        elif kind == "parrec":
+            scrub_parrec(t.src, run.out(rel), slog)
+        else:
+            res = scrub_tiff_wsi(t.src, run.out(rel), slog)
+            if res.dropped:
+                slog.change("pages", "remove", f"{len(res.dropped)} label/macro page(s)")
+    except InputError as exc:
+        run._record(rel, "error", str(exc))
+        return
+    run._log(rel, slog)
+    run._record(rel, "written")
+
+
+def _source_dicom(run, t: FileTask, rel_src: str) -> bool:
+    import pydicom
+
+    from ..scrub.dicom import burned_in_reason, is_dicom
+    from ..scrub.wsi import deidentify_wsi_dicom, is_dicom_wsi
+
+    s = run.s
+    if not is_dicom(t.src):
+        return False
+    try:
+        head = pydicom.dcmread(t.src, stop_before_pixels=True, force=True)
+    except Exception:  # noqa: BLE001 - the engine reports unreadable files
+        return False
+    wsi = is_dicom_wsi(head)
+    clean = getattr(s, "clean_pixels", False) and not wsi and burned_in_reason(head, s.profile)
+    if not wsi and not clean:
+        return False
+    parent = run.pseudo.text_token("srcdir", f"{run.subject}/{Path(rel_src).parent.as_posix()}")
+    name = run.pseudo.text_token("srcfile", f"{run.subject}/{rel_src}") + ".dcm"
+    rel = f"sourcedata/{'microscopy' if wsi else 'dicom'}/sub-{run.new}/{parent}/{name}"
+    if s.dry_run:
+        run.plan_lines.append(f"  {'wsi' if wsi else 'pixels':8} {rel}")
+        return True
+    pres = None
+    if wsi:
+        res = deidentify_wsi_dicom(t.src, run.out(rel), s.profile, run.pseudo, subject=run.new,
+                                   offset_days=run.offset)
+    else:
+        from ..scrub.pixels import deidentify_file_clean_pixels
+
+        res, pres = deidentify_file_clean_pixels(t.src, run.out(rel), s.profile, run.pseudo, subject=run.new,
+                                                 offset_days=run.offset)
+    for c in res.changes:
+        run.audit.append({"file": rel, **c})
+    run.identifiers += list(res.identifiers)
+    if res.status in ("written", "exists"):
+        run._record(rel, "written", res.reason if pres else "")
+    else:
+        run._record(rel, res.status, res.reason, original=res.status != "written")
+    if pres is not None and pres.before_png:
+        _add_pixels_qc(run, rel, pres)
+    return True
+
+
+def _add_pixels_qc(run, rel: str, pres) -> None:
+    """Append one before/after entry to the private pixels QC page of this subject."""
+    import json
+
+    from ..private import write_private
+    from ..scrub.pixels import data_uri, write_pixels_qc
+
+    qc_dir = run.s.private_dir / "qc" / f"sub-{run.new}"
+    index = qc_dir / "pixels-qc.json"
+    items = json.loads(index.read_text()) if index.exists() else []
+    items = [i for i in items if i["file"] != rel]
+    items.append({"file": rel, "boxes": pres.boxes, "passes": pres.passes,
+                  "before": data_uri(pres.before_png), "after": data_uri(pres.after_png)})
+    write_private(index, json.dumps(items))
+    write_pixels_qc(qc_dir / "pixels-qc.html", items)
