@@ -17,10 +17,14 @@ TMP_PREFIX = ".bids-deid-tmp-"
 
 
 @contextlib.contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "wb", perm: int = 0o644) -> Iterator[IO]:
+def atomic_open(path: str | os.PathLike, mode: str = "wb", perm: int = 0o644, fsync: bool = True) -> Iterator[IO]:
     """Open a temp file beside ``path``; on clean exit rename it onto ``path``.
 
     On any exception the temp file is removed and ``path`` is left untouched.
+    ``fsync=False`` skips the per-file fsync (for writers of many small files): the rename
+    still guarantees that a killed process never leaves a half file under ``path``, but after
+    a power loss a just-renamed file may be empty, so such callers sync once at the end
+    (see :func:`sync_tree`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,12 +36,33 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb", perm: int = 0o644) ->
             fh.tmp_path = tmp  # lets a writer verify its bytes before the rename
             yield fh
             fh.flush()
-            os.fsync(fh.fileno())
+            if fsync:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def sync_tree(root: str | os.PathLike) -> None:
+    """Flush to disk everything written under ``root`` (one ``syncfs`` of its file system).
+
+    Falls back to ``os.sync()`` where ``syncfs`` is not available.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(root, os.O_RDONLY)
+        try:
+            if libc.syncfs(fd) == 0:
+                return
+        finally:
+            os.close(fd)
+    except (OSError, AttributeError):
+        pass
+    os.sync()
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, perm: int = 0o644) -> None:

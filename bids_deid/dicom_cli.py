@@ -14,11 +14,11 @@ import os
 import sys
 from pathlib import Path
 
-from .atomic import atomic_write_text, cleanup_temps
+from .atomic import atomic_open, atomic_write_text, cleanup_temps
 from .errors import BidsDeidError, InputError, OutputError
 from .profiles import load_profile
 from .pseudonym import Pseudonymizer, load_key
-from .scrub.dicom import deidentify_tree, summarize
+from .scrub.dicom import iter_tree
 
 log = logging.getLogger(__name__)
 
@@ -62,23 +62,24 @@ def run(args: argparse.Namespace) -> int:
     os.chmod(private, 0o700)
     cleanup_temps(out_dir)
     pseudo = Pseudonymizer(key)
-    results = deidentify_tree(args.in_dir, out_dir, profile, pseudo, n_cpus=args.n_cpus, progress=True)
-    lines, mapping = [], {}
-    for r in results:
-        lines.append(json.dumps({
-            "src": str(r.src.relative_to(args.in_dir)), "dst": str(r.dst.relative_to(out_dir)) if r.dst else None,
-            "status": r.status, "reason": r.reason, "subject": r.subject, "changes": r.changes,
-        }))
+    mapping: dict[str, str] = {}
     _read_mapping(private / "mapping.tsv", mapping)
-    _mapping_from(results, args.in_dir, pseudo, mapping)
-    atomic_write_text(private / "audit.jsonl", "\n".join(lines) + ("\n" if lines else ""), perm=0o600)
+    counts: dict[str, int] = {}
+    # Results are streamed: one audit line per file as it is done, only counters and the
+    # PatientID -> pseudonym mapping stay in memory (flat in the number of files).
+    with atomic_open(private / "audit.jsonl", "w", perm=0o600) as audit:
+        for r in iter_tree(args.in_dir, out_dir, profile, pseudo, n_cpus=args.n_cpus, progress=True):
+            audit.write(json.dumps({
+                "src": str(r.src.relative_to(args.in_dir)), "dst": str(r.dst.relative_to(out_dir)) if r.dst else None,
+                "status": r.status, "reason": r.reason, "subject": r.subject, "changes": r.changes,
+            }) + "\n")
+            counts[r.status] = counts.get(r.status, 0) + 1
+            _mapping_from((r,), args.in_dir, pseudo, mapping)
+            if r.status == "error":
+                print(f"bids-deid: error: {r.src.relative_to(args.in_dir)}: {r.reason}", file=sys.stderr)
     rows = ["original_patient_id\tpseudonym"] + [f"{k}\tsub-{v}" for k, v in sorted(mapping.items())]
     atomic_write_text(private / "mapping.tsv", "\n".join(rows) + "\n", perm=0o600)
-    counts = summarize(results)
     errors = counts.get("error", 0)
-    for r in results:
-        if r.status == "error":
-            print(f"bids-deid: error: {r.src.relative_to(args.in_dir)}: {r.reason}", file=sys.stderr)
     print(
         f"bids-deid-dicom: {counts.get('written', 0)} written, {counts.get('exists', 0)} already done, "
         f"{counts.get('skipped', 0)} skipped, {errors} errors (audit in {private})"

@@ -16,8 +16,8 @@ import logging
 import os
 import re
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 import pydicom
@@ -28,10 +28,11 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 
 from .. import __version__
-from ..atomic import atomic_open
+from ..atomic import atomic_open, sync_tree
 from ..profiles import Profile
 from ..pseudonym import Pseudonymizer, shift_da, shift_dt
 from . import dicom_allowlist as allow
+from .dicom_raw import PIXEL_DATA, Fallback, read_raw, write_raw
 from .dicom_table import (
     CLEAN,
     DUMMY,
@@ -134,13 +135,18 @@ class _Ctx:
         if key in self.seen:  # one audit line per tag and action, not per item
             return
         self.seen.add(key)
-        self.changes.append({"tag": f"({tag >> 16:04X},{tag & 0xFFFF:04X})", "keyword": keyword(tag),
-                             "action": action, "why": why})
+        label, kw = _tag_label(tag)
+        self.changes.append({"tag": label, "keyword": kw, "action": action, "why": why})
 
     def ident(self, kind: str, elem: DataElement) -> None:
         for v in _values(elem):
             if len(v) >= 3:
                 self.identifiers.append((kind, v))
+
+
+@lru_cache(maxsize=8192)
+def _tag_label(tag: int) -> tuple[str, str]:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})", keyword(tag)
 
 
 def _values(elem: DataElement) -> list[str]:
@@ -292,58 +298,100 @@ def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ct
     ctx.note(tag, action, why)
 
 
+_DROP = ("drop", "", None)  # removed without an audit line (group lengths, stray meta)
+
+
+def _converted_vr(tag: int, vr: str | None) -> str:
+    """The VR pydicom gives an element read with VR ``vr`` (None: implicit)."""
+    if vr is not None and vr != "UN":
+        return vr
+    return _dictionary_vr(tag) or "UN"
+
+
+def _decide(plan: Plan, tag: int, vr: str | None) -> tuple[str, str, object] | None:
+    """What to do with ``tag`` read with VR ``vr``: None (keep as is), _DROP or ``(action, why, value)``.
+
+    Depends only on the plan, the tag and the VR, so it is cached per plan (``plan.decisions``).
+    """
+    group, elem_no = tag >> 16, tag & 0xFFFF
+    hit = plan.tags.get(tag)
+    if hit is not None:
+        if hit[0] == KEEP and _converted_vr(tag, vr) != "SQ":
+            return None
+        return hit
+    if elem_no == 0 or group == 0x0002:  # group lengths (retired); meta is handled apart
+        return _DROP
+    if group % 2 == 1:
+        # Private: removed. retain_safe_private keeps only attributes of the standard's
+        # safe-private list, which is not packaged yet, so none are kept.
+        return (REMOVE, "private attribute", None)
+    if _is_curve(group):
+        return None if plan.curve_keep else (REMOVE, "curve data (50xx)", None)
+    if _is_overlay(group):
+        ov = plan.overlay.get(elem_no)
+        if ov is not None and not (plan.overlay_keep and ov[0] in (CLEAN, KEEP)):
+            if ov[0] == KEEP and _converted_vr(tag, vr) != "SQ":
+                return None
+            return ov
+        if plan.overlay_keep:
+            if _converted_vr(tag, vr) in ("LO", "LT", "ST", "UT", "SH"):
+                return (CLEAN, "clean_graphics: overlay text", None)
+            return None
+        return (REMOVE, "overlay (60xx) without clean_graphics", None)
+    if vr is None or vr == "UN":
+        vr = _dictionary_vr(tag)
+    if allow.is_allowed(tag, vr):
+        if vr == "SQ":
+            return (RECURSE, "allowlist", None)
+        if vr == "UI" and tag not in allow.WELL_KNOWN_UID_TAGS and "retain_uids" not in plan.options:
+            return (UID, "allowlisted UID", None)
+        if vr in ("DA", "DT") and plan.dates != "keep":
+            if plan.dates == "shift" or "retain_long_modified_dates" in plan.options:
+                return (SHIFT, "allowlisted date: shift", None)
+            return (REMOVE, "allowlisted date: dates remove", None)
+        return None
+    return (REMOVE, "not in Table E.1-1 nor allowlist", None)
+
+
+def _decide_cached(plan: Plan, tag: int, vr: str | None):
+    """:func:`_decide`, plus ``_QUIET_REMOVE`` marks: removals that report no identifier
+    (private attributes and non-text values) need no value conversion."""
+    act = _decide(plan, tag, vr)
+    if act is not None and act is not _DROP and act[0] == REMOVE:
+        if tag >> 16 & 1 or (vr is not None and vr not in _TEXT_VRS and vr != "UN"):
+            return (_QUIET_REMOVE, act[1], None)
+    return act
+
+
+_QUIET_REMOVE = "quiet_remove"
+
+
 def _walk(ds: Dataset, ctx: _Ctx) -> None:
     """Treat every element of ``ds`` (and of its sequences) in place."""
     plan = ctx.plan
-    for tag in list(ds.keys()):
-        tag = int(tag)
-        group, elem_no = tag >> 16, tag & 0xFFFF
-        hit = plan.tags.get(tag)
-        if hit is not None:
-            _apply(ds, tag, hit[0], hit[1], hit[2], ctx)
+    decisions = plan.decisions
+    elems = ds._dict
+    for tag in list(elems):
+        itag = int(tag)
+        key = (itag, elems[tag].VR)
+        act = decisions.get(key, _MISS)
+        if act is _MISS:
+            act = decisions[key] = _decide_cached(plan, itag, key[1])
+        if act is None:
             continue
-        if elem_no == 0 or group == 0x0002:  # group lengths (retired); meta is handled apart
-            del ds[tag]
-            continue
-        if group % 2 == 1:
-            # Private: removed. retain_safe_private keeps only attributes of the standard's
-            # safe-private list, which is not packaged yet, so none are kept.
-            _apply(ds, tag, REMOVE, "private attribute", None, ctx)
-            continue
-        if _is_curve(group):
-            if plan.curve_keep:
-                continue
-            _apply(ds, tag, REMOVE, "curve data (50xx)", None, ctx)
-            continue
-        if _is_overlay(group):
-            ov = plan.overlay.get(elem_no)
-            if ov is not None and not (plan.overlay_keep and ov[0] in (CLEAN, KEEP)):
-                _apply(ds, tag, ov[0], ov[1], None, ctx)
-            elif plan.overlay_keep:
-                vr = ds[tag].VR
-                if vr in ("LO", "LT", "ST", "UT", "SH"):
-                    _apply(ds, tag, CLEAN, "clean_graphics: overlay text", None, ctx)
-            else:
-                _apply(ds, tag, REMOVE, "overlay (60xx) without clean_graphics", None, ctx)
-            continue
-        raw = ds.get_item(tag)
-        vr = raw.VR
-        if vr is None or vr == "UN":
-            vr = _dictionary_vr(tag)
-        if allow.is_allowed(tag, vr):
-            if vr == "SQ":
-                _apply(ds, tag, RECURSE, "allowlist", None, ctx)
-            elif vr == "UI" and tag not in allow.WELL_KNOWN_UID_TAGS and "retain_uids" not in plan.options:
-                _apply(ds, tag, UID, "allowlisted UID", None, ctx)
-            elif vr in ("DA", "DT") and plan.dates != "keep":
-                if plan.dates == "shift" or "retain_long_modified_dates" in plan.options:
-                    _apply(ds, tag, SHIFT, "allowlisted date: shift", None, ctx)
-                else:
-                    _apply(ds, tag, REMOVE, "allowlisted date: dates remove", None, ctx)
-            continue
-        _apply(ds, tag, REMOVE, "not in Table E.1-1 nor allowlist", None, ctx)
+        if act is _DROP:
+            del elems[tag]
+        elif act[0] is _QUIET_REMOVE:
+            del elems[tag]
+            ctx.note(itag, REMOVE, act[1])
+        else:
+            _apply(ds, itag, act[0], act[1], act[2], ctx)
 
 
+_MISS = object()
+
+
+@lru_cache(maxsize=8192)
 def _dictionary_vr(tag: int) -> str | None:
     try:
         return pydicom.datadict.dictionary_VR(tag)
@@ -510,9 +558,9 @@ def _prepare_meta(ds: Dataset) -> None:
         ds.file_meta = meta
 
 
-def _write(ds: Dataset, dst: Path) -> None:
+def _write(ds: Dataset, dst: Path, fsync: bool = True) -> None:
     ds.preamble = b"\x00" * 128  # a preamble may hold data (dual-format files)
-    with atomic_open(dst, "wb") as fh:
+    with atomic_open(dst, "wb", fsync=fsync) as fh:
         ds.save_as(fh, enforce_file_format=True)
 
 
@@ -524,8 +572,62 @@ def _subject_for(ds: Dataset, pseudo: Pseudonymizer, subject: str | None) -> str
 
 
 def _process(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subject: str | None,
-             offset_days: int | None, overwrite: bool) -> DicomResult:
+             offset_days: int | None, overwrite: bool, fsync: bool = True, check_dicom: bool = False) -> DicomResult:
+    """Fast raw path first; the full pydicom path for anything it does not handle."""
     src = Path(src)
+    try:
+        return _process_raw(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync)
+    except Fallback as exc:
+        log.debug("full pydicom path for %s: %s", src, exc)
+    except Exception:  # noqa: BLE001 - the full path decides (it reports real errors)
+        log.debug("raw path failed on %s; trying the full pydicom path", src, exc_info=True)
+    if check_dicom and not is_dicom(src):
+        return DicomResult(src, None, "skipped", "not a DICOM file")
+    return _process_full(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync)
+
+
+def _process_raw(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subject: str | None,
+                 offset_days: int | None, overwrite: bool, fsync: bool) -> DicomResult:
+    """Same steps as :func:`_process_full` on a raw-parsed dataset, written by :func:`write_raw`.
+
+    Kept elements are copied as bytes and Pixel Data is never parsed. Raises :class:`Fallback`
+    (or any other exception) before anything is written under ``dst`` when the file needs the
+    full path.
+    """
+    raw = read_raw(src)
+    try:
+        if raw.pixel is not None and not _keeps_pixels(compile_plan(profile)):
+            raise Fallback("the plan does not keep Pixel Data as is")
+        ds = raw.ds
+        subj = _subject_for(ds, pseudo, subject)
+        dst = Path(dst_for(subj, str(ds.get("SeriesInstanceUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")))
+        if dst.exists() and not overwrite:
+            return DicomResult(src, dst, "exists", "already written", subject=subj)
+        reason = burned_in_reason(ds, profile)
+        if reason and profile.dicom_burned_in == "skip":
+            return DicomResult(src, None, "skipped", f"possible burned-in text: {reason}", subject=subj)
+        offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
+        changes, identifiers = deidentify_dataset(ds, profile, pseudo, subj, offset)
+        with atomic_open(dst, "wb", fsync=fsync) as fh:
+            write_raw(raw, fh)
+        return DicomResult(
+            src, dst, "written", "ok", changes, identifiers, subj,
+            str(ds.get("StudyInstanceUID", "") or "") or None, str(ds.get("SeriesInstanceUID", "") or "") or None,
+        )
+    finally:
+        raw.close()
+
+
+def _keeps_pixels(plan: Plan) -> bool:
+    """True when the plan keeps Pixel Data as is (checked once per plan)."""
+    ok = plan.decisions.get("keeps_pixels")
+    if ok is None:
+        ok = plan.decisions["keeps_pixels"] = all(_decide(plan, PIXEL_DATA, v) is None for v in (None, "OB", "OW"))
+    return ok
+
+
+def _process_full(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subject: str | None,
+                  offset_days: int | None, overwrite: bool, fsync: bool = True) -> DicomResult:
     try:
         ds = _read(src)
     except Exception as exc:  # noqa: BLE001 - one line, file never copied
@@ -543,7 +645,7 @@ def _process(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subjec
     try:
         _prepare_meta(ds)
         changes, identifiers = deidentify_dataset(ds, profile, pseudo, subj, offset)
-        _write(ds, dst)
+        _write(ds, dst, fsync)
     except Exception as exc:  # noqa: BLE001
         log.debug("failed on %s", src, exc_info=True)
         return DicomResult(src, None, "error", f"de-identification failed ({type(exc).__name__})", subject=subj)
@@ -589,42 +691,91 @@ class _TreeDst:
         return self.out_dir / f"sub-{subject}" / f"ser-{ser}" / f"{inst}.dcm"
 
 
-def _tree_job(args: tuple) -> DicomResult:
-    src, out_dir, profile, pseudo, subject = args
-    if not is_dicom(src):
-        return DicomResult(src, None, "skipped", "not a DICOM file")
-    return _process(src, _TreeDst(out_dir, pseudo, src), profile, pseudo, subject, None, False)
+# Per-worker job settings, set once by _init_worker (the pool initializer) so that a task
+# carries only its file path.
+_JOB: tuple | None = None
+
+
+def _init_worker(out_dir: Path, profile: Profile, pseudo: Pseudonymizer, subject: str | None, fsync: bool) -> None:
+    global _JOB
+    compile_plan(profile)  # resolve the table once per worker
+    _JOB = (out_dir, profile, pseudo, subject, fsync)
+
+
+def _tree_job(src: Path) -> DicomResult:
+    assert _JOB is not None, "worker not initialised"
+    out_dir, profile, pseudo, subject, fsync = _JOB
+    src = Path(src)
+    return _process(src, _TreeDst(out_dir, pseudo, src), profile, pseudo, subject, None, False,
+                    fsync=fsync, check_dicom=True)
+
+
+def iter_tree(
+    in_dir: Path, out_dir: Path, profile: Profile, pseudo: Pseudonymizer, n_cpus: int = 1,
+    subject: str | None = None, progress: bool = True, fsync: bool = False,
+) -> Iterator[DicomResult]:
+    """De-identify every DICOM file under ``in_dir`` into ``out_dir``, yielding results as they come.
+
+    Results arrive in file order; nothing is kept per file, so memory does not grow with the
+    number of files. Files are recognised by content. Output names carry no identifier:
+    ``sub-<label>/ser-<keyed token>/<keyed token>.dcm``. Finished files are skipped on a rerun
+    (status ``exists``). ``n_cpus`` > 1 uses a process pool whose workers load the profile
+    once.
+
+    With ``fsync=False`` (default) files are not fsynced one by one; the output file system is
+    synced once when the iteration ends. Every file is still written to a temp name and renamed,
+    so a killed run never leaves a half file under a final name (only after a power loss before
+    the final sync could a just-renamed file be incomplete).
+    """
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    files = (str(p) for p in iter_files(in_dir))
+    bar = _bar(None, progress)
+    global _JOB
+    try:
+        if n_cpus <= 1:
+            saved = _JOB
+            _init_worker(out_dir, profile, pseudo, subject, fsync)
+            try:
+                for src in files:
+                    yield _tree_job(src)
+                    bar.update(1)
+            finally:
+                _JOB = saved
+        else:
+            import multiprocessing
+
+            with multiprocessing.get_context().Pool(
+                n_cpus, initializer=_init_worker, initargs=(out_dir, profile, pseudo, subject, fsync)
+            ) as pool:
+                for r in pool.imap(_tree_job, files, chunksize=8):
+                    yield r
+                    bar.update(1)
+    finally:
+        bar.close()
+        if not fsync and out_dir.is_dir():
+            sync_tree(out_dir)
 
 
 def deidentify_tree(
     in_dir: Path, out_dir: Path, profile: Profile, pseudo: Pseudonymizer, n_cpus: int = 1,
-    subject: str | None = None, progress: bool = True,
+    subject: str | None = None, progress: bool = True, on_result=None, fsync: bool = False,
 ) -> list[DicomResult]:
-    """De-identify every DICOM file under ``in_dir`` into ``out_dir``.
+    """De-identify every DICOM file under ``in_dir`` into ``out_dir`` (see :func:`iter_tree`).
 
-    Files are recognised by content. Output names carry no identifier:
-    ``sub-<label>/ser-<keyed token>/<keyed token>.dcm``. Finished files are skipped on a
-    rerun (status ``exists``). ``n_cpus`` > 1 uses a process pool.
+    Returns the list of results, or, when ``on_result`` (a callable taking one
+    :class:`DicomResult`) is given, calls it per result and returns an empty list so that
+    nothing accumulates (large trees).
     """
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
-    files = list(iter_files(in_dir))
-    jobs = ((f, out_dir, profile, pseudo, subject) for f in files)
-    bar = _bar(len(files), progress)
     results: list[DicomResult] = []
-    if n_cpus <= 1:
-        for r in map(_tree_job, jobs):
+    for r in iter_tree(in_dir, out_dir, profile, pseudo, n_cpus, subject, progress, fsync):
+        if on_result is None:
             results.append(r)
-            bar.update(1)
-    else:
-        with ProcessPoolExecutor(max_workers=n_cpus) as ex:
-            for r in ex.map(_tree_job, jobs, chunksize=max(1, min(64, len(files) // (n_cpus * 8) or 1))):
-                results.append(r)
-                bar.update(1)
-    bar.close()
+        else:
+            on_result(r)
     return results
 
 
-def _bar(total: int, progress: bool):
+def _bar(total: int | None, progress: bool):
     import sys
 
     from tqdm import tqdm
@@ -640,4 +791,4 @@ def summarize(results: Iterable[DicomResult]) -> dict[str, int]:
     return out
 
 
-__all__ = ["DicomResult", "deidentify_dataset", "deidentify_file", "deidentify_tree", "is_dicom", "Tag"]
+__all__ = ["DicomResult", "deidentify_dataset", "deidentify_file", "deidentify_tree", "is_dicom", "iter_tree", "Tag"]

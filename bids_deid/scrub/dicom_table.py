@@ -71,6 +71,8 @@ class Plan:
     dates: str = "shift"
     # Human-readable summary for DeidentificationMethod.
     date_handling: str = "REMOVED"
+    # Filled by the engine as it meets tags: (tag, VR as read) -> decision (see dicom._decide).
+    decisions: dict = field(default_factory=dict, repr=False, compare=False)
 
 
 def _resolve_code(row: TableRow, options: tuple[str, ...], dates: str) -> tuple[str, str]:
@@ -184,6 +186,7 @@ def _compile(profile: Profile) -> Plan:
     return plan
 
 
+@lru_cache(maxsize=8192)
 def keyword(tag: int) -> str:
-    """Keyword of ``tag`` or '' when unknown/private."""
+    """Keyword of ``tag`` or '' when unknown/private (cached)."""
     return keyword_for_tag(tag) or ""

@@ -1,0 +1,295 @@
+"""Raw DICOM file access for the fast path of the de-identification engine.
+
+:func:`read_raw` parses a Part 10 file into a pydicom :class:`~pydicom.dataset.Dataset` whose
+top-level elements stay *raw* (bytes, not converted) and remembers where each element's bytes
+lie in the file. Pixel Data is never read into Python: only its byte range is kept.
+:func:`write_raw` writes the (de-identified) dataset back: elements the engine did not touch
+are copied byte for byte, changed or new ones are encoded by pydicom, and the Pixel Data range
+is copied from the input file (``os.copy_file_range`` when the file is large).
+
+Anything unusual raises :class:`Fallback` so the caller uses the full pydicom path instead:
+no preamble/``DICM``, big endian, deflated or private transfer syntaxes, a dataset whose
+encoding does not match its transfer syntax, truncated or malformed elements.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from dataclasses import dataclass, field
+from struct import Struct
+from typing import IO
+
+from pydicom.charset import convert_encodings, default_encoding
+from pydicom.datadict import dictionary_VR
+from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO, DicomFileLike
+from pydicom.filereader import read_sequence
+from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.tag import BaseTag
+from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.values import convert_string
+
+PIXEL_DATA = 0x7FE00010
+_CHARSET = 0x00080005
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+# Files up to this size are read at once; larger ones are memory-mapped so that the pixel
+# data never enter the process (peak memory does not grow with file size).
+READ_WHOLE_MAX = 16 * 1024 * 1024
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
+_VRS = {
+    v.encode(): v
+    for v in ("AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR "
+              "US UT UV").split()
+}
+_TAG = Struct("<HH")
+_U16 = Struct("<H")
+_U32 = Struct("<I")
+_IMPLICIT = Struct("<HHI")
+
+
+class Fallback(Exception):
+    """The file needs the full pydicom path (not an error of the file itself)."""
+
+
+@dataclass
+class RawFile:
+    """A parsed file: raw dataset, file meta and where each top-level element lies.
+
+    ``ds`` holds the top-level elements except Pixel Data; ``originals[tag]`` is the element
+    object as parsed and ``spans[tag]`` its byte range ``(start, end)`` in ``data``; an element
+    still identical (``is``) to its original is written back as those bytes.
+    """
+
+    data: bytes | mmap.mmap
+    fh: IO[bytes]
+    ds: Dataset
+    meta: FileMetaDataset
+    implicit: bool
+    spans: dict[int, tuple[int, int]] = field(default_factory=dict)
+    originals: dict[int, object] = field(default_factory=dict)
+    pixel: tuple[int, int] | None = None
+
+    def close(self) -> None:
+        """Release the file (and the mapping of a large file)."""
+        if isinstance(self.data, mmap.mmap):
+            self.data.close()
+        self.fh.close()
+
+
+def _dict_vr(tag: int) -> str | None:
+    try:
+        return dictionary_VR(tag)
+    except KeyError:
+        return None
+
+
+def _parse_meta(data, size: int) -> tuple[FileMetaDataset, int]:
+    if size < 144 or data[128:132] != b"DICM":
+        raise Fallback("no DICM preamble")
+    pos, elems = 132, {}
+    while pos + 8 <= size:
+        group, elem = _TAG.unpack_from(data, pos)
+        if group != 0x0002:
+            break
+        vr = _VRS.get(data[pos + 4:pos + 6])
+        if vr is None:
+            raise Fallback("file meta not explicit VR")
+        if vr in _LONG_VRS:
+            length, hdr = _U32.unpack_from(data, pos + 8)[0], 12
+        else:
+            length, hdr = _U16.unpack_from(data, pos + 6)[0], 8
+        if length == _UNDEFINED or pos + hdr + length > size:
+            raise Fallback("odd file meta")
+        tag = group << 16 | elem
+        value = data[pos + hdr:pos + hdr + length] if length else empty_value_for_VR(vr, raw=True)
+        elems[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, length, value, pos + hdr, False, True)
+        pos += hdr + length
+    return FileMetaDataset(elems), pos
+
+
+def _transfer_syntax_implicit(meta: FileMetaDataset) -> bool:
+    """True for implicit VR LE, False for explicit VR LE (incl. encapsulated); else Fallback."""
+    try:
+        ts = meta.TransferSyntaxUID
+        if ts == ImplicitVRLittleEndian:
+            return True
+        if ts.is_private or not ts.is_transfer_syntax or ts.is_deflated or not ts.is_little_endian or ts.is_implicit_VR:
+            raise Fallback(f"transfer syntax {ts}")
+    except (AttributeError, ValueError, TypeError) as exc:
+        raise Fallback("no usable transfer syntax") from exc
+    return False
+
+
+def _pixel_end(data, pos: int, size: int) -> int:
+    """End of encapsulated pixel data whose items start at ``pos``."""
+    while pos + 8 <= size:
+        group, elem, length = _IMPLICIT.unpack_from(data, pos)
+        tag = group << 16 | elem
+        if tag == _ITEM:
+            pos += 8 + length
+        elif tag == _SEQ_END:
+            return pos + 8
+        else:
+            raise Fallback("malformed encapsulated pixel data")
+    raise Fallback("truncated encapsulated pixel data")
+
+
+def read_raw(path: str | os.PathLike) -> RawFile:
+    """Parse ``path`` (see module doc); raises :class:`Fallback` for anything unusual."""
+    fh = open(path, "rb")  # noqa: SIM115 - owned by the returned RawFile
+    try:
+        size = os.fstat(fh.fileno()).st_size
+        data = fh.read() if size <= READ_WHOLE_MAX else mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            meta, pos = _parse_meta(data, size)
+            implicit = _transfer_syntax_implicit(meta)
+            raw = RawFile(data, fh, Dataset(), meta, implicit)
+            _parse_dataset(raw, pos, size)
+        except BaseException:
+            if isinstance(data, mmap.mmap):
+                data.close()
+            raise
+    except BaseException:
+        fh.close()
+        raise
+    return raw
+
+
+def _parse_dataset(raw: RawFile, pos: int, size: int) -> None:
+    data, implicit = raw.data, raw.implicit
+    elems: dict = {}
+    spans, originals = raw.spans, raw.originals
+    encoding: str | list[str] = default_encoding
+    first = True
+    last_tag = -1
+    while pos < size:
+        if pos + 8 > size:
+            raise Fallback("trailing bytes")
+        group, elem = _TAG.unpack_from(data, pos)
+        tag = group << 16 | elem
+        if implicit:
+            if first and data[pos + 4:pos + 6] in _VRS:
+                raise Fallback("implicit transfer syntax but explicit-looking data")
+            vr, length, hdr = None, _U32.unpack_from(data, pos + 4)[0], 8
+        else:
+            vr = _VRS.get(data[pos + 4:pos + 6])
+            if vr is None:
+                raise Fallback("unknown VR (implicit data under an explicit transfer syntax?)")
+            if vr in _LONG_VRS:
+                length, hdr = _U32.unpack_from(data, pos + 8)[0], 12
+            else:
+                length, hdr = _U16.unpack_from(data, pos + 6)[0], 8
+        first = False
+        if tag <= last_tag or group == 0xFFFE:
+            raise Fallback("elements out of order or stray delimiter")
+        last_tag = tag
+        vpos = pos + hdr
+        btag = BaseTag(tag)
+        if length == _UNDEFINED:
+            if tag == PIXEL_DATA:
+                end = _pixel_end(data, vpos, size)
+                raw.pixel = (pos, end)
+                pos = end
+                continue
+            seq_vr = "SQ" if vr == "UN" else vr  # PS3.5 6.2.2: undefined-length UN is a sequence
+            if seq_vr is None:
+                seq_vr = _dict_vr(tag)
+                if seq_vr is None and vpos + 4 <= size and _TAG.unpack_from(data, vpos) == (0xFFFE, 0xE000):
+                    seq_vr = "SQ"
+            if seq_vr != "SQ":
+                raise Fallback("undefined length outside a sequence")
+            fp = DicomBytesIO(data) if isinstance(data, bytes) else DicomFileLike(raw.fh)
+            fp.is_little_endian, fp.is_implicit_VR = True, implicit
+            fp.seek(vpos)
+            seq = read_sequence(fp, implicit, True, length, encoding)
+            end = fp.tell()
+            element = DataElement(btag, "SQ", seq, vpos, is_undefined_length=True)
+        else:
+            end = vpos + length
+            if end > size:
+                raise Fallback("truncated element")
+            if tag == PIXEL_DATA:
+                raw.pixel = (pos, end)
+                pos = end
+                continue
+            value = data[vpos:end] if length else empty_value_for_VR(vr, raw=True)
+            element = RawDataElement(btag, vr, length, value, vpos, implicit, True)
+            if tag == _CHARSET:
+                encoding = convert_encodings(convert_string(value or b"", True))
+        elems[btag] = element
+        if isinstance(element, RawDataElement):
+            # Only raw (immutable) elements may be copied back as bytes: a parsed sequence can
+            # be changed in place by the engine, so it is always re-encoded.
+            spans[tag] = (pos, end)
+            originals[tag] = element
+        pos = end
+    ds = Dataset(elems)
+    ds.set_original_encoding(implicit, True, encoding)
+    ds.file_meta = raw.meta
+    raw.ds = ds
+
+
+def _copy_range(raw: RawFile, out: IO[bytes], start: int, end: int) -> None:
+    if isinstance(raw.data, bytes):
+        out.write(memoryview(raw.data)[start:end])
+        return
+    out.flush()
+    src, dst = raw.fh.fileno(), out.fileno()
+    offset = start
+    try:
+        while offset < end:
+            n = os.copy_file_range(src, dst, end - offset, offset)
+            if n <= 0:
+                break
+            offset += n
+    except (AttributeError, OSError):
+        pass
+    if offset < end:  # no copy_file_range (or it stopped): plain chunked copy
+        os.lseek(dst, 0, os.SEEK_END)
+        raw.fh.seek(offset)
+        while offset < end:
+            chunk = raw.fh.read(min(1 << 20, end - offset))
+            if not chunk:
+                raise OSError("input file shrank while copying pixel data")
+            out.write(chunk)
+            offset += len(chunk)
+        out.flush()
+    else:
+        os.lseek(dst, 0, os.SEEK_END)
+
+
+def write_raw(raw: RawFile, out: IO[bytes]) -> None:
+    """Write ``raw.ds`` with ``raw.meta`` as a Part 10 file to the binary stream ``out``.
+
+    The preamble is zeroed; untouched elements are copied as they were read.
+    """
+    ds = raw.ds
+    if ds.original_character_set != ds._character_set:
+        raise Fallback("character set changed: every element must be re-encoded")
+    head = DicomBytesIO()
+    head.is_little_endian, head.is_implicit_VR = True, False
+    head.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(head, raw.meta, enforce_standard=True)
+    head.is_implicit_VR = raw.implicit
+    encoding = ds.get("SpecificCharacterSet", default_encoding)
+    data, spans, originals = raw.data, raw.spans, raw.originals
+    buf, tail = head, None
+    for tag in sorted(ds._dict, key=int):
+        if tag > PIXEL_DATA and tail is None:
+            tail = DicomBytesIO()
+            tail.is_little_endian, tail.is_implicit_VR = True, raw.implicit
+            buf = tail
+        element = ds._dict[tag]
+        if element is originals.get(tag) and isinstance(element, RawDataElement):
+            start, end = spans[tag]
+            buf.write(data[start:end])
+        else:
+            write_data_element(buf, element, encoding)
+    out.write(head.getvalue())
+    if raw.pixel is not None:
+        _copy_range(raw, out, *raw.pixel)
+    if tail is not None:
+        out.write(tail.getvalue())
