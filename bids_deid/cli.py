@@ -74,6 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
     perf.add_argument("--n-cpus", "--nprocs", "--n_cpus", type=_positive_int, default=1, dest="n_cpus",
                       help="parallel worker processes (default: 1)")
     perf.add_argument("-v", "--verbose", action="count", default=0, help="more log output; tracebacks on error")
+
+    hpc = p.add_argument_group("HPC", "write SLURM scripts (one participant per array task) instead of running")
+    hpc.add_argument("--slurm-script", type=Path, metavar="FILE",
+                     help="write an sbatch array script (plus participant list, group job, submit driver) and exit")
+    hpc.add_argument("--slurm-max-parallel", type=_positive_int, default=8, metavar="N",
+                     help="array tasks running at once (default: 8)")
+    hpc.add_argument("--slurm-mem", default="8G", metavar="MEM", help="memory per task (default: 8G)")
+    hpc.add_argument("--slurm-time", default="04:00:00", metavar="TIME", help="time limit per task (default: 04:00:00)")
+    hpc.add_argument("--slurm-container", type=Path, metavar="PATH.sif",
+                     help="run bids-deid from this Apptainer image (default: this Python's bids-deid)")
     return p
 
 
@@ -155,6 +165,13 @@ def main(argv: list[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:
+        if args.slurm_script:
+            from .hpc import write_from_args
+
+            files = write_from_args(args)
+            print(f"wrote {files.array_script} (+ participant list, group job); submit both with: "
+                  f"bash {files.submit_script}")
+            return 0
         from .pipeline import run
 
         s = _settings(args)

@@ -42,7 +42,7 @@ def check_locations(s: Settings) -> None:
     for where in (out, priv, s.work_dir.resolve()):
         try:
             where.mkdir(parents=True, exist_ok=True)
-            probe = where / ".bids-deid-tmp-probe"
+            probe = where / f".bids-deid-tmp-probe-{os.getpid()}-{os.urandom(4).hex()}"  # parallel jobs
             probe.write_bytes(b"")
             probe.unlink()
         except OSError as exc:
@@ -381,7 +381,7 @@ def run_participant(s: Settings) -> list[dict]:
     if not s.dry_run:
         check_locations(s)
         check_key(s.private_dir, Pseudonymizer(s.key).fingerprint)
-        cleanup_temps(s.output_dir)
+        _cleanup_subject_temps(s, subjects)
         if not s.skip_validation:
             validate_input(s)
     results = []
@@ -391,6 +391,16 @@ def run_participant(s: Settings) -> list[dict]:
     else:
         results = [_run_subject(s, subj) for subj in subjects]
     return results
+
+
+def _cleanup_subject_temps(s: Settings, subjects: list[str]) -> None:
+    """Remove leftover temp files of these subjects only: other jobs may be writing theirs."""
+    pseudo = Pseudonymizer(s.key)
+    for subj in subjects:
+        new = pseudonym_for(s, pseudo, subj)
+        for folder in [s.output_dir / f"sub-{new}", *s.output_dir.glob(f"sourcedata/*/sub-{new}")]:
+            if folder.is_dir():
+                cleanup_temps(folder)
 
 
 def validate_input(s: Settings) -> None:
@@ -459,6 +469,7 @@ def run_group(s: Settings, raw: bool = False) -> dict:
     check_locations(s)
     pseudo = Pseudonymizer(s.key)
     check_key(s.private_dir, pseudo.fingerprint)
+    cleanup_temps(s.output_dir)  # group level runs after every participant job: all leftovers go
     slog = ScrubLog()
     records: dict[str, dict] = {}
     if raw:

@@ -5,11 +5,13 @@ Nothing here is ever copied to the public output. Folders are 0700, files 0600.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
-from .atomic import atomic_write_bytes
+from .atomic import TMP_PREFIX, atomic_write_bytes
 from .errors import KeyFileError, OutputError
 
 DIR_MODE = 0o700
@@ -44,12 +46,43 @@ def read_json(path: Path, default=None):
 def check_key(private_dir: Path, fingerprint: str) -> None:
     """Record the key fingerprint on first use; refuse a different key later."""
     path = private_dir / "key-fingerprint"
-    try:
-        old = path.read_text().strip()
-    except FileNotFoundError:
-        write_private(path, fingerprint + "\n")
-        return
+    if not path.exists():
+        _create_once(path, (fingerprint + "\n").encode())
+    old = path.read_text().strip()
     if old != fingerprint:
         raise KeyFileError(
             "this output was made with a different key; use the same --key-file, or a new output and private dir"
         )
+
+
+def _create_once(path: Path, data: bytes) -> None:
+    """Create ``path`` with ``data`` unless it exists; race-safe between parallel jobs.
+
+    A complete temp file is hard-linked into place: the link fails if another job got
+    there first (its file then wins, and the caller compares against it). Where hard links
+    are not supported, an exclusive create is used instead.
+    """
+    ensure_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        os.write(fd, data)
+        os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            pass
+        except OSError:  # no hard links here (some network file systems)
+            try:
+                out = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+            except FileExistsError:
+                return
+            with os.fdopen(out, "wb") as fh:
+                fh.write(data)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)

@@ -1,0 +1,137 @@
+#!/usr/bin/env bash
+# Build the bids-deid image with podman and test it the way users run it:
+#   --network=none --read-only --tmpfs /tmp, as a non-root user.
+# Checks: the demo and an end-to-end run inside the container print "validator: 0 errors",
+# no byte of the public output (gunzipped too) holds "canary", GeneratedBy.Container is set.
+#
+# Usage: scripts/container-test.sh            (from anywhere; root or rootless podman)
+# Env:   BASE=image     use this base image instead of a debootstrapped Debian bookworm
+#        IMAGE=name     image tag to build (default localhost/bids-deid:test)
+#        KEEP_BUILD=1   keep container-build/ (rootfs, logs) for a faster rerun
+# Exits 0 with "SKIP: ..." where podman cannot run here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO="$(pwd)"
+IMAGE="${IMAGE:-localhost/bids-deid:test}"
+BASE_IMAGE="${BASE:-localhost/bids-deid-base:bookworm}"
+BUILD="$REPO/container-build"
+mkdir -p "$BUILD"
+
+skip() { echo "SKIP: $*"; exit 0; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+command -v podman >/dev/null || skip "podman is not installed (apt-get install -y podman)"
+PODMAN=(podman)
+# Machines without systemd / with crun trouble: runc and cgroupfs work where the defaults do not.
+if [ -x /usr/sbin/runc ]; then PODMAN+=(--runtime /usr/sbin/runc); fi
+PODMAN+=(--cgroup-manager=cgroupfs)
+# Some sandboxes refuse raising rlimits: ask for values at or below the current hard limits.
+NOFILE="$(ulimit -Hn)"; [ "$NOFILE" = unlimited ] && NOFILE=65536
+NPROC="$(ulimit -Hu)"; [ "$NPROC" = unlimited ] && NPROC=65536
+[ "$NOFILE" -gt 8192 ] && NOFILE=8192
+[ "$NPROC" -gt 8192 ] && NPROC=8192
+ULIMITS=(--ulimit "nofile=$NOFILE:$NOFILE" --ulimit "nproc=$NPROC:$NPROC")
+
+# ---------------------------------------------------------------- base image
+if ! "${PODMAN[@]}" image exists "$BASE_IMAGE"; then
+  [ -n "${BASE:-}" ] && skip "base image $BASE is not available locally and no registry is assumed"
+  command -v debootstrap >/dev/null || skip "no base image and no debootstrap to make one (apt-get install debootstrap)"
+  [ "$(id -u)" = 0 ] || skip "making a base with debootstrap needs root"
+  echo "== making a Debian bookworm base with python3.11 (debootstrap)"
+  rm -rf "$BUILD/rootfs"
+  debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$BUILD/rootfs" \
+    "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" > "$BUILD/debootstrap.log" 2>&1 \
+    || fail "debootstrap failed; see $BUILD/debootstrap.log"
+  rm -rf "$BUILD/rootfs/var/cache/apt/archives/"*.deb "$BUILD/rootfs/var/lib/apt/lists/"*
+  tar -C "$BUILD/rootfs" -c . | "${PODMAN[@]}" import - "$BASE_IMAGE" >/dev/null
+  [ -n "${KEEP_BUILD:-}" ] || rm -rf "$BUILD/rootfs"
+fi
+"${PODMAN[@]}" run --rm "${ULIMITS[@]}" --network=none "$BASE_IMAGE" python3 -c "import sys, venv; assert sys.version_info[:2] == (3, 11)" \
+  || skip "podman cannot run a container here (or the base has no python3.11 with venv)"
+
+# ---------------------------------------------------------------- wheels (the build needs no network)
+PY="${PYTHON:-python3}"
+if [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"; fi
+echo "== downloading wheels for requirements.lock into .container-wheels/"
+rm -rf "$REPO/.container-wheels"
+# The host's Python must match the image's (3.11, same architecture, glibc >= the wheels' needs).
+"$PY" -c "import sys; assert sys.version_info[:2] == (3, 11)" || skip "wheels must be fetched by a Python 3.11 ($PY is not)"
+"$PY" -m pip download -q --only-binary=:all: -r requirements.lock -d "$REPO/.container-wheels" 2>"$BUILD/pip.log" \
+  || { tail -5 "$BUILD/pip.log"; fail "pip download failed"; }
+"$PY" -m pip wheel -q --no-deps . -w "$REPO/.container-wheels" 2>>"$BUILD/pip.log" \
+  || { tail -5 "$BUILD/pip.log"; fail "building the bids-deid wheel failed"; }
+
+# ---------------------------------------------------------------- build
+VERSION="$("$PY" -c 'import bids_deid; print(bids_deid.__version__)')"
+echo "== building $IMAGE (version $VERSION) on $BASE_IMAGE"
+T0=$(date +%s)
+"${PODMAN[@]}" build "${ULIMITS[@]}" --network=none -f Dockerfile -t "$IMAGE" \
+  --build-arg BASE="$BASE_IMAGE" --build-arg VERSION="$VERSION" \
+  --build-arg BUILD_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  --build-arg VCS_REF="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
+  . > "$BUILD/build.log" 2>&1 || { tail -30 "$BUILD/build.log"; fail "image build failed; see $BUILD/build.log"; }
+T1=$(date +%s)
+SIZE="$("${PODMAN[@]}" image inspect "$IMAGE" --format '{{.Size}}')"
+BASE_SIZE="$("${PODMAN[@]}" image inspect "$BASE_IMAGE" --format '{{.Size}}')"
+echo "build time: $((T1 - T0)) s; image size: $((SIZE / 1000000)) MB (base $((BASE_SIZE / 1000000)) MB)"
+[ -n "${KEEP_BUILD:-}" ] || rm -rf "$REPO/.container-wheels"
+
+# ---------------------------------------------------------------- run, as users do
+RUN=("${PODMAN[@]}" run --rm "${ULIMITS[@]}" --network=none --read-only --tmpfs /tmp:rw,exec,size=2g)
+TEST="$BUILD/test"
+rm -rf "$TEST"; mkdir -p "$TEST/demo" "$TEST/e2e"
+chmod 0777 "$TEST/demo" "$TEST/e2e"  # the image runs as uid 10001
+
+check_output() {  # $1: output folder, $2: log file
+  grep -q "validator: 0 errors" "$2" || fail "validator did not report 0 errors (see $2)"
+  "$PY" - "$1" <<'PY' || fail "leak or metadata check failed in $1"
+import gzip, json, sys
+from pathlib import Path
+root = Path(sys.argv[1])
+hits = []
+for p in sorted(root.rglob("*")):
+    rel = p.relative_to(root).as_posix()
+    if "canary" in rel.lower():
+        hits.append("name:" + rel)
+    if not p.is_file():
+        continue
+    blobs = [p.read_bytes()]
+    if p.name.endswith(".gz"):
+        blobs.append(gzip.decompress(blobs[0]))
+    for b in blobs:
+        low = b.lower()
+        if any(f in low for f in (b"canary", "canary".encode("utf-16-le"), "canary".encode("utf-16-be"))):
+            hits.append(rel)
+if hits:
+    sys.exit(f"canary found: {hits[:10]}")
+gen = json.loads((root / "dataset_description.json").read_text())["GeneratedBy"][0]
+if not gen.get("Container", {}).get("Tag"):
+    sys.exit("GeneratedBy.Container missing")
+print(f"  ok: no canary in {sum(1 for p in root.rglob('*') if p.is_file())} files; Container = {gen['Container']}")
+PY
+}
+
+echo "== bids-deid-demo inside the container (--network=none --read-only)"
+"${RUN[@]}" -v "$TEST/demo:/work" --entrypoint bids-deid-demo "$IMAGE" /work/demo > "$TEST/demo.log" 2>&1 \
+  || { tail -20 "$TEST/demo.log"; fail "bids-deid-demo failed in the container"; }
+grep -E "validator:|^sub-" "$TEST/demo.log" | sed 's/^/  /'
+check_output "$TEST/demo/demo/output" "$TEST/demo.log"
+
+echo "== end-to-end: participant + group on a read-only input mount"
+"$PY" -c "from bids_deid.demo import build_demo_dataset; build_demo_dataset('$TEST/e2e/input')"
+"$PY" -c "from bids_deid.pseudonym import generate_key; generate_key('$TEST/e2e/study.key')"
+chmod 0644 "$TEST/e2e/study.key"  # readable by the container user (a test key)
+mkdir -p "$TEST/e2e/out" && chmod 0777 "$TEST/e2e/out"
+for level in participant group; do
+  "${RUN[@]}" -v "$TEST/e2e/input:/data:ro" -v "$TEST/e2e/out:/out" -v "$TEST/e2e/study.key:/keys/study.key:ro" \
+    "$IMAGE" /data /out/deid "$level" --key-file /keys/study.key --private-dir /out/private -w /tmp/work \
+    > "$TEST/e2e-$level.log" 2>&1 || { tail -20 "$TEST/e2e-$level.log"; fail "$level level failed in the container"; }
+done
+grep -E "validator:" "$TEST/e2e-group.log" | sed 's/^/  /'
+check_output "$TEST/e2e/out/deid" "$TEST/e2e-group.log"
+
+echo "== labels"
+"${PODMAN[@]}" image inspect "$IMAGE" --format '{{range $k, $v := .Labels}}{{$k}}={{$v}}{{"\n"}}{{end}}' \
+  | grep org.opencontainers | sed 's/^/  /'
+echo "PASS: image $IMAGE, $((SIZE / 1000000)) MB, built in $((T1 - T0)) s"
+[ -n "${KEEP_BUILD:-}" ] || rm -rf "$TEST"
