@@ -1,0 +1,200 @@
+"""Analyze, MINC, PAR/REC and whole-slide images: scrubbed per profile, proven by raw-byte leak scans."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+from conftest import SHARED, canary_hits, needs_shared, tree_digest
+
+from bids_deid.convert.analyze import analyze_to_nifti, scrub_analyze
+from bids_deid.convert.formats import format_of
+from bids_deid.convert.minc import minc_to_nifti, scrub_minc
+from bids_deid.convert.parrec import parrec_to_nifti, scrub_parrec
+from bids_deid.errors import InputError, ProfileError
+from bids_deid.profiles import load_profile
+from bids_deid.pseudonym import Pseudonymizer
+from bids_deid.scrub.sidecar import ScrubLog
+from bids_deid.scrub.wsi import deidentify_wsi_dicom, scrub_tiff_wsi
+
+ANALYZE_PHI = (b"DOE^JANE", b"MRN1234567", b"Jane Doe", b"jdoe_t1", b"SYNTH", b"S0001", b"20240101", b"101500",
+               b"19700101")
+PAR_PHI = (b"phantom", b"Konvertertest", b"EPI_asc CLEAR", b"2014.02.14", b"09:00:57", b"\\Export")
+SVS_PHI = (b"DOE^JANE", b"MRN1234567", b"jdoe", b"SS1302", b"07/02/15", b"10:30:55", b"LABELTEXT", b"2015:07:02")
+
+
+# ------------------------------------------------------------------ Analyze
+@needs_shared
+def test_analyze_pair_scrubbed_and_data_kept(tmp_path):
+    src = SHARED / "analyze" / "synthetic_phi_anatomical.hdr"
+    slog = ScrubLog()
+    written = scrub_analyze(src, tmp_path / "out" / "x.hdr", slog)
+    assert {p.suffix for p in written} == {".hdr", ".img", ".mat"}
+    assert canary_hits(tmp_path / "out", ANALYZE_PHI) == []
+    assert ("Analyze patient_id", "MRN1234567") in slog.identifiers  # the private side saw it
+    a, b = nib.load(str(src)), nib.load(str(tmp_path / "out" / "x.hdr"))
+    assert np.array_equal(a.get_fdata(), b.get_fdata()) and np.allclose(a.affine, b.affine)
+    from scipy.io import loadmat
+
+    assert {k for k in loadmat(tmp_path / "out" / "x.mat") if not k.startswith("__")} == {"M", "mat"}
+
+
+@needs_shared
+def test_analyze_to_nifti(tmp_path):
+    src = SHARED / "analyze" / "synthetic_phi_anatomical.hdr"
+    out = analyze_to_nifti(src, tmp_path / "sub-x_T1w.nii.gz")
+    assert canary_hits(tmp_path, ANALYZE_PHI) == []
+    a, b = nib.load(str(src)), nib.load(str(out))
+    assert np.array_equal(a.get_fdata(), b.get_fdata()) and np.allclose(a.affine, b.affine)
+    assert b.header["descrip"].tobytes().strip(b"\x00") == b""
+
+
+def test_analyze_truncated_image_is_an_error(tmp_path):
+    img = nib.AnalyzeImage(np.zeros((4, 4, 4), np.int16), np.eye(4))
+    nib.save(img, str(tmp_path / "a.hdr"))
+    (tmp_path / "a.img").write_bytes((tmp_path / "a.img").read_bytes()[:10])
+    with pytest.raises(InputError, match="truncated"):
+        scrub_analyze(tmp_path / "a.hdr", tmp_path / "o" / "a.hdr")
+    assert not (tmp_path / "o" / "a.hdr").exists()
+
+
+# ------------------------------------------------------------------ MINC
+@needs_shared
+@pytest.mark.parametrize("name", ["minc1_1_scale.mnc", "minc1_4d.mnc", "minc2_1_scale.mnc", "minc2_4d.mnc",
+                                  "small.mnc", "tiny.mnc"])
+def test_minc_scrub_and_convert(tmp_path, name):
+    src = SHARED / "minc" / name
+    assert b"history" in src.read_bytes() or b"ident" in src.read_bytes()
+    out = scrub_minc(src, tmp_path / name)
+    nii = minc_to_nifti(src, tmp_path / "x.nii.gz")
+    assert canary_hits(tmp_path, (b"history", b"mb312", b"actman", b"rawtominc", b"2013")) == []
+    a = nib.load(str(src))
+    for other in (nib.load(str(out)), nib.load(str(nii))):
+        assert np.allclose(a.get_fdata(), other.get_fdata(), atol=1e-4)
+        assert np.allclose(a.affine, other.affine)
+
+
+# ------------------------------------------------------------------ PAR/REC
+@needs_shared
+def test_parrec_scrub_and_convert(tmp_path):
+    src = SHARED / "parrec" / "phantom_EPI_asc_CLEAR_2_1.PAR"
+    written = scrub_parrec(src, tmp_path / "s" / "x.PAR")
+    assert [p.suffix for p in written] == [".PAR", ".REC"]
+    nii, side = parrec_to_nifti(src, tmp_path / "n" / "sub-x_task-rest_bold.nii.gz")
+    assert canary_hits(tmp_path, PAR_PHI) == []
+    a = nib.load(str(src))
+    assert np.allclose(a.get_fdata(), nib.load(str(tmp_path / "s" / "x.PAR")).get_fdata())
+    assert np.allclose(a.get_fdata(), nib.load(str(nii)).get_fdata(), atol=1e-3)
+    meta = json.loads(side.read_text())
+    assert meta["RepetitionTime"] == pytest.approx(2.0) and meta["EchoTime"] == pytest.approx(0.03)
+
+
+# ------------------------------------------------------------------ whole-slide
+def _svs(path: Path) -> np.ndarray:
+    import tifffile
+
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (512, 512, 3), dtype=np.uint8)
+    desc = ("Aperio Image Library v12.0.15 \r\n512x512 [0,0 512x512] (256x256) JPEG/RGB Q=70|AppMag = 20|"
+            "ScanScope ID = SS1302|Filename = DOE^JANE_MRN1234567|Date = 07/02/15|Time = 10:30:55|User = jdoe|"
+            "MPP = 0.499")
+    with tifffile.TiffWriter(path) as tw:
+        tw.write(base, tile=(256, 256), compression="zlib", photometric="rgb", description=desc, metadata=None,
+                 software="Aperio", datetime="2015:07:02 10:30:55", extratags=[(315, "s", 0, "DOE^JANE", True)])
+        tw.write(base[::4, ::4], compression="zlib", photometric="rgb", metadata=None,
+                 description="Aperio Image Library v12.0.15 \r\n128x128 -> 128x128 JPEG/RGB Q=70")
+        tw.write(base[::2, ::2], tile=(256, 256), compression="zlib", photometric="rgb", subfiletype=1,
+                 metadata=None, description="Aperio Image Library v12.0.15 \r\n256x256 (256x256) JPEG/RGB Q=70")
+        label = np.zeros((64, 128, 3), np.uint8)
+        label[:, :, 0] = 7
+        tw.write(label, compression="zlib", photometric="rgb", subfiletype=1, metadata=None,
+                 description="Aperio Image Library v12.0.15\nlabel 128x64 LABELTEXT")
+        tw.write(label[:, :100], compression="zlib", photometric="rgb", subfiletype=9, metadata=None,
+                 description="Aperio Image Library v12.0.15\nmacro 100x64 LABELTEXT")
+    return base
+
+
+def test_svs_label_macro_removed_pyramid_intact(tmp_path):
+    import tifffile
+
+    base = _svs(tmp_path / "in" / "slide.svs") if (tmp_path / "in").mkdir() is None else None
+    assert format_of(tmp_path / "in" / "slide.svs") == "tiff"
+    res = scrub_tiff_wsi(tmp_path / "in" / "slide.svs", tmp_path / "out" / "slide.svs")
+    assert res.kept == 3 and sorted(res.dropped) == ["label", "macro"]
+    assert canary_hits(tmp_path / "out", SVS_PHI) == []
+    with tifffile.TiffFile(tmp_path / "out" / "slide.svs") as t:
+        assert len(t.pages) == 3
+        assert np.array_equal(t.pages[0].asarray(), base)
+        assert np.array_equal(t.pages[2].asarray(), base[::2, ::2])
+        assert "AppMag = 20" in t.pages[0].description and "MPP = 0.499" in t.pages[0].description
+        assert all(int(p.asarray()[..., 0].max()) != 7 or p.shape[0] != 64 for p in t.pages)
+
+
+@needs_shared
+def test_dicom_wsi_volume_deidentified_label_withheld(tmp_path):
+    src = SHARED / "wsi" / "cptac-brca_911f6cbd_SM.dcm"
+    pseudo = Pseudonymizer(b"k" * 32)
+    profile = load_profile("basic")
+    res = deidentify_wsi_dicom(src, tmp_path / "out" / "v.dcm", profile, pseudo, subject="abc")
+    assert res.status == "written", res.reason
+    assert canary_hits(tmp_path / "out", (b"15BR001",)) == []
+    a, b = pydicom.dcmread(src), pydicom.dcmread(tmp_path / "out" / "v.dcm")
+    assert np.array_equal(a.pixel_array, b.pixel_array)
+    ds = pydicom.dcmread(src)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "LABEL", "NONE"]
+    ds.save_as(tmp_path / "label.dcm")
+    res = deidentify_wsi_dicom(tmp_path / "label.dcm", tmp_path / "out" / "l.dcm", profile, pseudo, subject="abc")
+    assert res.status == "withheld" and not (tmp_path / "out" / "l.dcm").exists()
+
+
+# ------------------------------------------------------------------ profile key
+def test_pixel_regions_profile_key(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text("extends: basic\ndicom:\n  pixel_regions:\n    - {modality: US, boxes: [[0, 0, 640, 60]]}\n")
+    assert load_profile(str(good)).dicom_pixel_regions[0]["boxes"] == ((0, 0, 640, 60),)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("extends: basic\ndicom:\n  pixel_regions:\n    - {modality: US, boxes: [[10, 0, 5, 60]]}\n")
+    with pytest.raises(ProfileError, match="pixel_regions"):
+        load_profile(str(bad))
+
+
+# ------------------------------------------------------------------ through the pipeline
+@needs_shared
+def test_bids_subject_with_analyze_minc_parrec_and_slide(tmp_path, key_file):
+    from bids_deid.cli import main
+
+    ds = tmp_path / "in"
+    (ds / "sub-DOE/anat").mkdir(parents=True)
+    (ds / "sub-DOE/func").mkdir(parents=True)
+    (ds / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.10.0"}))
+    (ds / "participants.tsv").write_text("participant_id\nsub-DOE\n")
+    for ext in (".hdr", ".img", ".mat"):
+        shutil.copy(SHARED / "analyze" / f"synthetic_phi_anatomical{ext}", ds / f"sub-DOE/anat/sub-DOE_T1w{ext}")
+    shutil.copy(SHARED / "minc" / "minc2_1_scale.mnc", ds / "sub-DOE/anat/sub-DOE_T2w.mnc")
+    for ext in (".PAR", ".REC"):
+        shutil.copy(SHARED / "parrec" / f"phantom_EPI_asc_CLEAR_2_1{ext}", ds / f"sub-DOE/func/sub-DOE_task-rest_bold{ext}")
+    (ds / "sourcedata/sub-DOE").mkdir(parents=True)
+    _svs(ds / "sourcedata/sub-DOE/slide.svs")
+    shutil.copy(SHARED / "minc" / "minc1_4d.mnc", ds / "sourcedata/sub-DOE/raw4d.mnc")
+    before = tree_digest(ds)
+    out = tmp_path / "out"
+    args = ["--key-file", str(key_file), "--deface-method", "none", "--skip-bids-validation"]
+    assert main([str(ds), str(out), "participant", *args]) == 0
+    assert tree_digest(ds) == before
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert sum(n.endswith("_T1w.nii.gz") for n in names) == 1
+    assert sum(n.endswith("_T2w.nii.gz") for n in names) == 1
+    assert sum(n.endswith("_task-rest_bold.nii.gz") for n in names) == 1
+    assert sum(n.endswith("_task-rest_bold.json") for n in names) == 1
+    assert any(n.startswith("sourcedata/microscopy/") and n.endswith(".svs") for n in names)
+    assert any(n.startswith("sourcedata/minc/") and n.endswith(".mnc") for n in names)
+    assert not any(n.endswith((".hdr", ".img", ".PAR", ".REC")) for n in names)
+    assert canary_hits(out, ANALYZE_PHI + PAR_PHI + SVS_PHI + (b"sub-DOE", b"mb312")) == []
+    t1 = next(out.rglob("*_T1w.nii.gz"))
+    src = nib.load(str(SHARED / "analyze" / "synthetic_phi_anatomical.hdr"))
+    assert np.array_equal(nib.load(str(t1)).get_fdata(), src.get_fdata())
