@@ -198,3 +198,23 @@ def test_bids_subject_with_analyze_minc_parrec_and_slide(tmp_path, key_file):
     t1 = next(out.rglob("*_T1w.nii.gz"))
     src = nib.load(str(SHARED / "analyze" / "synthetic_phi_anatomical.hdr"))
     assert np.array_equal(nib.load(str(t1)).get_fdata(), src.get_fdata())
+
+
+@needs_shared
+def test_raw_folder_with_analyze_and_minc(tmp_path, key_file):
+    from bids_deid.cli import main
+    from bids_deid.convert.raw import is_raw_input
+
+    raw = tmp_path / "raw" / "patA"
+    raw.mkdir(parents=True)
+    for ext in (".hdr", ".img", ".mat"):
+        shutil.copy(SHARED / "analyze" / f"synthetic_phi_anatomical{ext}", raw / f"scan{ext}")
+    shutil.copy(SHARED / "minc" / "minc2_4d.mnc", raw / "x.mnc")
+    assert is_raw_input(tmp_path / "raw")
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "raw"), str(out), "participant", "--key-file", str(key_file),
+                 "--deface-method", "none"]) == 0
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert sum(n.startswith("sourcedata/analyze/") for n in names) == 3
+    assert sum(n.startswith("sourcedata/minc/") for n in names) == 1
+    assert canary_hits(out, ANALYZE_PHI + (b"patA", b"mb312")) == []

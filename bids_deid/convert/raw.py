@@ -148,10 +148,55 @@ def is_raw_input(path: Path) -> bool:
             return True
         if _looks_dicom(f):
             return True
+        if _other_format(f):
+            return True
         checked += 1
         if checked > 2000:  # a tree this size with no DICOM in the first 2000 files is not raw input
             break
     return False
+
+
+def _other_format(path: Path) -> str | None:
+    """Analyze / MINC / PAR / TIFF slide (see :mod:`.formats`), or None."""
+    if path.suffix.lower() not in (".hdr", ".mnc", ".par", ".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif"):
+        return None
+    from .formats import format_of
+
+    return format_of(path)
+
+
+def _stage_other_formats(records: list[dict], raw_dir: Path, staging: Path, pseudo: Pseudonymizer,
+                         subjects: dict[str, str], by_folder: dict[str, set[str]], wanted) -> list[dict]:
+    """Link Analyze/MINC/PAR/slide files (with their data halves) under ``sourcedata/<format>/sub-X``.
+
+    The subject is the one patient whose DICOM share the folder, else a keyed pseudonym of
+    the file's top-level folder under the raw input. The pipeline scrubs them there.
+    """
+    staged = []
+    for r in records:
+        path = Path(r["path"])
+        kind = _other_format(path) if r["kind"] == "other" else None
+        if kind is None:
+            continue
+        pids = {p for fo, ps in by_folder.items() if _is_within(r["folder"], fo, str(raw_dir)) for p in ps}
+        if len(pids) == 1:
+            pid = next(iter(pids))
+        else:
+            top = path.relative_to(raw_dir).parts[0] if len(path.relative_to(raw_dir).parts) > 1 else path.stem
+            pid = f"folder:{top}"
+        label = subjects.get(pid) or pseudo.subject(pid)
+        if wanted is not None and label not in wanted and pid not in wanted:
+            continue
+        subjects.setdefault(pid, label)
+        folder = staging / "sourcedata" / ("microscopy" if kind == "tiff" else kind) / f"sub-{label}"
+        token = pseudo.text_token("otherfmt", str(path.resolve()))
+        for companion in [path, *(path.with_suffix(e) for e in (".img", ".IMG", ".mat", ".REC", ".rec"))]:
+            if companion.is_file() and (companion == path or kind in ("analyze", "parrec")):
+                ext = companion.suffix if companion != path else path.suffix
+                _symlink(companion, folder / f"{token}{ext}")
+        staged.append({"subject": label, "session": None, "series_token": token, "modality": kind, "n_files": 1,
+                       "action": "sourcedata", "bids_name": "", "reason": f"{kind} file: scrubbed into sourcedata"})
+    return staged
 
 
 # ---------------------------------------------------------------- discovery
@@ -665,6 +710,8 @@ def stage_raw(
                 _classify_outputs(s, rules)
             _place_outputs(to_convert, staging_dir)
             _stage_twix(twix_by_pid, result.subjects, sessions_of, staging_dir, pseudo)
+            result.series += _stage_other_formats(records, raw_dir, staging_dir, pseudo, result.subjects, by_folder,
+                                                  wanted)
             desc = {
                 "Name": "bids-deid staging",
                 "BIDSVersion": BIDS_VERSION,
