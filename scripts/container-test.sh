@@ -49,32 +49,42 @@ fi
 "${PODMAN[@]}" run --rm "${ULIMITS[@]}" --network=none "$BASE_IMAGE" python3 -c "import sys, venv; assert sys.version_info[:2] == (3, 11)" \
   || skip "podman cannot run a container here (or the base has no python3.11 with venv)"
 
+# ---------------------------------------------------------------- build context: the committed tree
+# (HEAD, so other people's uncommitted edits do not leak into the test; FROM_WORKTREE=1 to use them)
+CTX="$BUILD/context"
+rm -rf "$CTX"; mkdir -p "$CTX"
+if [ -n "${FROM_WORKTREE:-}" ] || ! git rev-parse HEAD >/dev/null 2>&1; then
+  tar -C "$REPO" --exclude=.git --exclude=.venv --exclude=container-build --exclude=.container-wheels -c . | tar -x -C "$CTX"
+else
+  git archive HEAD | tar -x -C "$CTX"
+fi
+
 # ---------------------------------------------------------------- wheels (the build needs no network)
 PY="${PYTHON:-python3}"
 if [ -x "$REPO/.venv/bin/python" ]; then PY="$REPO/.venv/bin/python"; fi
-echo "== downloading wheels for requirements.lock into .container-wheels/"
-rm -rf "$REPO/.container-wheels"
+echo "== downloading wheels for requirements.lock into the build context's .container-wheels/"
+WHEELS="$CTX/.container-wheels"
 # The host's Python must match the image's (3.11, same architecture, glibc >= the wheels' needs).
 "$PY" -c "import sys; assert sys.version_info[:2] == (3, 11)" || skip "wheels must be fetched by a Python 3.11 ($PY is not)"
-"$PY" -m pip download -q --only-binary=:all: -r requirements.lock -d "$REPO/.container-wheels" 2>"$BUILD/pip.log" \
+"$PY" -m pip download -q --only-binary=:all: -r "$CTX/requirements.lock" -d "$WHEELS" 2>"$BUILD/pip.log" \
   || { tail -5 "$BUILD/pip.log"; fail "pip download failed"; }
-"$PY" -m pip wheel -q --no-deps . -w "$REPO/.container-wheels" 2>>"$BUILD/pip.log" \
+"$PY" -m pip wheel -q --no-deps "$CTX" -w "$WHEELS" 2>>"$BUILD/pip.log" \
   || { tail -5 "$BUILD/pip.log"; fail "building the bids-deid wheel failed"; }
 
 # ---------------------------------------------------------------- build
-VERSION="$("$PY" -c 'import bids_deid; print(bids_deid.__version__)')"
+VERSION="$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$CTX/bids_deid/__init__.py")"
 echo "== building $IMAGE (version $VERSION) on $BASE_IMAGE"
 T0=$(date +%s)
-"${PODMAN[@]}" build "${ULIMITS[@]}" --network=none -f Dockerfile -t "$IMAGE" \
+"${PODMAN[@]}" build "${ULIMITS[@]}" --network=none -f "$CTX/Dockerfile" -t "$IMAGE" \
   --build-arg BASE="$BASE_IMAGE" --build-arg VERSION="$VERSION" \
   --build-arg BUILD_DATE="$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   --build-arg VCS_REF="$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
-  . > "$BUILD/build.log" 2>&1 || { tail -30 "$BUILD/build.log"; fail "image build failed; see $BUILD/build.log"; }
+  "$CTX" > "$BUILD/build.log" 2>&1 || { tail -30 "$BUILD/build.log"; fail "image build failed; see $BUILD/build.log"; }
 T1=$(date +%s)
 SIZE="$("${PODMAN[@]}" image inspect "$IMAGE" --format '{{.Size}}')"
 BASE_SIZE="$("${PODMAN[@]}" image inspect "$BASE_IMAGE" --format '{{.Size}}')"
 echo "build time: $((T1 - T0)) s; image size: $((SIZE / 1000000)) MB (base $((BASE_SIZE / 1000000)) MB)"
-[ -n "${KEEP_BUILD:-}" ] || rm -rf "$REPO/.container-wheels"
+[ -n "${KEEP_BUILD:-}" ] || rm -rf "$CTX"
 
 # ---------------------------------------------------------------- run, as users do
 RUN=("${PODMAN[@]}" run --rm "${ULIMITS[@]}" --network=none --read-only --tmpfs /tmp:rw,exec,size=2g)
