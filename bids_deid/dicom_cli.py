@@ -33,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-cpus", "--n_cpus", type=int, default=1, help="worker processes (default 1)")
     p.add_argument("--private-dir", type=Path, default=None, help="private outputs (default OUT_DIR-private)")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging and tracebacks")
+    p.add_argument("--clean-pixels", action="store_true",
+                   help="black out burned-in text (OCR) in files otherwise skipped as a burned-in risk")
     return p
 
 
@@ -69,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     # PatientID -> pseudonym mapping stay in memory (flat in the number of files).
     with atomic_open(private / "audit.jsonl", "w", perm=0o600) as audit:
         for r in iter_tree(args.in_dir, out_dir, profile, pseudo, n_cpus=args.n_cpus, progress=True):
+            if getattr(args, "clean_pixels", False) and r.status == "skipped" and "burned-in" in r.reason:
+                r = _clean_pixels(r, out_dir, profile, pseudo, private)
             audit.write(json.dumps({
                 "src": str(r.src.relative_to(args.in_dir)), "dst": str(r.dst.relative_to(out_dir)) if r.dst else None,
                 "status": r.status, "reason": r.reason, "subject": r.subject, "changes": r.changes,
@@ -85,6 +89,28 @@ def run(args: argparse.Namespace) -> int:
         f"{counts.get('skipped', 0)} skipped, {errors} errors (audit in {private})"
     )
     return 1 if errors else 0
+
+
+def _clean_pixels(r, out_dir: Path, profile, pseudo: Pseudonymizer, private: Path):
+    """Re-run one skipped file through the burned-in text cleaner (same output naming as the tree)."""
+    import pydicom
+
+    from .scrub.dicom import _TreeDst
+    from .scrub.pixels import deidentify_file_clean_pixels, write_pixels_qc
+
+    head = pydicom.dcmread(r.src, stop_before_pixels=True, force=True)
+    subject = r.subject or pseudo.subject(str(head.get("PatientID", "") or "unknown"))
+    dst = _TreeDst(out_dir, pseudo, r.src)(subject, str(head.get("SeriesInstanceUID", "") or ""),
+                                           str(head.get("SOPInstanceUID", "") or ""))
+    res, pres = deidentify_file_clean_pixels(r.src, dst, profile, pseudo, subject=subject)
+    if pres is not None and pres.before_png:
+        _QC.append({"file": str(dst.relative_to(out_dir)), "boxes": pres.boxes, "passes": pres.passes,
+                    "before": pres.before_png, "after": pres.after_png})
+        write_pixels_qc(private / "pixels-qc.html", _QC)
+    return res
+
+
+_QC: list[dict] = []
 
 
 def _read_mapping(path: Path, mapping: dict) -> None:

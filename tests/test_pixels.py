@@ -95,3 +95,18 @@ def test_ultrasound_burned_in_cleaned(tmp_path, rel):
     maker = str(got.get("Manufacturer", "")).lower()  # the header keeps the manufacturer (profile choice)
     words = [w for w in before.split() if len(w) >= 6 and w.isalpha() and w.lower() not in maker]
     assert canary_hits(tmp_path / "out", tuple(w.encode() for w in words)) == []
+
+
+@needs_shared
+def test_dicom_cli_clean_pixels(tmp_path, key_file):
+    import shutil
+
+    from bids_deid.dicom_cli import main
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(SHARED / "dicom/us_rgb_burnedin/US1_UNCR.dcm", tmp_path / "in" / "us.dcm")
+    assert main([str(tmp_path / "in"), str(tmp_path / "out"), "--key-file", str(key_file), "--clean-pixels"]) == 0
+    files = list((tmp_path / "out").rglob("*.dcm"))
+    assert len(files) == 1 and pydicom.dcmread(files[0]).BurnedInAnnotation == "NO"
+    assert (tmp_path / "out-private" / "pixels-qc.html").is_file()
+    assert canary_hits(tmp_path / "out", (b"BAPTIST",)) == []
