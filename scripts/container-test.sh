@@ -42,7 +42,9 @@ if ! "${PODMAN[@]}" image exists "$BASE_IMAGE"; then
   debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm "$BUILD/rootfs" \
     "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" > "$BUILD/debootstrap.log" 2>&1 \
     || fail "debootstrap failed; see $BUILD/debootstrap.log"
-  rm -rf "$BUILD/rootfs/var/cache/apt/archives/"*.deb "$BUILD/rootfs/var/lib/apt/lists/"*
+  # Smaller base: no apt caches or lists, no docs, man pages or translations.
+  rm -rf "$BUILD/rootfs/var/cache/apt/"* "$BUILD/rootfs/var/lib/apt/lists/"* "$BUILD/rootfs/usr/share/doc/"* \
+    "$BUILD/rootfs/usr/share/man/"* "$BUILD/rootfs/usr/share/locale/"* "$BUILD/rootfs/usr/share/info/"*
   tar -C "$BUILD/rootfs" -c . | "${PODMAN[@]}" import - "$BASE_IMAGE" >/dev/null
   [ -n "${KEEP_BUILD:-}" ] || rm -rf "$BUILD/rootfs"
 fi

@@ -51,7 +51,7 @@ def write_run_report(s: Settings, summary: dict) -> Path:
     ok = summary["validation"]["errors"] == 0 and summary["audit"]["hits"] == 0
     deface_qc = "deface-qc.html"
     if defaced or withheld:
-        from ..deface import render_qc_report
+        from .deface_qc import render_qc_report
 
         render_qc_report(list(_deface_results(defaced + withheld, s.private_dir)), s.private_dir / deface_qc)
     html = _env().get_template("run_report.html.j2").render(
