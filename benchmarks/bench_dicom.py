@@ -12,6 +12,10 @@ Peers come from a SEPARATE venv (never the project's), e.g.::
 Usage::
 
     python benchmarks/bench_dicom.py [--peers-venv /tmp/peers-venv] [--n-cpus 2] [--copies 14]
+        [--before-src DIR]
+
+``--before-src DIR`` also times an older checkout of the package (``DIR/bids_deid``, e.g. from
+``git archive <commit> bids_deid | tar -x -C DIR``) in the same run, back to back.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--peers-venv", type=Path, default=Path("/tmp/peers-venv"))
     ap.add_argument("--n-cpus", type=int, default=2)
     ap.add_argument("--copies", type=int, default=14)
+    ap.add_argument("--before-src", type=Path, default=None, help="folder holding an older bids_deid package")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-dicom-"))
     try:
@@ -82,21 +87,31 @@ def main(argv: list[str] | None = None) -> int:
             "bids-deid-dicom": lambda i, o: [sys.executable, "-m", "bids_deid.dicom_cli", str(i), str(o),
                                              "--key-file", str(key), "--n-cpus", str(args.n_cpus)],
         }
+        if args.before_src is not None:
+            env_before = dict(env, PYTHONPATH=str(args.before_src.resolve()))
+            tools["bids-deid-dicom (before)"] = (
+                lambda i, o: [sys.executable, "-m", "bids_deid.dicom_cli", str(i), str(o), "--key-file", str(key),
+                              "--n-cpus", str(args.n_cpus)],
+                env_before,
+            )
         if peer_py.exists():
             tools["dicognito"] = lambda i, o: [str(peer_py), "-m", "dicognito", "-o", str(o), "--quiet",
                                                "--assume-burned-in-annotation", "never", str(i)]
             tools["dicom-anonymizer"] = lambda i, o: [str(args.peers_venv / "bin" / "dicom-anonymizer"), str(i), str(o)]
+        print(f"load average before: {os.getloadavg()}")
         print("| input | files | tool | seconds | files/s | peak RSS (MiB) | exit | files out |")
         print("|---|---|---|---|---|---|---|---|")
         for name, src in inputs.items():
             n = count(src)
             for tool, cmd in tools.items():
                 out = tmp / f"out-{name}-{tool.replace(' ', '')}"
-                rc, dt, rss = measure(cmd(src, out), env)
+                cmd_for, tool_env = cmd if isinstance(cmd, tuple) else (cmd, env)
+                rc, dt, rss = measure(cmd_for(src, out), tool_env)
                 n_out = count(out) if out.exists() else 0
                 print(f"| {name} | {n} | {tool} | {dt:.2f} | {n / dt:.0f} | {rss:.0f} | {rc} | {n_out} |", flush=True)
                 shutil.rmtree(out, ignore_errors=True)
                 shutil.rmtree(Path(str(out) + "-private"), ignore_errors=True)
+        print(f"load average after: {os.getloadavg()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0

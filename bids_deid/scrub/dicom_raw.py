@@ -261,6 +261,37 @@ def _copy_range(raw: RawFile, out: IO[bytes], start: int, end: int) -> None:
         os.lseek(dst, 0, os.SEEK_END)
 
 
+_META_VRS = {0x00020001: "OB", 0x00020002: "UI", 0x00020003: "UI", 0x00020010: "UI", 0x00020012: "UI",
+              0x00020013: "SH"}
+_META_REQUIRED = (0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012)
+
+
+def _encode_meta(meta: FileMetaDataset) -> bytes | None:
+    """Group 0002 as pydicom's ``write_file_meta_info(enforce_standard=True)`` writes it, for the
+    usual elements only; None when anything else is there (pydicom then writes it)."""
+    body = bytearray()
+    tags = sorted(int(t) for t in meta._dict if int(t) != 0x00020000)
+    if any(t not in _META_VRS for t in tags) or any(t not in tags for t in _META_REQUIRED):
+        return None
+    for tag in tags:
+        value = meta[tag].value
+        vr = _META_VRS[tag]
+        if vr == "OB":
+            data = bytes(value or b"")
+            pad = b"\x00"
+        else:
+            if not isinstance(value, str):
+                return None
+            data = value.encode("ascii")
+            pad = b"\x00" if vr == "UI" else b" "
+        if len(data) % 2:
+            data += pad
+        body += _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode()
+        body += (b"\x00\x00" + _U32.pack(len(data))) if vr == "OB" else _U16.pack(len(data))
+        body += data
+    return b"\x02\x00\x00\x00UL\x04\x00" + _U32.pack(len(body)) + bytes(body)
+
+
 def write_raw(raw: RawFile, out: IO[bytes]) -> None:
     """Write ``raw.ds`` with ``raw.meta`` as a Part 10 file to the binary stream ``out``.
 
@@ -272,7 +303,11 @@ def write_raw(raw: RawFile, out: IO[bytes]) -> None:
     head = DicomBytesIO()
     head.is_little_endian, head.is_implicit_VR = True, False
     head.write(b"\x00" * 128 + b"DICM")
-    write_file_meta_info(head, raw.meta, enforce_standard=True)
+    meta_bytes = _encode_meta(raw.meta)
+    if meta_bytes is None:
+        write_file_meta_info(head, raw.meta, enforce_standard=True)
+    else:
+        head.write(meta_bytes)
     head.is_implicit_VR = raw.implicit
     encoding = ds.get("SpecificCharacterSet", default_encoding)
     data, spans, originals = raw.data, raw.spans, raw.originals
