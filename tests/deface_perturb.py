@@ -90,7 +90,8 @@ def make(
     dtype : stored dtype
     contrast : "t1" or "t2" (intensities inverted inside the head)
     scale : intensity scale factor
-    cut_below_z : drop stored slices whose centre lies below this template-world z (FOV cut)
+    cut_below_z : drop stored slices whose centre lies below this template-world z (a FOV
+        cut as a scanner makes it: the grid is cropped, not zero-filled)
     """
     pose = np.eye(4) if pose is None else pose
     oblique = np.eye(4) if oblique is None else oblique
@@ -100,10 +101,6 @@ def make(
     lin = oblique[:3, :3] @ perm @ np.diag(zooms)
     # head bounding box (template world) -> image world -> stored voxel frame
     head = template.head > 5
-    if cut_below_z is not None:
-        ijk_all = np.indices(head.shape).reshape(3, -1)
-        z = (template.affine[2, :3] @ ijk_all + template.affine[2, 3]).reshape(head.shape)
-        head &= z >= cut_below_z
     idx = np.argwhere(head)
     lo, hi = idx.min(0) - 3, idx.max(0) + 3
     corners = np.array([[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])]).T
@@ -117,9 +114,6 @@ def make(
     # voxel of the image -> voxel of the template
     vox = np.linalg.inv(template.affine) @ np.linalg.inv(pose) @ affine
     data = ndi.affine_transform(template.head, vox[:3, :3], vox[:3, 3], output_shape=shape, order=1, cval=0.0)
-    inside = ndi.affine_transform(head.astype(np.float32), vox[:3, :3], vox[:3, 3], output_shape=shape, order=0) > 0.5
-    if cut_below_z is not None:
-        data[~inside] = 0  # field of view: nothing below the cut
     if contrast == "t2":
         tissue = data > 25
         data = np.where(tissue, np.clip(170.0 - data, 5, None), data * 0.3)
@@ -139,7 +133,24 @@ def make(
         > 0.5
     )
     if cut_below_z is not None:
-        face &= inside
+        # field of view cut like a scanner's: drop whole stored slices (along the stored axis
+        # closest to the subject's inferior-superior axis) whose centre lies below the cut
+        to_tpl = np.linalg.inv(pose) @ affine  # stored voxel -> template world
+        axis = int(np.argmax(np.abs(to_tpl[2, :3]) / np.linalg.norm(to_tpl[:3, :3], axis=0)))
+        centre = (np.array(shape, float) - 1) / 2
+        n = shape[axis]
+        pts = np.tile(np.r_[centre, 1.0][:, None], (1, n))
+        pts[axis] = np.arange(n)
+        keep = (to_tpl @ pts)[2] >= cut_below_z
+        first, last = int(np.argmax(keep)), int(n - np.argmax(keep[::-1]))
+        sl = [slice(None)] * 3
+        sl[axis] = slice(first, last)
+        data, face, brain = data[tuple(sl)], face[tuple(sl)], brain[tuple(sl)]
+        start = np.zeros(4)
+        start[axis] = first
+        start[3] = 1.0
+        affine = affine.copy()
+        affine[:3, 3] = (affine @ start)[:3]
     img = nib.Nifti1Image(data, affine)
     img.header.set_xyzt_units("mm")
     img.set_qform(affine, code=1)

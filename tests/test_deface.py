@@ -35,7 +35,9 @@ def _raw_bytes(path: Path) -> bytes:
     return gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
 
 
-def check_defaced(src: Path, dst: Path, res: DefaceResult, face_truth=None, brain_truth=None) -> None:
+def check_defaced(
+    src: Path, dst: Path, res: DefaceResult, face_truth=None, brain_truth=None, face_in_view: bool = True
+) -> None:
     """Everything a correct defacing must satisfy, judged from the files."""
     assert res.passed, res.reason
     assert dst.is_file()
@@ -55,8 +57,9 @@ def check_defaced(src: Path, dst: Path, res: DefaceResult, face_truth=None, brai
     assert res.metrics["face_voxels"] >= int(changed.sum())
     if face_truth is not None:
         tissue = face_truth & np.any(A != 0, axis=-1)
-        assert tissue.sum() > 100, "test face region should hold tissue"
-        zeroed = float(np.all(B[tissue] == 0, axis=-1).mean())
+        if face_in_view:
+            assert tissue.sum() > 100, "test face region should hold tissue"
+        zeroed = float(np.all(B[tissue] == 0, axis=-1).mean()) if tissue.any() else 1.0
         assert zeroed >= 0.99, f"only {zeroed:.3f} of the face core removed"
     if brain_truth is not None:
         assert int((changed & brain_truth).sum()) == 0, "brain voxels were modified"
@@ -276,7 +279,7 @@ def test_sweep_contrast_fov(contrast, cut, template, tmp_path):
     src, dst = tmp_path / "in.nii.gz", tmp_path / "out.nii.gz"
     nib.save(p.img, str(src))
     res = deface_file(src, dst, qc=False)
-    check_defaced(src, dst, res, p.face_truth, p.brain_truth)
+    check_defaced(src, dst, res, p.face_truth, p.brain_truth, face_in_view=cut is None or cut < -80)
 
 
 @pytest.mark.slow
