@@ -130,7 +130,9 @@ grep -E "validator:|^sub-" "$TEST/demo.log" | sed 's/^/  /'
 check_output "$TEST/demo/demo/output" "$TEST/demo.log"
 
 echo "== end-to-end: participant + group on a read-only input mount"
-"$PY" -c "from bids_deid.demo import build_demo_dataset; build_demo_dataset('$TEST/e2e/input')"
+# A realistic head (the demo's), so defacing passes and no image is withheld.
+"$PY" -c "from bids_deid.demo import build_demo_dataset; from bids_deid.deface import demo_head; \
+build_demo_dataset('$TEST/e2e/input', head=demo_head())"
 "$PY" -c "from bids_deid.pseudonym import generate_key; generate_key('$TEST/e2e/study.key')"
 chmod 0644 "$TEST/e2e/study.key"  # readable by the container user (a test key)
 mkdir -p "$TEST/e2e/out" && chmod 0777 "$TEST/e2e/out"
