@@ -6,8 +6,14 @@ unless they are standard image/geometry/acquisition attributes of the allowlist
 (:mod:`bids_deid.scrub.dicom_allowlist`); private attributes, curves and overlays are removed.
 Sequences are treated recursively at any depth. Pixel data are copied as bytes, never decoded.
 
+Files take a raw fast path (:mod:`bids_deid.scrub.dicom_raw`): the same walk runs on a dataset
+whose elements stay unconverted until an action needs their value; kept elements are copied
+back as their original bytes and Pixel Data is copied as a byte range, never parsed. Unusual
+files (no preamble, big endian, deflated, malformed) take the full pydicom path. Per-tag
+decisions are cached per profile plan (``Plan.decisions``).
+
 Public API: :func:`deidentify_dataset` (pure, in place), :func:`deidentify_file`,
-:func:`deidentify_tree`, :func:`is_dicom` and :class:`DicomResult`.
+:func:`iter_tree` (streamed), :func:`deidentify_tree`, :func:`is_dicom` and :class:`DicomResult`.
 """
 
 from __future__ import annotations
