@@ -41,6 +41,9 @@ from bids_deid.deface.template import DATA_DIR, DEFAULT_NAME  # noqa: E402
 # Peak RSS is read by the child itself from /proc/self/status (VmHWM): with vfork/exec the
 # kernel's ru_maxrss of a child inherits the parent's high-water mark.
 HWM = """
+import resource as _r
+_u = _r.getrusage(_r.RUSAGE_SELF)
+print("CPUSEC", _u.ru_utime + _u.ru_stime)
 for _line in open("/proc/self/status"):
     if _line.startswith("VmHWM:"):
         print("VMHWM", int(_line.split()[1]))
@@ -90,22 +93,24 @@ print("PASSED")
 """
 
 
-def run_child(python: str, code: str, args: list[str]) -> tuple[float, float | None, str]:
-    """Run ``code`` in a child interpreter; return (seconds, peak RSS MB of that child, status line)."""
+def run_child(python: str, code: str, args: list[str]) -> tuple[float, float | None, str, float | None]:
+    """Run ``code`` in a child; return (wall seconds, peak RSS MB, status line, CPU seconds)."""
     env = dict(os.environ, **THREADS)
     t0 = time.perf_counter()
     proc = subprocess.run([python, "-c", code + HWM, *args], capture_output=True, env=env, check=False)
     seconds = time.perf_counter() - t0
     lines = proc.stdout.decode(errors="replace").strip().splitlines()
-    rss = None
+    rss = cpu = None
     for line in lines:
         if line.startswith("VMHWM "):
             rss = int(line.split()[1]) / 1024.0
-    status = [line for line in lines if not line.startswith("VMHWM ")]
+        elif line.startswith("CPUSEC "):
+            cpu = float(line.split()[1])
+    status = [line for line in lines if not line.startswith(("VMHWM ", "CPUSEC "))]
     msg = status[-1] if status else ""
     if proc.returncode != 0:
         msg = "ERROR " + (proc.stderr.decode(errors="replace").strip().splitlines() or ["?"])[-1][:120]
-    return seconds, rss, msg
+    return seconds, rss, msg, cpu
 
 
 def heads(template, workdir: Path, quick: bool) -> list[dict]:
@@ -210,8 +215,9 @@ def main(argv: list[str] | None = None) -> None:
                 tools.append(("quickshear (oracle brain mask)", args.ants_python, QUICKSHEAR, [str(head["brainmask"])]))
             for tool, python, code, extra in tools:
                 dst = work / f"{head['name']}_{tool.split()[0]}.nii.gz"
-                seconds, rss, msg = run_child(python, code, [str(head["src"]), str(dst), *extra])
+                seconds, rss, msg, cpu = run_child(python, code, [str(head["src"]), str(dst), *extra])
                 row = {"head": head["name"], "tool": tool, "seconds": f"{seconds:.2f}", "status": msg[:60], "rss": rss}
+                row["cpu"] = "-" if cpu is None else f"{cpu:.1f}"
                 row.update(judge(head, dst))
                 rows.append(row)
                 print(row, flush=True)
@@ -233,13 +239,13 @@ def _write(args, rows: list[dict]) -> None:
         "python benchmarks/bench_deface.py --ants-python /tmp/ants-venv/bin/python --out docs/benchmarks-deface.md",
         "```",
         "",
-        "| head | tool | seconds | peak RSS MB | brain voxels removed | face core left | faces after | status |",
-        "|---|---|---|---|---|---|---|---|",
+        "| head | tool | wall s | CPU s | peak RSS MB | brain voxels removed | face core left | faces after | status |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         rss = "-" if r.get("rss") is None else f"{r['rss']:.0f}"
         lines.append(
-            f"| {r['head']} | {r['tool']} | {r['seconds']} | {rss} | {r['brain_removed']} | {r['face_left']} | "
+            f"| {r['head']} | {r['tool']} | {r['seconds']} | {r['cpu']} | {rss} | {r['brain_removed']} | {r['face_left']} | "
             f"{r['faces_after']} | {r['status']} |"
         )
     atomic_write_text(args.out, "\n".join(lines) + "\n")

@@ -153,7 +153,23 @@ def face_in_image(template: Template, matrix: np.ndarray, affine: np.ndarray, sh
     vox = voxel_map(template, matrix, affine)
     face_t = template.face_protected
     bbox = mask_bbox(face_t, vox, shape)
-    return warp_mask(face_t, vox, shape, bbox), bbox
+    # images finer than the template: evaluate the mask at the centres of small blocks of
+    # voxels (about one template voxel each) and repeat; the edge moves by < 1 template voxel
+    tpl_zoom = float(np.sqrt((template.affine[:3, :3] ** 2).sum(0)).min())
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    stride = [max(1, int(round(tpl_zoom / z))) for z in zooms]
+    if all(st == 1 for st in stride):
+        return warp_mask(face_t, vox, shape, bbox), bbox
+    size = [b.stop - b.start for b in bbox]
+    coarse_shape = tuple(-(-n // st) for n, st in zip(size, stride, strict=True))
+    block = np.eye(4)
+    block[:3, :3] = np.diag(stride)
+    block[:3, 3] = [b.start + (st - 1) / 2.0 for b, st in zip(bbox, stride, strict=True)]
+    coarse = warp_mask(face_t, vox @ block, coarse_shape)
+    for axis, st in enumerate(stride):
+        if st > 1:
+            coarse = np.repeat(coarse, st, axis=axis)
+    return np.ascontiguousarray(coarse[: size[0], : size[1], : size[2]]), bbox
 
 
 def brain_overlap(template: Template, matrix: np.ndarray, grid: Grid) -> int:
