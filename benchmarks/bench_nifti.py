@@ -56,7 +56,7 @@ def make_input(work: Path, gb: float) -> tuple[Path, Path]:
     with open(plain, "wb") as fh, igzip.open(gz, "wb", compresslevel=2) as gzf:
         fh.write(head)
         gzf.write(head)
-        for t in range(nt):
+        for _t in range(nt):
             vol = (base + rng.integers(-20, 20, size=base.shape, dtype=np.int16)).tobytes(order="F")
             fh.write(vol)
             gzf.write(vol)

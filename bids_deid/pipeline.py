@@ -144,6 +144,14 @@ class SubjectRun:
         slog = ScrubLog()
         header, rows = read_tsv(t.src.read_bytes(), t.src.name)
         header, rows = scrub_dated_table(header, rows, self.s.profile, self.offset, self.relabel_value, slog)
+        if t.rel_out.endswith("_scans.tsv") and "filename" in header and not self.s.dry_run:
+            # Images run first: a row whose file was withheld or left out must go too.
+            col, base = header.index("filename"), t.rel_out.rsplit("/", 1)[0]
+            kept = [r for r in rows if self.records.get(f"{base}/{r[col]}", {}).get("status") in ("written", "defaced")
+                    or self.out(f"{base}/{r[col]}").exists()]
+            if len(kept) != len(rows):
+                slog.change("filename", "remove", f"{len(rows) - len(kept)} row(s) of files not in the output")
+            rows = kept
         self._write(t.rel_out, write_tsv(header, rows), slog)
 
     def do_copy(self, t: FileTask) -> None:
@@ -554,7 +562,7 @@ def run_raw_participant(s: Settings) -> list[dict]:
     if not s.dry_run:
         check_locations(s)
         check_key(s.private_dir, pseudo.fingerprint)
-        cleanup_temps(s.output_dir)
+        # temp files of earlier runs are removed at group level (other jobs may be writing now)
     s.work_dir.mkdir(parents=True, exist_ok=True)
     job = Path(tempfile.mkdtemp(prefix="raw-", dir=s.work_dir))  # one per job: jobs may share -w
     try:
@@ -572,7 +580,8 @@ def run_raw_participant(s: Settings) -> list[dict]:
                           f"{original}\tsub-{label}\t{pseudo.date_offset_days(label)}\t\n")
         for label, idents in res.identifiers.items():
             write_json(s.private_dir / "identifiers" / f"sub-{label}.raw.json", sorted({tuple(x) for x in idents}))
-        write_json(s.private_dir / "state" / "_raw.json", {"records": {
+        batch = pseudo.text_token("rawbatch", ",".join(sorted(res.subjects.values())))
+        write_json(s.private_dir / "state" / f"_raw-{batch}.json", {"records": {
             f"raw series {r.get('series_token')}": {"status": "converted" if r.get("action") == "bids" else
                                                     str(r.get("action")), "reason": r.get("reason", ""),
                                                     "bids_name": r.get("bids_name")} for r in res.series},

@@ -222,3 +222,20 @@ def test_audit_cli_rechecks_and_catches_planted_leak(done, capsys):
     assert audit_main([str(done["out"]), "--private-dir", str(done["private"])]) == 3
     text = capsys.readouterr().out
     assert "_events.tsv" in text and "(content)" in text and "file name" in text
+
+
+def test_withheld_image_leaves_no_trace(tmp_path, canary_ds, key_file, capsys):
+    """The synthetic ellipsoid 'head' has no face: the registration gate must withhold it,
+    with its sidecar and its scans.tsv row, and the dataset must still validate."""
+    out = tmp_path / "out"
+    base = [str(canary_ds), str(out)]
+    opts = ["--key-file", str(key_file), "--participant-label", "canary01"]
+    assert main(base + ["participant", *opts]) == 0
+    assert main(base + ["group", *opts]) == 0, capsys.readouterr().err
+    assert not list(out.rglob("*_T1w.*"))
+    scans = next(out.rglob("*_scans.tsv")).read_text()
+    assert "_T1w" not in scans and "_bold" in scans
+    state = json.loads(next((tmp_path / "out-private" / "state").glob("sub-*.json")).read_text())
+    withheld = [k for k, v in state["records"].items() if v["status"] == "withheld"]
+    assert any(k.endswith("_T1w.nii.gz") for k in withheld)
+    assert (tmp_path / "out-private" / "report.html").read_text().count("withheld") >= 1

@@ -5,10 +5,10 @@ from __future__ import annotations
 import shutil
 
 import pytest
+from conftest import SHARED, canary_hits, needs_shared, tree_digest
 
 from bids_deid.cli import main
 from bids_deid.demo import _write_dicom
-from conftest import SHARED, canary_hits, needs_shared, tree_digest
 
 
 @pytest.fixture
