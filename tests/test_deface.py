@@ -180,6 +180,29 @@ def test_not_a_head_is_not_written(tmp_path):
     assert not (tmp_path / "m.nii.gz").exists()
 
 
+@pytest.mark.parametrize("error", ["rot15", "shift15"])
+def test_misregistration_is_caught_by_the_head_check(error, template, tmp_path, monkeypatch):
+    """A registration that is off (but reports a good metric) must not be written."""
+    from bids_deid.deface import pipeline
+
+    real = pipeline.register
+    err = rot("x", 15) if error == "rot15" else shift([0, 0, -15])
+
+    def off(data, affine, tpl):
+        reg = real(data, affine, tpl)
+        reg.matrix = err @ reg.matrix
+        return reg
+
+    monkeypatch.setattr(pipeline, "register", off)
+    p = make(template, label="off", pose=rot("x", 10))
+    src, dst = tmp_path / "in.nii.gz", tmp_path / "out.nii.gz"
+    nib.save(p.img, str(src))
+    res = deface_file(src, dst, qc=False)
+    assert not res.passed
+    assert "Dice" in res.reason
+    assert not dst.exists()
+
+
 def test_upside_down_affine_never_silently_leaves_face(template, tmp_path):
     p = make(template, label="upside", pose=rot("y", 180))
     src, dst = tmp_path / "in.nii", tmp_path / "out.nii"
