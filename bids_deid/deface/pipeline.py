@@ -123,11 +123,9 @@ def deface_file(
     after_grid = render.render_grid(after, raw.affine)
     del after
     vox = voxel_map(tpl, reg.matrix, before_grid.affine)
-    thr = render.surface_threshold(before_grid.data)
-    front_before = render.to_uint8(render.surface_views(before_grid.data, thr)["front"])
-    front_after = render.to_uint8(render.surface_views(after_grid.data, thr)["front"])
-    faces_before = facecheck.count_faces(front_before)
-    faces_after = facecheck.count_faces(front_after)
+    views = render.head_views(before_grid, after_grid)
+    faces_before = facecheck.count_faces(views["before_front"])
+    faces_after = facecheck.count_faces(views["after_front"])
     if faces_after:
         passed = False
         reason = f"face detector still finds {faces_after} face(s) after defacing" + (
@@ -137,7 +135,7 @@ def deface_file(
     if qc:
         face_r = warp_mask(tpl.face_protected, vox, before_grid.data.shape)
         tpl_r = _warp_values(tpl.head, vox, before_grid)
-        qc_images, _views = render.qc_images(before_grid, after_grid, face_r, tpl_r)
+        qc_images = render.qc_images(views, before_grid, face_r, tpl_r)
 
     if passed:
         atomic_write_bytes(dst, encode(raw, dst))

@@ -1,7 +1,7 @@
 """QC renderings: depth-shaded head surfaces, mask outlines and registration overlays.
 
-Everything is numpy on a RAS grid (1-2 mm) plus matplotlib/OpenCV-free PNG encoding via
-matplotlib. The frontal rendering is lit from the front, above and slightly to the side
+Everything is numpy on a RAS grid (about 2 mm); PNG encoding and labels use OpenCV
+(matplotlib only as a fallback encoder). The frontal rendering is lit from the front, above and slightly to the side
 so that the face reads as a face, also for an automated face detector.
 
 The "before" renderings show the face: QC output is private material (mode 0600).
@@ -107,11 +107,12 @@ def to_uint8(img: np.ndarray, height: int = 256) -> np.ndarray:
 
 
 def png_bytes(img: np.ndarray) -> bytes:
-    """Encode a uint8 grayscale image as PNG bytes (OpenCV when present, else matplotlib)."""
+    """Encode a uint8 grayscale or RGB image as PNG bytes (OpenCV when present, else matplotlib)."""
     try:
         import cv2
 
-        ok, buf = cv2.imencode(".png", np.ascontiguousarray(img, dtype=np.uint8))
+        arr = np.ascontiguousarray(img[..., ::-1] if img.ndim == 3 else img, dtype=np.uint8)  # OpenCV wants BGR
+        ok, buf = cv2.imencode(".png", arr)
         if ok:
             return buf.tobytes()
     except ImportError:  # pragma: no cover - opencv is a core dependency
@@ -122,44 +123,45 @@ def png_bytes(img: np.ndarray) -> bytes:
     import matplotlib.pyplot as plt
 
     out = io.BytesIO()
-    plt.imsave(out, img, cmap="gray", vmin=0, vmax=255, format="png")
+    plt.imsave(out, img, cmap="gray", vmin=0, vmax=255, format="png")  # RGB arrays ignore cmap
     return out.getvalue()
 
 
-def _slices_figure(vol: np.ndarray, face: np.ndarray, overlay: np.ndarray | None, title: str) -> bytes:
-    import matplotlib
+def _panel(img: np.ndarray, mark: np.ndarray, color: tuple[int, int, int], vmax: float, label: str) -> np.ndarray:
+    """One RGB slice panel (rows top to bottom) with ``mark`` voxels painted in ``color``."""
+    gray = np.clip(img / max(vmax, 1e-6) * 255.0, 0, 255).astype(np.uint8)
+    rgb = np.repeat(gray[::-1, :, None], 3, axis=2)  # slice arrays come bottom-up
+    rgb[mark[::-1, :]] = color
+    scale = max(1, int(round(200 / max(rgb.shape[:2]))))
+    rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
+    try:
+        import cv2
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+        cv2.putText(rgb, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1, cv2.LINE_AA)
+    except ImportError:  # pragma: no cover
+        pass
+    return rgb
 
-    cx = vol.shape[0] // 2
-    zs = np.nonzero(face.any(axis=(0, 1)))[0]
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    return mask & ~ndi.binary_erosion(mask)
+
+
+def _slices_figure(vol: np.ndarray, mark: np.ndarray, color: tuple[int, int, int], views: tuple[str, ...]) -> bytes:
+    """Side-by-side slices (mid-sagittal, axial through the marked region, coronal) as PNG."""
+    cx, cy = vol.shape[0] // 2, vol.shape[1] // 2
+    zs = np.nonzero(mark.any(axis=(0, 1)))[0]
     cz = int(np.median(zs)) if zs.size else vol.shape[2] // 2
-    cy = vol.shape[1] // 2
-    views = [("mid-sagittal", vol[cx, :, :].T, face[cx].T), ("axial", vol[:, :, cz].T, face[:, :, cz].T)]
-    if overlay is not None:
-        views.append(("coronal", vol[:, cy, :].T, overlay[:, cy, :].T))
-        views[0] = ("mid-sagittal", views[0][1], overlay[cx].T)
-        views[1] = ("axial", views[1][1], overlay[:, :, cz].T)
+    cuts = {
+        "mid-sagittal": (vol[cx, :, :].T, mark[cx, :, :].T),
+        "axial": (vol[:, :, cz].T, mark[:, :, cz].T),
+        "coronal": (vol[:, cy, :].T, mark[:, cy, :].T),
+    }
     vmax = float(np.percentile(vol[vol > 0], 99.5)) if np.any(vol > 0) else 1.0
-    fig, axes = plt.subplots(1, len(views), figsize=(3.2 * len(views), 3.4))
-    for ax, (name, img, m) in zip(np.atleast_1d(axes), views, strict=True):
-        ax.imshow(img, origin="lower", cmap="gray", vmin=0, vmax=vmax)
-        if m.any():
-            if overlay is None:
-                ax.contour(m.astype(float), [0.5], colors="red", linewidths=1.0, origin="lower")
-            else:
-                rgba = np.zeros(m.shape + (4,))
-                rgba[m] = (0.1, 1.0, 0.3, 0.9)
-                ax.imshow(rgba, origin="lower")
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=72)
-    plt.close(fig)
-    return buf.getvalue()
+    panels = [_panel(*cuts[name], color, vmax, name) for name in views]
+    height = max(p.shape[0] for p in panels)
+    padded = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0))) for p in panels]
+    return png_bytes(np.concatenate(padded, axis=1))
 
 
 def edges(mask_or_img: np.ndarray, thr: float) -> np.ndarray:
@@ -169,17 +171,19 @@ def edges(mask_or_img: np.ndarray, thr: float) -> np.ndarray:
 
 
 def qc_images(
+    views: dict[str, np.ndarray],
     before: Grid,
-    after: Grid,
     face_render: np.ndarray,
     template_render: np.ndarray | None,
-) -> tuple[dict[str, bytes], dict[str, np.ndarray]]:
+) -> dict[str, bytes]:
     """All QC images of one defaced image.
 
     Parameters
     ----------
-    before, after : Grid
-        Rendering grids of the image before and after defacing.
+    views : dict
+        uint8 surface renderings ``before_front``, ``after_front``, ``before_side``, ``after_side``.
+    before : Grid
+        Rendering grid of the image before defacing.
     face_render : ndarray of bool
         Face mask on the rendering grid.
     template_render : ndarray, optional
@@ -187,19 +191,33 @@ def qc_images(
 
     Returns
     -------
-    pngs : dict
-        name -> PNG bytes (before_front, after_front, before_side, after_side, slices, overlay).
-    views : dict
-        name -> uint8 surface renderings (for the face detector).
+    dict
+        name -> PNG bytes (the four views, ``slices`` with the face mask outline in red,
+        ``overlay`` with the template head's edges in green).
+    """
+    pngs = {name: png_bytes(img) for name, img in views.items()}
+    pngs["slices"] = _slices_figure(before.data, _outline(face_render), (255, 40, 40), ("mid-sagittal", "axial"))
+    if template_render is not None and np.any(template_render > 0):
+        t_edges = edges(template_render, surface_threshold(template_render))
+        pngs["overlay"] = _slices_figure(before.data, t_edges, (40, 255, 80), ("mid-sagittal", "axial", "coronal"))
+    return pngs
+
+
+def head_views(before: Grid, after: Grid) -> dict[str, np.ndarray]:
+    """Front and side renderings before and after, with the same surface threshold.
+
+    Parameters
+    ----------
+    before, after : Grid
+
+    Returns
+    -------
+    dict
+        ``before_front``, ``before_side``, ``after_front``, ``after_side`` as uint8 images.
     """
     thr = surface_threshold(before.data)
     views: dict[str, np.ndarray] = {}
     for label, grid in (("before", before), ("after", after)):
         for side, img in surface_views(grid.data, thr).items():
             views[f"{label}_{side}"] = to_uint8(img)
-    pngs = {name: png_bytes(img) for name, img in views.items()}
-    pngs["slices"] = _slices_figure(before.data, face_render, None, "face mask (red) on the image before defacing")
-    if template_render is not None and np.any(template_render > 0):
-        t_edges = edges(template_render, surface_threshold(template_render))
-        pngs["overlay"] = _slices_figure(before.data, t_edges, t_edges, "template head edges (green) on the image")
-    return pngs, views
+    return views
