@@ -259,6 +259,11 @@ class SubjectRun:
 
         convert_task(self, t)
 
+    def do_companion(self, t: FileTask) -> None:
+        from .convert.formats import companion_task  # .img/.mat/.REC: with their header, else left out
+
+        companion_task(self, t)
+
     def _twix(self, t: FileTask, rel_src: str) -> None:
         from .convert.twix import is_twix, scrub_twix
 
@@ -290,13 +295,13 @@ class SubjectRun:
         handlers = {
             "nifti": self.do_nifti, "sidecar": self.do_sidecar, "coldict": self.do_coldict,
             "dated_tsv": self.do_dated_tsv, "copy": self.do_copy, "source": self.do_source,
-            "convert": self.do_convert, "companion": lambda t: None,
+            "convert": self.do_convert, "companion": self.do_companion,
         }
         withheld_images = set()
         bar = tqdm(tasks, desc=f"sub-{self.new}", unit="file", disable=not s.progress or not sys.stderr.isatty(),
                    leave=False)
         # Images first, so a withheld image also withholds its sidecar.
-        ordered = sorted(bar, key=lambda t: t.kind != "nifti")
+        ordered = sorted(bar, key=lambda t: t.kind not in ("nifti", "convert"))
         for t in ordered:
             if t.kind == "unknown":
                 rel = t.src.relative_to(s.bids_dir).as_posix()
@@ -308,7 +313,8 @@ class SubjectRun:
                 self._record(t.rel_out, "withheld", "its image was withheld")
                 continue
             handlers[t.kind](t)
-            if t.kind == "nifti" and self.records.get(t.rel_out, {}).get("status") == "withheld":
+            outs = (t.rel_out, *(_stem(t.rel_out or "") + e for e in (".nii.gz", ".ome.tif")))  # converted too
+            if t.kind in ("nifti", "convert") and any(self.records.get(o, {}).get("status") == "withheld" for o in outs):
                 withheld_images.add(_stem(t.rel_out))
         bar.close()
         return self.finish()

@@ -218,3 +218,56 @@ def test_raw_folder_with_analyze_and_minc(tmp_path, key_file):
     assert sum(n.startswith("sourcedata/analyze/") for n in names) == 3
     assert sum(n.startswith("sourcedata/minc/") for n in names) == 1
     assert canary_hits(out, ANALYZE_PHI + (b"patA", b"mb312")) == []
+
+
+# ------------------------------------------------------------------ companions, withheld conversions, report links
+def _tiny_bids(root: Path) -> Path:
+    (root / "sub-DOE/anat").mkdir(parents=True)
+    (root / "dataset_description.json").write_text(json.dumps({"Name": "t", "BIDSVersion": "1.10.0"}))
+    (root / "participants.tsv").write_text("participant_id\nsub-DOE\n")
+    return root
+
+
+def test_orphan_companions_left_out_and_withheld_conversion_withholds_sidecar(tmp_path, key_file, monkeypatch):
+    import bids_deid.deface as deface_mod
+    from bids_deid.cli import main
+    from bids_deid.deface import DefaceResult
+
+    ds = _tiny_bids(tmp_path / "in")
+    nib.save(nib.AnalyzeImage(np.ones((8, 8, 8), np.int16), np.eye(4)), str(ds / "sub-DOE/anat/sub-DOE_T1w.hdr"))
+    (ds / "sub-DOE/anat/sub-DOE_T1w.json").write_text(json.dumps({"RepetitionTime": 2.3}))
+    (ds / "sub-DOE/anat/lonely.img").write_bytes(b"\0" * 64)
+    (ds / "sub-DOE/anat/lonely.mat").write_bytes(b"\0" * 64)
+    (ds / "sub-DOE/anat/scan.REC").write_bytes(b"\0" * 64)
+
+    def refuse(src, dst, **kw):
+        return DefaceResult(passed=False, reason="registration off (test)", metrics={}, qc_images={})
+
+    monkeypatch.setattr(deface_mod, "deface_file", refuse)
+    out = tmp_path / "out"
+    assert main([str(ds), str(out), "participant", "--key-file", str(key_file), "--skip-bids-validation",
+                 "--deface-method", "template"]) == 0
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert not any("_T1w" in n for n in names), names  # neither the image nor its input sidecar
+    state = json.loads(next((tmp_path / "out-private" / "state").glob("sub-*.json")).read_text())["records"]
+    assert any(k.endswith("_T1w.json") and v["status"] == "withheld" for k, v in state.items())
+    left = {k.rsplit("/", 1)[-1]: v for k, v in state.items() if v["status"] == "left out"}
+    assert set(left) >= {"lonely.img", "lonely.mat", "scan.REC"}
+    assert "without its header" in left["scan.REC"]["reason"]
+
+
+def test_run_report_links_pixels_qc(tmp_path):
+    from types import SimpleNamespace
+
+    from bids_deid.report.html import pixels_qc_pages, write_run_report
+
+    priv = tmp_path / "priv"
+    (priv / "qc" / "sub-abc").mkdir(parents=True)
+    (priv / "qc" / "sub-abc" / "pixels-qc.html").write_text("<html></html>")
+    (priv / "pixels-qc.html").write_text("<html></html>")
+    assert pixels_qc_pages(priv) == ["pixels-qc.html", "qc/sub-abc/pixels-qc.html"]
+    s = SimpleNamespace(private_dir=priv, profile=SimpleNamespace(source="basic"))
+    summary = {"validation": {"errors": 0, "warnings": 0, "codes": []},
+               "audit": {"hits": 0, "checked_values": 0, "files": 0}, "subjects_done": 1, "subjects_in_input": 1}
+    html = write_run_report(s, summary).read_text()
+    assert 'href="qc/sub-abc/pixels-qc.html"' in html and 'href="pixels-qc.html"' in html

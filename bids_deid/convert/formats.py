@@ -114,6 +114,29 @@ def convert_task(run, t: FileTask) -> None:
             Path(p).unlink(missing_ok=True)
 
 
+def header_of(path: Path) -> Path | None:
+    """The header a data file belongs to (``.hdr`` of an ``.img``/``.mat``, ``.PAR`` of a ``.REC``), or None."""
+    path = Path(path)
+    exts = (".PAR", ".par") if path.suffix.lower() == ".rec" else (".hdr", ".HDR")
+    return next((path.with_suffix(e) for e in exts if path.with_suffix(e).is_file()), None)
+
+
+def companion_task(run, t: FileTask) -> None:
+    """Pipeline handler for ``.img``/``.mat``/``.REC`` in a subject folder.
+
+    They are read through their header by :func:`convert_task`; one without a readable
+    header is listed as left out (never dropped silently).
+    """
+    head = header_of(t.src)
+    if head is not None and format_of(head) in CONVERTIBLE:
+        return
+    rel = t.src.relative_to(run.s.bids_dir).as_posix()
+    why = "data file without its header (.hdr/.PAR)" if head is None else "its header is not a readable Analyze/PAR"
+    run._record(rel, "left out", why, original=True)
+    if run.s.dry_run:
+        run.plan_lines.append(f"  LEAVE OUT {rel} ({why})")
+
+
 def source_task(run, t: FileTask, rel_src: str) -> bool:
     """Pipeline hook for ``sourcedata/`` files; True when handled here."""
     kind = format_of(t.src)

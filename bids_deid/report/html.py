@@ -39,6 +39,13 @@ def _deface_results(items: list[tuple[str, dict]], private_dir: Path):
                                 faces_before=r.get("faces_before"), faces_after=r.get("faces_after"))
 
 
+def pixels_qc_pages(private_dir: Path) -> list[str]:
+    """Burned-in text QC pages in the private dir (``pixels-qc.html`` and ``qc/sub-*/pixels-qc.html``), relative."""
+    pages = [p for p in [private_dir / "pixels-qc.html", *sorted((private_dir / "qc").glob("sub-*/pixels-qc.html"))]
+             if p.is_file()]
+    return [p.relative_to(private_dir).as_posix() for p in pages]
+
+
 def write_run_report(s: Settings, summary: dict) -> Path:
     """Render ``report.html`` into the private dir and return its path."""
     records = collect_records(s.private_dir)
@@ -54,10 +61,11 @@ def write_run_report(s: Settings, summary: dict) -> Path:
         from .deface_qc import render_qc_report
 
         render_qc_report(list(_deface_results(defaced + withheld, s.private_dir)), s.private_dir / deface_qc)
+    pixels_qc = pixels_qc_pages(s.private_dir)
     html = _env().get_template("run_report.html.j2").render(
         version=__version__, profile=s.profile.source, when=dt.datetime.now().isoformat(timespec="seconds"),
         verdict="PASS" if ok else "FAIL", summary=summary, hits=audit.get("hits", []), defaced=defaced,
-        withheld=withheld, withheld_other=other, left_out=left_out, deface_qc=deface_qc,
+        withheld=withheld, withheld_other=other, left_out=left_out, deface_qc=deface_qc, pixels_qc=pixels_qc,
         written=sum(1 for v in records.values() if v["status"] in ("written", "defaced")),
     )
     out = s.private_dir / "report.html"
