@@ -271,3 +271,33 @@ def test_run_report_links_pixels_qc(tmp_path):
                "audit": {"hits": 0, "checked_values": 0, "files": 0}, "subjects_done": 1, "subjects_in_input": 1}
     html = write_run_report(s, summary).read_text()
     assert 'href="qc/sub-abc/pixels-qc.html"' in html and 'href="pixels-qc.html"' in html
+
+
+@needs_shared
+def test_raw_par_and_hires_analyze_become_bids_images(tmp_path, key_file, capsys):
+    from bids_deid.cli import main
+
+    raw = tmp_path / "raw" / "patB"
+    raw.mkdir(parents=True)
+    for ext in (".PAR", ".REC"):
+        shutil.copy(SHARED / "parrec" / f"phantom_EPI_asc_CLEAR_2_1{ext}", raw / f"series7{ext}")
+    t1 = np.zeros((128, 128, 128), np.uint8)
+    t1[20:108, 20:108, 20:108] = 200
+    nib.save(nib.AnalyzeImage(t1, np.diag([1.0, 1.0, 1.0, 1.0])), str(raw / "vol.hdr"))
+    (raw / "notes.txt").write_text("DOE^JANE scanned\n")
+    out = tmp_path / "out"
+    opts = ["--key-file", str(key_file), "--deface-method", "none"]
+    assert main([str(tmp_path / "raw"), str(out), "participant", *opts]) == 0
+    assert main([str(tmp_path / "raw"), str(out), "group", *opts]) == 0
+    text = capsys.readouterr().out
+    assert "validator: 0 errors" in text, text
+    names = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    bold = [n for n in names if n.endswith("_task-unknown_bold.nii.gz") and "/func/" in n]
+    assert len(bold) == 1 and sum(n.endswith("/anat/" + n.rsplit("/", 1)[-1]) and n.endswith("_T1w.nii.gz")
+                                  for n in names) == 1, names
+    side = json.loads((out / bold[0].replace(".nii.gz", ".json")).read_text())
+    assert side["TaskName"] == "unknown" and side["RepetitionTime"] == pytest.approx(2.0) and "EchoTime" in side
+    assert any(n.startswith("sourcedata/parrec/") for n in names)  # --sourcedata dicom (default): sources too
+    assert canary_hits(out, PAR_PHI + (b"patB", b"DOE^JANE")) == []
+    problems = json.loads(next((tmp_path / "out-private" / "state").glob("_raw-*.json")).read_text())["problems"]
+    assert any(p.startswith("1 non-DICOM file(s) ignored") for p in problems), problems

@@ -107,8 +107,12 @@ def convert_task(run, t: FileTask) -> None:
     run._log(rel, slog)
     run.do_nifti(FileTask(nii, rel, "nifti", deface))
     stem = str(t.src)[: -len(t.src.suffix)]
-    if side is not None and not Path(stem + ".json").exists():
-        run.do_sidecar(FileTask(side, rel[: -len(".nii.gz")] + ".json", "sidecar"))
+    if side is not None:
+        # The input's own sidecar (if any) wins over the converted values; its task then finds the file written.
+        given = Path(stem + ".json")
+        data = {**_load_obj(side), **(_load_obj(given) if given.exists() else {})}
+        run.do_sidecar(FileTask(given if given.exists() else side, rel[: -len(".nii.gz")] + ".json", "sidecar"),
+                       data=data)
     for p in (nii, side):
         if p is not None:
             Path(p).unlink(missing_ok=True)
@@ -135,6 +139,13 @@ def companion_task(run, t: FileTask) -> None:
     run._record(rel, "left out", why, original=True)
     if run.s.dry_run:
         run.plan_lines.append(f"  LEAVE OUT {rel} ({why})")
+
+
+def _load_obj(path: Path) -> dict:
+    from ..scrub.sidecar import load_json
+
+    obj = load_json(Path(path).read_bytes(), Path(path).name)
+    return obj if isinstance(obj, dict) else {}
 
 
 def source_task(run, t: FileTask, rel_src: str) -> bool:

@@ -165,13 +165,33 @@ def _other_format(path: Path) -> str | None:
     return format_of(path)
 
 
-def _stage_other_formats(records: list[dict], raw_dir: Path, staging: Path, pseudo: Pseudonymizer,
-                         subjects: dict[str, str], by_folder: dict[str, set[str]], wanted) -> list[dict]:
-    """Link Analyze/MINC/PAR/slide files (with their data halves) under ``sourcedata/<format>/sub-X``.
+def _other_files(records: list[dict]) -> set[str]:
+    """Paths of the 'other' records that are Analyze/MINC/PAR/slide files or their data halves."""
+    out: set[str] = set()
+    for r in records:
+        path = Path(r["path"])
+        if r["kind"] == "other" and _other_format(path):
+            out.add(str(path))
+            out.update(str(path.with_suffix(e)) for e in _COMPANIONS)
+    return out
 
+
+_COMPANIONS = (".img", ".IMG", ".mat", ".REC", ".rec")
+
+
+def _stage_other_formats(records: list[dict], raw_dir: Path, staging: Path, pseudo: Pseudonymizer,
+                         subjects: dict[str, str], by_folder: dict[str, set[str]], wanted,
+                         sourcedata: str = "dicom") -> list[dict]:
+    """Place Analyze/MINC/PAR files in the staging BIDS tree where they can be classified; link the rest.
+
+    Classified images (see :mod:`.rawformats`) are linked under ``sub-X/<datatype>/`` with a
+    BIDS name (and a staged sidecar when BIDS needs one); they also go to sourcedata only
+    with ``sourcedata="dicom"``. Everything else is linked under ``sourcedata/<format>/sub-X``.
     The subject is the one patient whose DICOM share the folder, else a keyed pseudonym of
     the file's top-level folder under the raw input. The pipeline scrubs them there.
     """
+    from .rawformats import guess_other
+
     staged = []
     for r in records:
         path = Path(r["path"])
@@ -188,15 +208,34 @@ def _stage_other_formats(records: list[dict], raw_dir: Path, staging: Path, pseu
         if wanted is not None and label not in wanted and pid not in wanted:
             continue
         subjects.setdefault(pid, label)
-        folder = staging / "sourcedata" / ("microscopy" if kind == "tiff" else kind) / f"sub-{label}"
         token = pseudo.text_token("otherfmt", str(path.resolve()))
-        for companion in [path, *(path.with_suffix(e) for e in (".img", ".IMG", ".mat", ".REC", ".rec"))]:
-            if companion.is_file() and (companion == path or kind in ("analyze", "parrec")):
-                ext = companion.suffix if companion != path else path.suffix
-                _symlink(companion, folder / f"{token}{ext}")
-        staged.append({"subject": label, "session": None, "series_token": token, "modality": kind, "n_files": 1,
-                       "action": "sourcedata", "bids_name": "", "reason": f"{kind} file: scrubbed into sourcedata"})
+        parts = [path, *(path.with_suffix(e) for e in _COMPANIONS if kind in ("analyze", "parrec"))]
+        parts = [p for p in parts if p.is_file()]
+        guess, extra = guess_other(path, kind) if kind in ("analyze", "minc", "parrec") else (None, {})
+        entry = {"subject": label, "session": None, "series_token": token, "modality": kind, "n_files": 1,
+                 "action": "sourcedata", "bids_name": "", "reason": f"{kind} file: scrubbed into sourcedata"}
+        if guess is not None:
+            rel = _free_bids_rel(staging, label, guess)
+            for p in parts:
+                _symlink(p, staging / f"{rel}{p.suffix}")
+            if extra:
+                _write_sidecar(staging / f"{rel}.json", extra)
+            entry.update(action="bids", bids_name=f"{rel}.nii.gz", reason=f"{kind} file: {guess.reason}")
+        if guess is None or sourcedata == "dicom":
+            folder = staging / "sourcedata" / ("microscopy" if kind == "tiff" else kind) / f"sub-{label}"
+            for p in parts:
+                _symlink(p, folder / f"{token}{p.suffix}")
+        staged.append(entry)
     return staged
+
+
+def _free_bids_rel(staging: Path, label: str, guess: Guess) -> str:
+    """``sub-X/<datatype>/<name>`` (no extension) not yet used in the staging tree (run-2, run-3 ... if needed)."""
+    for run in (None, *range(2, 1000)):
+        rel = f"sub-{label}/{guess.datatype}/{bids_name(label, None, guess, run=run)}"
+        if not list((staging / rel).parent.glob(Path(rel).name + ".*")):
+            return rel
+    raise InputError("too many images with the same BIDS name")
 
 
 # ---------------------------------------------------------------- discovery
@@ -581,11 +620,11 @@ def stage_raw(
     records = discover(raw_dir, n_cpus)
 
     kinds = Counter(r["kind"] for r in records)
-    if kinds["other"]:
-        exts = sorted(
-            {sanitize_label(Path(r["path"]).suffix.lower())[:8] or "none" for r in records if r["kind"] == "other"}
-        )
-        result.problems.append(f"{kinds['other']} non-DICOM file(s) ignored (extensions: {', '.join(exts[:6])})")
+    handled_other = _other_files(records)  # Analyze/MINC/PAR/slides and their data halves are not ignored
+    ignored = [r for r in records if r["kind"] == "other" and r["path"] not in handled_other]
+    if ignored:
+        exts = sorted({sanitize_label(Path(r["path"]).suffix.lower())[:8] or "none" for r in ignored})
+        result.problems.append(f"{len(ignored)} non-DICOM file(s) ignored (extensions: {', '.join(exts[:6])})")
     if kinds["corrupt"]:
         result.problems.append(f"{kinds['corrupt']} corrupt or truncated DICOM file(s) skipped")
     if kinds["twix-bad"]:
@@ -711,7 +750,7 @@ def stage_raw(
             _place_outputs(to_convert, staging_dir)
             _stage_twix(twix_by_pid, result.subjects, sessions_of, staging_dir, pseudo)
             result.series += _stage_other_formats(records, raw_dir, staging_dir, pseudo, result.subjects, by_folder,
-                                                  wanted)
+                                                  wanted, sourcedata)
             desc = {
                 "Name": "bids-deid staging",
                 "BIDSVersion": BIDS_VERSION,
