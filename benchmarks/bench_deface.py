@@ -260,6 +260,10 @@ NOTES = """
   **CPU s**: user + system time of the child. **peak RSS**: the child's VmHWM.
 - The machine is shared with other jobs (2 cores), so wall times carry noise; CPU
   seconds are steadier.
+- Caveat: every head is derived from the template itself, so registration is easier than
+  for a real subject (the template registers to itself with sub-millimetre error). The
+  table measures robustness to pose, storage orientation, contrast and field of view, and
+  the cost; accuracy across real anatomy still has to be checked on held-out real heads.
 
 ## Tools
 
