@@ -63,6 +63,8 @@ def distinctive(value: str) -> bool:
     v = value.strip()
     if len(v) < MIN_LEN or v.lower() in COMMON:
         return False
+    if not any(c.isalnum() for c in v):
+        return False  # separators only (an empty DICOM name "^^^^"): no identity, matches binary data by chance
     if v.replace(".", "").replace("-", "").isdigit() and len(v) < MIN_DIGITS:
         return False
     if re.fullmatch(r"[\d.eE+-]+", v) and not re.fullmatch(r"\d{8}|\d{4}-\d{2}-\d{2}", v):

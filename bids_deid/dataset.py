@@ -96,6 +96,8 @@ def classify(rel: str) -> tuple[str, bool]:
     if name.endswith((".tsv", ".tsv.gz", ".bval", ".bvec")):
         return "copy", False
     low = name.lower()
+    if "micr" in parts[:-1] and low.endswith((".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".btf", ".dcm")):
+        return "convert", False  # whole-slide image: scrubbed, written as OME-TIFF (bids_deid.convert.micr)
     if low.endswith((".hdr", ".mnc", ".par")):
         return "convert", False  # Analyze / MINC / PAR: converted to NIfTI (bids_deid.convert.formats)
     if low.endswith((".img", ".rec", ".mat")):

@@ -522,6 +522,10 @@ def run_group(s: Settings, raw: bool = False) -> dict:
         records[rel] = {"status": "left out", "reason": "not a file bids-deid understands", "original": True}
     idents = sorted({(k, v) for k, v in slog.identifiers})
     write_json(s.private_dir / "identifiers" / "_dataset.json", [list(x) for x in idents])
+    from .convert.micr import write_samples_tsv  # required by BIDS as soon as there are micr images
+
+    if write_samples_tsv(s.output_dir) is not None:
+        records["samples.tsv"] = records["samples.json"] = {"status": "written", "reason": ""}
     write_json(s.private_dir / "state" / "_dataset.json", {"records": records})
     _merge_mapping(s)
     validation = None

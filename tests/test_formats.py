@@ -301,3 +301,57 @@ def test_raw_par_and_hires_analyze_become_bids_images(tmp_path, key_file, capsys
     assert canary_hits(out, PAR_PHI + (b"patB", b"DOE^JANE")) == []
     problems = json.loads(next((tmp_path / "out-private" / "state").glob("_raw-*.json")).read_text())["problems"]
     assert any(p.startswith("1 non-DICOM file(s) ignored") for p in problems), problems
+
+
+# ------------------------------------------------------------------ whole-slide images in BIDS micr
+@needs_shared
+def test_raw_slides_to_bids_micr_valid(tmp_path, key_file, capsys):
+    import tifffile
+
+    from bids_deid.cli import main
+
+    raw = tmp_path / "raw"
+    (raw / "slides").mkdir(parents=True)
+    (raw / "caseA").mkdir()
+    base = _svs(raw / "slides" / "DOE_JANE.svs")
+    shutil.copy(SHARED / "wsi" / "cptac-brca_911f6cbd_SM.dcm", raw / "caseA" / "wsi.dcm")
+    out = tmp_path / "out"
+    opts = ["--key-file", str(key_file), "--deface-method", "none"]
+    assert main([str(raw), str(out), "participant", *opts]) == 0
+    assert main([str(raw), str(out), "group", *opts]) == 0
+    text = capsys.readouterr().out
+    assert "validator: 0 errors" in text and "leak audit: 0 hits" in text, text
+    omes = sorted(out.glob("sub-*/micr/sub-*_sample-*_BF.ome.tif"))
+    assert len(omes) == 2
+    samples = (out / "samples.tsv").read_text().splitlines()
+    assert samples[0] == "sample_id\tparticipant_id\tsample_type" and len(samples) == 3
+    assert canary_hits(out, SVS_PHI + (b"15BR001", b"DOE_JANE", b"caseA")) == []
+    sizes = {}
+    for p in omes:
+        side = json.loads(p.with_name(p.name.replace(".ome.tif", ".json")).read_text())
+        assert side["PixelSizeUnits"] == "um"
+        with tifffile.TiffFile(p) as t:
+            assert t.is_ome and "PixelMed" not in (t.ome_metadata or "")
+            levels = t.series[0].levels
+            assert len(levels) == 2
+            full = levels[0].asarray()
+            sizes[full.shape] = (full, side["PixelSize"])
+    svs_img, svs_px = sizes[(512, 512, 3)]
+    assert np.array_equal(svs_img, base) and svs_px == [0.499, 0.499]  # tiles copied, label/macro left out
+    wsi, wsi_px = sizes[(1547, 1680, 3)]
+    assert np.array_equal(wsi[:240, :240], pydicom.dcmread(SHARED / "wsi" / "cptac-brca_911f6cbd_SM.dcm").pixel_array[0])
+    assert wsi_px[0] == pytest.approx(15.8212, abs=1e-3)
+
+
+def test_slide_without_pixel_size_stays_in_sourcedata(tmp_path):
+    import tifffile
+
+    from bids_deid.convert.micr import slide_pixel_size_um, tiff_pixel_size_um
+
+    with tifffile.TiffWriter(tmp_path / "a.tif") as tw:
+        tw.write(np.zeros((64, 64), np.uint8), tile=(32, 32), metadata=None)
+    assert slide_pixel_size_um(tmp_path / "a.tif") is None
+    with tifffile.TiffWriter(tmp_path / "b.tif") as tw:
+        tw.write(np.zeros((64, 64), np.uint8), tile=(32, 32), metadata=None, resolution=(20000, 20000),
+                 resolutionunit=3)
+    assert tiff_pixel_size_um(tmp_path / "b.tif") == pytest.approx((0.5, 0.5))

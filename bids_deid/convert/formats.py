@@ -84,6 +84,11 @@ def convert_task(run, t: FileTask) -> None:
     from ..errors import InputError
 
     s = run.s
+    from .micr import is_micr_rel, micr_task
+
+    if is_micr_rel(t.rel_out):
+        micr_task(run, t)
+        return
     kind = format_of(t.src)
     if kind not in CONVERTIBLE:
         run._record(t.src.relative_to(s.bids_dir).as_posix(), "left out", "not a readable Analyze/MINC/PAR file",

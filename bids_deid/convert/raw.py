@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
@@ -32,7 +33,9 @@ import pydicom
 from ..atomic import atomic_write_text
 from ..errors import InputError
 from ..pseudonym import Pseudonymizer
-from .classify import Guess, HeuristicRule, bids_name, classify, load_heuristic, sanitize_label
+from .batch import MAX_DEPTH, convert_links, convert_one, depth_below, index_outputs, start_folder
+from .classify import Guess, HeuristicRule, bids_name, classify, load_heuristic, phase_dir_label, sanitize_label
+from .fmap import intended_for
 from .twix import is_twix, read_twix_identifiers, twix_layout
 
 # Scanner files often break VR length rules; reading them must not warn per file.
@@ -190,6 +193,7 @@ def _stage_other_formats(records: list[dict], raw_dir: Path, staging: Path, pseu
     The subject is the one patient whose DICOM share the folder, else a keyed pseudonym of
     the file's top-level folder under the raw input. The pipeline scrubs them there.
     """
+    from .micr import micr_sidecar, micr_stem, slide_pixel_size_um
     from .rawformats import guess_other
 
     staged = []
@@ -214,14 +218,20 @@ def _stage_other_formats(records: list[dict], raw_dir: Path, staging: Path, pseu
         guess, extra = guess_other(path, kind) if kind in ("analyze", "minc", "parrec") else (None, {})
         entry = {"subject": label, "session": None, "series_token": token, "modality": kind, "n_files": 1,
                  "action": "sourcedata", "bids_name": "", "reason": f"{kind} file: scrubbed into sourcedata"}
-        if guess is not None:
+        size = slide_pixel_size_um(path) if kind == "tiff" else None
+        if size is not None:  # a slide with a known pixel size: BIDS microscopy
+            rel = f"sub-{label}/micr/{micr_stem(label, None, token)}"
+            _symlink(path, staging / f"{rel}{path.suffix}")
+            _write_sidecar(staging / f"{rel}.json", micr_sidecar(size))
+            entry.update(action="bids", bids_name=f"{rel}.ome.tif", reason="whole-slide image: BIDS micr (OME-TIFF)")
+        elif guess is not None:
             rel = _free_bids_rel(staging, label, guess)
             for p in parts:
                 _symlink(p, staging / f"{rel}{p.suffix}")
             if extra:
                 _write_sidecar(staging / f"{rel}.json", extra)
             entry.update(action="bids", bids_name=f"{rel}.nii.gz", reason=f"{kind} file: {guess.reason}")
-        if guess is None or sourcedata == "dicom":
+        if entry["action"] != "bids" or (sourcedata == "dicom" and kind != "tiff"):  # a slide: its OME-TIFF only
             folder = staging / "sourcedata" / ("microscopy" if kind == "tiff" else kind) / f"sub-{label}"
             for p in parts:
                 _symlink(p, folder / f"{token}{p.suffix}")
@@ -279,7 +289,34 @@ def _truncated(path: Path, ds, ts: str, pixel_offset: int) -> bool:
     with open(path, "rb") as fh:
         fh.seek(max(0, size - 16))
         tail = fh.read()
-    return b"\xfe\xff\xdd\xe0" not in tail
+    if b"\xfe\xff\xdd\xe0" in tail:
+        return False
+    return not _fragments_complete(path, pixel_offset, size)  # e.g. trailing padding after the pixel data
+
+
+def _fragments_complete(path: Path, pixel_offset: int, size: int) -> bool:
+    """Walk the encapsulated Pixel Data items (explicit little endian) up to the sequence delimiter."""
+    import struct
+
+    with open(path, "rb") as fh:
+        fh.seek(max(0, pixel_offset - 16))
+        head = fh.read(64)
+        i = head.find(b"\xe0\x7f\x10\x00")
+        if i < 0 or head[i + 8:i + 12] != b"\xff\xff\xff\xff":
+            return False
+        pos = max(0, pixel_offset - 16) + i + 12
+        for _ in range(10_000_000):
+            fh.seek(pos)
+            item = fh.read(8)
+            if len(item) < 8:
+                return False
+            group, elem, length = struct.unpack("<HHI", item)
+            if (group, elem) == (0xFFFE, 0xE0DD):
+                return True
+            if (group, elem) != (0xFFFE, 0xE000) or pos + 8 + length > size:
+                return False
+            pos += 8 + length
+    return False
 
 
 def read_header(path: Path) -> dict:
@@ -459,6 +496,7 @@ class _Series:
     action: str = "skipped"
     reason: str = ""
     names: list[str] = field(default_factory=list)
+    deduped: bool = False  # duplicate instances were dropped (whole-folder conversion would include them)
 
 
 def _header_fields(f: dict) -> dict:
@@ -488,6 +526,7 @@ def _dedupe(series: _Series) -> None:
         seen.add(sop)
         keep.append(r)
     series.records = keep
+    series.deduped = dups > 0
     if dups:
         series.problems.append(f"series {series.token}: {dups} duplicate instance(s) (same SOPInstanceUID) ignored")
     nums = sorted({int(_num(r["fields"].get("InstanceNumber"))) for r in keep if r["fields"].get("InstanceNumber")})
@@ -507,31 +546,74 @@ def _num(v) -> float:
         return 0.0
 
 
-def _convert_series(s: _Series, work: Path, exe: str, linked: Path | None = None) -> None:
-    """Run dcm2niix on the series' links (sourcedata links or fresh work links); read its outputs."""
-    in_dir = linked if linked is not None else work / s.token / "in"
-    out_dir = work / s.token / "out"
-    if linked is None:
-        for i, r in enumerate(s.records, 1):
-            _symlink(Path(r["path"]), in_dir / f"{i:05d}.dcm")
-    rc = run_dcm2niix(in_dir, out_dir, exe)
-    niis = sorted(out_dir.glob("s*.nii.gz"))
-    if not niis:
-        s.problems.append(f"series {s.token}: dcm2niix produced no image (exit {rc})")
-        s.reason = "conversion failed"
-        return
-    for nii in niis:
-        stem = nii.name[: -len(".nii.gz")]
-        sidecar = out_dir / f"{stem}.json"
-        try:
-            fields = json.loads(sidecar.read_text(encoding="utf-8")) if sidecar.exists() else {}
-        except (OSError, ValueError):
-            fields = {}
-        out = {"nii": nii, "json": sidecar if sidecar.exists() else None, "fields": fields, "postfix": stem[1:]}
-        for ext in ("bval", "bvec"):
-            p = out_dir / f"{stem}.{ext}"
-            out[ext] = p if p.exists() else None
-        s.outputs.append(out)
+def _convert_all(to_convert: list[_Series], all_series: list[_Series], records: list[dict], raw_dir: Path,
+                 work: Path, exe: str, early, n_cpus: int, compress: bool) -> None:
+    """Fill ``s.outputs`` of every series to convert.
+
+    Outputs of the background whole-folder run (``early``) are taken for series that it
+    converted exactly as we grouped them (UID unique to one series, no duplicate
+    instances dropped, no corrupt file in their folders, within dcm2niix's search depth);
+    the rest are converted from links, batched, and one by one when batching cannot map
+    them back (shared or missing SeriesInstanceUID).
+    """
+    index: dict[str, list[dict]] = {}
+    if early is not None:
+        early.wait()
+        index = index_outputs(work / "all")
+    uid_count = Counter(s.uid for s in all_series)
+    bad_folders = {r["folder"] for r in records if r["kind"] == "corrupt"}
+    rest: list[_Series] = []
+    for s in to_convert:
+        outs = index.get(s.uid)
+        if (outs and uid_count[s.uid] == 1 and not s.deduped
+                and all(r["folder"] not in bad_folders and depth_below(r["path"], raw_dir) < MAX_DEPTH
+                        for r in s.records)):
+            _take_outputs(s, outs)
+        else:
+            rest.append(s)
+    batchable = [s for s in rest if uid_count[s.uid] == 1 and "/" not in s.uid]
+    singles = [s for s in rest if s not in batchable]
+    if batchable:
+        idx = convert_links([(s.token, [r["path"] for r in s.records]) for s in batchable], work / "links", exe,
+                            n_cpus, compress=compress)
+        for s in batchable:
+            if idx.get(s.uid):
+                _take_outputs(s, idx[s.uid])
+            else:
+                singles.append(s)
+    if singles:
+        def one(s: _Series) -> list[dict]:
+            return convert_one([r["path"] for r in s.records], work / "one" / s.token, exe, compress=compress)
+
+        with ThreadPoolExecutor(max_workers=n_cpus) as pool:
+            for s, outs in zip(singles, pool.map(one, singles), strict=True):
+                if outs:
+                    _take_outputs(s, outs)
+                else:
+                    s.problems.append(f"series {s.token}: dcm2niix produced no image")
+                    s.reason = "conversion failed"
+
+
+def _take_outputs(s: _Series, outs: list[dict]) -> None:
+    for o in outs:
+        fields = {}
+        if o.get("json") is not None:
+            try:
+                fields = json.loads(Path(o["json"]).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                fields = {}
+        s.outputs.append({**o, "fields": fields})
+
+
+def _image_geometry(o: dict) -> None:
+    """``o['affine']`` and ``o['shape']`` from the NIfTI header (None when unreadable)."""
+    import nibabel as nib  # noqa: PLC0415
+
+    try:
+        img = nib.load(str(o["nii"]))
+        o["affine"], o["shape"] = img.affine, tuple(img.shape[:3])
+    except Exception:  # noqa: BLE001 - geometry is a hint only
+        o["affine"], o["shape"] = None, None
 
 
 def _classify_outputs(s: _Series, heuristic: list[HeuristicRule] | None) -> None:
@@ -543,6 +625,10 @@ def _classify_outputs(s: _Series, heuristic: list[HeuristicRule] | None) -> None
             o["guess"] = Guess(None, None, {}, "no sidecar (ROI or auxiliary output)")
             continue
         f.setdefault("Modality", s.modality)
+        _image_geometry(o)
+        d = phase_dir_label(f.get("PhaseEncodingDirection"), o["affine"])
+        if d:
+            f["_dir"] = d
         f["_postfix"] = o["postfix"]
         f["_n_echoes"] = len(echoes)
         f["_has_phase"] = has_phase
@@ -614,6 +700,50 @@ def stage_raw(
     raw_dir, staging_dir = Path(raw_dir), Path(staging_dir)
     if not raw_dir.is_dir():
         raise InputError(f"raw input {raw_dir} is not a directory")
+    exe = _dcm2niix_bin()
+    if dry_run:  # converted into a temporary folder (names come from the real classification)
+        work = Path(tempfile.mkdtemp(prefix="bids-deid-plan-"))
+    else:
+        work = staging_dir / WORK_DIR_NAME / uuid.uuid4().hex
+        work.mkdir(parents=True, exist_ok=True)
+    early = None
+    raw_real = raw_dir.resolve()
+    if not participants and not _inside(work.resolve(), raw_real) and not _inside(staging_dir.resolve(), raw_real):
+        # everything is converted anyway: dcm2niix reads the folder while Python reads the headers
+        early = start_folder(exe, raw_dir, work / "all", compress=not dry_run)
+    try:
+        return _stage_raw(raw_dir, staging_dir, pseudo, participants=participants, heuristic=heuristic,
+                          n_cpus=n_cpus, dry_run=dry_run, sourcedata=sourcedata, _work=work, _exe=exe, _early=early)
+    finally:
+        if early is not None and early.poll() is None:
+            early.kill()
+            early.wait()
+        shutil.rmtree(work, ignore_errors=True)
+        if not dry_run:
+            with contextlib.suppress(OSError):
+                (staging_dir / WORK_DIR_NAME).rmdir()
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _stage_raw(
+    raw_dir: Path,
+    staging_dir: Path,
+    pseudo: Pseudonymizer,
+    *,
+    participants: set[str] | None,
+    heuristic: Path | None,
+    n_cpus: int,
+    dry_run: bool,
+    sourcedata: str,
+    _work: Path,
+    _exe: str,
+    _early,
+) -> StageResult:
+
+
     rules = load_heuristic(heuristic) if heuristic else None
     n_cpus = max(1, int(n_cpus or 1))
     result = StageResult()
@@ -732,36 +862,27 @@ def stage_raw(
             s.action, s.reason = "sourcedata", "non-image MR object"
         else:
             to_convert.append(s)
+        if s.modality == "SM":
+            _plan_micr(s)
 
-    if dry_run:
-        _plan_from_headers(to_convert, rules)
-    else:
-        staging_dir.mkdir(parents=True, exist_ok=True)
-        work = staging_dir / WORK_DIR_NAME / uuid.uuid4().hex
-        work.mkdir(parents=True, exist_ok=True)
-        try:
-            exe = _dcm2niix_bin()
-            linked = _stage_sourcedata(series_list, staging_dir, sourcedata)
-            if to_convert:
-                with ThreadPoolExecutor(max_workers=n_cpus) as pool:
-                    list(pool.map(lambda s: _convert_series(s, work, exe, linked.get(s.token)), to_convert))
-            for s in to_convert:
-                _classify_outputs(s, rules)
-            _place_outputs(to_convert, staging_dir)
-            _stage_twix(twix_by_pid, result.subjects, sessions_of, staging_dir, pseudo)
-            result.series += _stage_other_formats(records, raw_dir, staging_dir, pseudo, result.subjects, by_folder,
-                                                  wanted, sourcedata)
-            desc = {
-                "Name": "bids-deid staging",
-                "BIDSVersion": BIDS_VERSION,
-                "DatasetType": "raw",
-                "GeneratedBy": [{"Name": "bids-deid", "Description": "staging of raw scanner data (dcm2niix)"}],
-            }
-            _write_sidecar(staging_dir / "dataset_description.json", desc)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-            with contextlib.suppress(OSError):
-                (staging_dir / WORK_DIR_NAME).rmdir()
+    _convert_all(to_convert, series_list, records, raw_dir, _work, _exe, _early, n_cpus, compress=not dry_run)
+    for s in to_convert:
+        _classify_outputs(s, rules)
+    by_ses = _name_outputs(to_convert)
+    if not dry_run:
+        _stage_sourcedata(series_list, staging_dir, sourcedata)
+        _stage_micr(series_list, staging_dir)
+        _place_outputs(by_ses, staging_dir)
+        _stage_twix(twix_by_pid, result.subjects, sessions_of, staging_dir, pseudo)
+        result.series += _stage_other_formats(records, raw_dir, staging_dir, pseudo, result.subjects, by_folder,
+                                              wanted, sourcedata)
+        desc = {
+            "Name": "bids-deid staging",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "raw",
+            "GeneratedBy": [{"Name": "bids-deid", "Description": "staging of raw scanner data (dcm2niix)"}],
+        }
+        _write_sidecar(staging_dir / "dataset_description.json", desc)
 
     for s in series_list:
         result.problems.extend(s.problems)
@@ -816,25 +937,11 @@ def _twix_patient_id(path: Path) -> str | None:
     return None
 
 
-def _plan_from_headers(series: list[_Series], rules: list[HeuristicRule] | None) -> None:
-    by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict]]] = defaultdict(list)
-    for s in sorted(series, key=lambda s: (s.number, s.time)):
-        f = dict(s.fields)
-        g = classify(f, rules)
-        o = {"guess": g}
-        s.outputs = [o]
-        if g.skipped:
-            s.action, s.reason = "skipped", g.reason
-        else:
-            s.action, s.reason = "bids", g.reason
-            by_ses[(s.subject, s.session)].append((s, o))
-    for (sub, ses), items in by_ses.items():
-        _assign_runs(items, sub, ses)
-        for s, o in items:
-            s.names.append(f"{o['guess'].datatype}/{o['name']}.nii.gz")
+def _name_outputs(series: list[_Series]) -> dict[tuple[str, str | None], list[tuple[_Series, dict]]]:
+    """Action, runs and final relative path (``o['rel']``, ``s.names``) of every classified output.
 
-
-def _place_outputs(series: list[_Series], staging: Path) -> None:
+    The dry run stops here, so its names are the real run's names.
+    """
     by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict]]] = defaultdict(list)
     for s in sorted(series, key=lambda s: (s.number, s.time, s.token)):
         kept = [o for o in s.outputs if not o["guess"].skipped]
@@ -848,12 +955,16 @@ def _place_outputs(series: list[_Series], staging: Path) -> None:
     for (sub, ses), items in by_ses.items():
         _assign_runs(items, sub, ses)
         prefix = Path(f"sub-{sub}") / (f"ses-{ses}" if ses else "")
-        # file locations first, so IntendedFor can point at them
         for s, o in items:
             o["rel"] = prefix / o["guess"].datatype / f"{o['name']}.nii.gz"
             s.names.append(str(o["rel"]))
-        targets = [str(o["rel"]) for _s, o in items if o["guess"].datatype in ("func", "dwi")]
-        targets = [t for t in targets if not t.endswith("_sbref.nii.gz")]
+    return by_ses
+
+
+def _place_outputs(by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict]]], staging: Path) -> None:
+    """Move named outputs into the staging tree; sidecars get TaskName, IntendedFor, EchoTime1/2."""
+    for items in by_ses.values():
+        targets = [o for _s, o in items if o["guess"].datatype in ("func", "dwi") and o["guess"].suffix != "sbref"]
         for s, o in items:
             g: Guess = o["guess"]
             dest = staging / o["rel"]
@@ -862,7 +973,7 @@ def _place_outputs(series: list[_Series], staging: Path) -> None:
             if g.suffix in ("bold", "sbref"):
                 side["TaskName"] = g.entities.get("task", "unknown")
             if g.datatype == "fmap" and targets:
-                side["IntendedFor"] = [f"bids::{t}" for t in targets]
+                side["IntendedFor"] = [f"bids::{t['rel']}" for t in intended_for(o, g.suffix or "", targets)]
             if g.suffix == "phasediff" and ("EchoTime1" not in side or "EchoTime2" not in side):
                 _fill_echo_times(side, s, items)
             os.replace(o["nii"], dest)
@@ -889,8 +1000,8 @@ def _stage_sourcedata(series: list[_Series], staging: Path, sourcedata: str) -> 
     """Link series under sourcedata/dicom; return {series token: folder} of what was linked."""
     linked: dict[str, Path] = {}
     for s in series:
-        if s.action != "sourcedata" and sourcedata != "dicom":
-            continue
+        if s.action != "sourcedata" and sourcedata != "dicom" or s.outputs and "micr" in s.outputs[0]:
+            continue  # a whole-slide series placed in micr: its OME-TIFF only
         folder = staging / "sourcedata" / "dicom" / f"sub-{s.subject}"
         if s.session:
             folder = folder / f"ses-{s.session}"
@@ -899,6 +1010,36 @@ def _stage_sourcedata(series: list[_Series], staging: Path, sourcedata: str) -> 
             _symlink(Path(r["path"]), folder / f"{i:05d}.dcm")
         linked[s.token] = folder
     return linked
+
+
+def _plan_micr(s: _Series) -> None:
+    """A whole-slide DICOM series goes to BIDS micr (its largest VOLUME instance) when its pixel size is known."""
+    from .micr import MAX_DICOM_PIXELS, dicom_wsi_info, micr_stem
+
+    best = None
+    for r in s.records:
+        it = r["fields"].get("ImageType") or []
+        if isinstance(it, list) and len(it) >= 3 and str(it[2]).upper() == "VOLUME":
+            info = dicom_wsi_info(Path(r["path"]))
+            if info and info[1] <= MAX_DICOM_PIXELS and (best is None or info[1] > best[1][1]):
+                best = (r, info)
+    if best is None:
+        return
+    prefix = f"sub-{s.subject}/" + (f"ses-{s.session}/" if s.session else "")
+    s.action, s.reason = "bids", "whole-slide VOLUME image: BIDS micr (OME-TIFF)"
+    s.outputs = [{"micr": best[0]["path"], "size": best[1][0],
+                  "rel": f"{prefix}micr/{micr_stem(s.subject, s.session, s.token)}"}]
+    s.names.append(s.outputs[0]["rel"] + ".ome.tif")
+
+
+def _stage_micr(series: list[_Series], staging: Path) -> None:
+    from .micr import micr_sidecar
+
+    for s in series:
+        if s.action == "bids" and s.outputs and "micr" in s.outputs[0]:
+            o = s.outputs[0]
+            _symlink(Path(o["micr"]), staging / f"{o['rel']}.dcm")
+            _write_sidecar(staging / f"{o['rel']}.json", micr_sidecar(o["size"]))
 
 
 def _stage_twix(twix_by_pid, subjects: dict[str, str], sessions_of, staging: Path, pseudo: Pseudonymizer) -> None:

@@ -1,0 +1,305 @@
+"""Whole-slide images in the BIDS microscopy datatype (``micr``).
+
+BIDS (schema ``rules.files.raw.micr``) wants ``sub-<label>[_ses-<label>]_sample-<label>_<suffix>``
+with a suffix such as ``BF`` (bright field: H&E slides) and one of ``.ome.tif``,
+``.ome.btf``, ``.tif``, ``.png``; a sidecar with ``PixelSize`` and ``PixelSizeUnits``; and a
+``samples.tsv`` at the top (``sample_id``, ``participant_id``, ``sample_type``) as soon as
+the dataset holds ``micr`` data. The validator checks that ``PixelSize`` agrees with the
+OME ``PhysicalSizeX/Y``.
+
+A slide is placed there only when its pixel size is known (DICOM ``PixelSpacing``, SVS
+``MPP``, TIFF resolution in cm/inch); otherwise it stays in ``sourcedata/microscopy``.
+The image is written as a pyramidal OME-TIFF built from the *scrubbed* slide:
+
+* TIFF/SVS: the kept tiled pages (label, macro and thumbnail left out) are copied tile by
+  tile, still compressed, as the full-resolution image and its SubIFD levels;
+* DICOM WSI (VOLUME instance, after the DICOM engine): the frames are decoded, assembled
+  and written zlib-compressed with 2x reduced levels.
+
+The OME-XML written holds geometry and pixel size only.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_open, atomic_write_bytes
+from ..errors import InputError
+from ..scrub.sidecar import ScrubLog
+
+log = logging.getLogger(__name__)
+
+SUFFIX = "BF"
+MAX_DICOM_PIXELS = 1 << 28  # larger DICOM slides stay in sourcedata (assembled in memory here)
+_SLIDE_EXT = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".btf", ".dcm")
+
+
+# ------------------------------------------------------------------ pixel size
+def tiff_pixel_size_um(path: Path) -> tuple[float, float] | None:
+    """(x, y) pixel size in micrometres of a TIFF slide's first page, or None when unknown."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            m = re.search(r"\|\s*MPP\s*=\s*([0-9.eE+-]+)", page.description or "")
+            if m and float(m.group(1)) > 0:
+                return float(m.group(1)), float(m.group(1))
+            x, y, unit = page.tags.get(282), page.tags.get(283), page.tags.get(296)
+            if x is None or y is None or unit is None or int(unit.value) not in (2, 3):
+                return None
+            per = 25400.0 if int(unit.value) == 2 else 10000.0
+            xr, yr = (v[0] / v[1] if isinstance(v, tuple) else float(v) for v in (x.value, y.value))
+            return (per / xr, per / yr) if xr > 0 and yr > 0 else None
+    except Exception:  # noqa: BLE001 - unreadable: not placed, the scrubber reports it
+        return None
+
+
+def dicom_wsi_info(path: Path) -> tuple[tuple[float, float], int] | None:
+    """((x, y) pixel size in um, total pixels) of a DICOM WSI VOLUME instance, or None."""
+    import pydicom
+
+    from ..scrub.wsi import is_dicom_wsi, wsi_image_type
+
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except Exception:  # noqa: BLE001
+        return None
+    if not is_dicom_wsi(ds) or wsi_image_type(ds) != "VOLUME":
+        return None
+    spacing = None
+    for seq in (ds.get("SharedFunctionalGroupsSequence") or [])[:1]:
+        for pm in seq.get("PixelMeasuresSequence") or []:
+            spacing = pm.get("PixelSpacing")
+    if not spacing or len(spacing) < 2 or float(spacing[0]) <= 0 or float(spacing[1]) <= 0:
+        return None
+    total = int(ds.get("TotalPixelMatrixRows") or 0) * int(ds.get("TotalPixelMatrixColumns") or 0)
+    if not total or str(ds.get("DimensionOrganizationType", "TILED_FULL")).upper() != "TILED_FULL":
+        return None
+    # DICOM PixelSpacing is (row spacing = y, column spacing = x) in mm
+    return (float(spacing[1]) * 1000.0, float(spacing[0]) * 1000.0), total
+
+
+def slide_pixel_size_um(path: Path) -> tuple[float, float] | None:
+    """Pixel size of a slide (TIFF family or DICOM WSI VOLUME) when it can go to ``micr``, else None."""
+    path = Path(path)
+    if path.suffix.lower() == ".dcm" or not path.suffix:
+        info = dicom_wsi_info(path)
+        return info[0] if info and info[1] <= MAX_DICOM_PIXELS else None
+    return tiff_pixel_size_um(path)
+
+
+def micr_stem(subject: str, session: str | None, sample: str, suffix: str = SUFFIX) -> str:
+    """``sub-X[_ses-Y]_sample-Z_BF``."""
+    return "_".join([f"sub-{subject}", *([f"ses-{session}"] if session else []), f"sample-{sample}", suffix])
+
+
+def micr_sidecar(pixel_size_um: tuple[float, float]) -> dict:
+    """The required sidecar fields of a ``micr`` image."""
+    return {"PixelSize": [round(float(pixel_size_um[0]), 9), round(float(pixel_size_um[1]), 9)],
+            "PixelSizeUnits": "um"}
+
+
+# ------------------------------------------------------------------ OME-TIFF writers
+def _ome_meta(shape: tuple[int, ...], pixel_size_um: tuple[float, float], name: str) -> dict:
+    import uuid
+
+    axes = "YXS" if len(shape) == 3 else "YX"
+    # tifffile's default UUID is uuid1 (host MAC address and time): replaced by one derived from the output name
+    return {"axes": axes, "UUID": f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_URL, 'bids-deid:' + name)}",
+            "Creator": "bids-deid", "PhysicalSizeX": float(pixel_size_um[0]), "PhysicalSizeXUnit": "µm",
+            "PhysicalSizeY": float(pixel_size_um[1]), "PhysicalSizeYUnit": "µm"}
+
+
+def _segments(fh, page):
+    for off, n in zip(page.dataoffsets, page.databytecounts, strict=True):
+        fh.seek(off)
+        yield fh.read(n) if n else b""
+
+
+def _levels(pages) -> list:
+    """Full-resolution page and its tiled reduced levels, largest first (thumbnail and others left out)."""
+    base = pages[0]
+    h0, w0 = base.shape[:2]
+    levels = [base]
+    for p in pages[1:]:
+        if not p.is_tiled or p.dtype != base.dtype or len(p.shape) != len(base.shape):
+            continue
+        h, w = p.shape[:2]
+        if h < levels[-1].shape[0] and abs(h / h0 - w / w0) < 0.02 * max(1.0, w / w0):
+            levels.append(p)
+    return levels
+
+
+def _raw_kw(page) -> dict:
+    kw = {"shape": page.shape, "dtype": page.dtype, "photometric": page.photometric,
+          "planarconfig": page.planarconfig, "compression": page.compression, "bitspersample": page.bitspersample,
+          "tile": (page.tilelength, page.tilewidth), "software": False, "datetime": False}
+    if page.jpegtables is not None:
+        kw["jpegtables"] = page.jpegtables
+    if page.photometric == 6 and page.subsampling:
+        kw["subsampling"] = page.subsampling
+    if page.predictor and page.predictor > 1:
+        kw["predictor"] = page.predictor
+    if page.extrasamples:
+        kw["extrasamples"] = page.extrasamples
+    return kw
+
+
+def tiff_to_ome(src: Path, dst: Path, pixel_size_um: tuple[float, float]) -> int:
+    """Copy the pyramid of a (scrubbed) TIFF slide into a pyramidal OME-TIFF, tiles still compressed.
+
+    Returns the number of levels written.
+    """
+    import tifffile
+
+    with tifffile.TiffFile(src) as tif:
+        pages = list(tif.pages)
+        if not pages or not pages[0].is_tiled:
+            raise InputError("the slide's full-resolution page is not tiled")
+        levels = _levels(pages)
+        fh = tif.filehandle
+        with atomic_open(dst, "wb") as out, tifffile.TiffWriter(out.tmp_path, bigtiff=True, ome=True) as tw:
+            for i, page in enumerate(levels):
+                kw = _raw_kw(page)
+                if i == 0:
+                    tw.write(_segments(fh, page), subifds=len(levels) - 1,
+                             metadata=_ome_meta(page.shape, pixel_size_um, Path(dst).name), **kw)
+                else:
+                    tw.write(_segments(fh, page), subfiletype=1, metadata=None, **kw)
+    return len(levels)
+
+
+def _assemble_dicom(ds, total: tuple[int, int]) -> np.ndarray:
+    rows, cols = int(ds.Rows), int(ds.Columns)
+    th, tw_ = total
+    frames = ds.pixel_array
+    if frames.ndim == (3 if int(ds.get("SamplesPerPixel") or 1) == 1 else 4) - 1:
+        frames = frames[None]
+    nx = math.ceil(tw_ / cols)
+    full = np.zeros((math.ceil(th / rows) * rows, nx * cols, *frames.shape[3:]), frames.dtype)
+    for i, f in enumerate(frames):
+        y, x = divmod(i, nx)
+        full[y * rows:(y + 1) * rows, x * cols:(x + 1) * cols] = f
+    return full[:th, :tw_]
+
+
+def dicom_to_ome(src: Path, dst: Path, pixel_size_um: tuple[float, float], total: tuple[int, int] | None = None,
+                 min_level: int = 512) -> int:
+    """Decode a (de-identified) DICOM WSI VOLUME instance into a pyramidal OME-TIFF; returns levels written.
+
+    ``total`` is (TotalPixelMatrixRows, TotalPixelMatrixColumns) when the header passed here
+    no longer holds them (the DICOM engine does not keep every WSI attribute).
+    """
+    import pydicom
+    import tifffile
+
+    ds = pydicom.dcmread(src)
+    try:
+        total = total or (int(ds.TotalPixelMatrixRows), int(ds.TotalPixelMatrixColumns))
+        full = _assemble_dicom(ds, total)
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"whole-slide frames not decodable ({type(exc).__name__})") from exc
+    levels = [full]
+    while max(levels[-1].shape[:2]) > 2 * min_level:
+        levels.append(levels[-1][::2, ::2])
+    photometric = "rgb" if full.ndim == 3 else "minisblack"
+    opts = {"tile": (256, 256), "compression": "zlib", "photometric": photometric, "software": False,
+            "datetime": False}
+    with atomic_open(dst, "wb") as out, tifffile.TiffWriter(out.tmp_path, bigtiff=True, ome=True) as tw:
+        tw.write(full, subifds=len(levels) - 1, metadata=_ome_meta(full.shape, pixel_size_um, Path(dst).name), **opts)
+        for lv in levels[1:]:
+            tw.write(np.ascontiguousarray(lv), subfiletype=1, metadata=None, **opts)
+    return len(levels)
+
+
+# ------------------------------------------------------------------ pipeline handler
+def is_micr_rel(rel: str) -> bool:
+    """True for a slide file inside a ``micr`` folder of a subject."""
+    parts = rel.split("/")
+    return "micr" in parts[:-1] and parts[-1].lower().endswith(_SLIDE_EXT)
+
+
+def ome_name(rel: str) -> str:
+    """``.../x_BF.svs`` / ``.dcm`` / ``.ome.tif`` -> ``.../x_BF.ome.tif``."""
+    head, _, name = rel.rpartition("/")
+    return (head + "/" if head else "") + name.split(".")[0] + ".ome.tif"
+
+
+def _total_matrix(path: Path) -> tuple[int, int]:
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["TotalPixelMatrixRows",
+                                                                       "TotalPixelMatrixColumns"])
+    return int(ds.TotalPixelMatrixRows), int(ds.TotalPixelMatrixColumns)
+
+
+def micr_task(run, t) -> None:
+    """Pipeline handler (``SubjectRun``) for a slide under ``sub-X/micr/``: scrub, then write OME-TIFF."""
+    from ..scrub.wsi import deidentify_wsi_dicom, scrub_tiff_wsi
+
+    s = run.s
+    rel = ome_name(t.rel_out)
+    if s.dry_run:
+        run.plan_lines.append(f"  micr     {rel}  (scrub -> pyramidal OME-TIFF)")
+        return
+    if run.out(rel).exists():
+        run._record(rel, run.records.get(rel, {}).get("status", "written"))
+        return
+    is_dcm = t.src.suffix.lower() == ".dcm"
+    size = slide_pixel_size_um(t.src)
+    if size is None:
+        run._record(t.src.relative_to(s.bids_dir).as_posix(), "left out",
+                    "slide without a known pixel size (BIDS micr needs PixelSize)", original=True)
+        return
+    tmp = s.work_dir / f"sub-{run.new}" / "micr" / (Path(rel).name + (".dcm" if is_dcm else ".tif"))
+    tmp.parent.mkdir(parents=True, exist_ok=True)
+    slog = ScrubLog()
+    try:
+        if is_dcm:
+            res = deidentify_wsi_dicom(t.src, tmp, s.profile, run.pseudo, subject=run.new, offset_days=run.offset)
+            run.audit += [{"file": rel, **c} for c in res.changes]
+            run.identifiers += list(res.identifiers)
+            if res.status not in ("written", "exists"):
+                run._record(rel, res.status, res.reason)
+                return
+            n = dicom_to_ome(tmp, run.out(rel), size, total=_total_matrix(t.src))
+        else:
+            scrub = scrub_tiff_wsi(t.src, tmp, slog)
+            if scrub.dropped:
+                slog.change("pages", "remove", f"{len(scrub.dropped)} label/macro page(s)")
+            n = tiff_to_ome(tmp, run.out(rel), size)
+    except InputError as exc:
+        run._record(rel, "error", str(exc))
+        return
+    finally:
+        tmp.unlink(missing_ok=True)
+    slog.change("format", "convert", f"pyramidal OME-TIFF, {n} level(s), OME-XML with geometry and pixel size only")
+    run._log(rel, slog)
+    run._record(rel, "written")
+
+
+# ------------------------------------------------------------------ dataset level
+def write_samples_tsv(output_dir: Path) -> Path | None:
+    """Write ``samples.tsv`` (+ ``samples.json``) listing every ``micr`` sample of the output; None if none."""
+    import json
+
+    output_dir = Path(output_dir)
+    rows = set()
+    for p in output_dir.glob("sub-*/**/micr/*"):
+        m = re.match(r"(sub-[A-Za-z0-9]+)_(?:ses-[A-Za-z0-9]+_)?.*?(sample-[A-Za-z0-9]+)", p.name)
+        if m and not p.name.endswith(".json"):
+            rows.add((m.group(2), m.group(1)))
+    if not rows:
+        return None
+    body = "sample_id\tparticipant_id\tsample_type\n" + "".join(f"{s}\t{p}\ttissue\n" for s, p in sorted(rows))
+    atomic_write_bytes(output_dir / "samples.tsv", body.encode())
+    desc = {"sample_id": {"Description": "Pseudonymous sample label (keyed token of the slide)"},
+            "sample_type": {"Description": "Biosample type (ENCODE); whole-slide images are tissue sections"}}
+    atomic_write_bytes(output_dir / "samples.json", (json.dumps(desc, indent=2) + "\n").encode())
+    return output_dir / "samples.tsv"
