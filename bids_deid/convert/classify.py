@@ -12,7 +12,9 @@ Order of precedence:
 
 Keys starting with ``_`` in the ``fields`` dict are hints from the caller:
 ``_postfix`` (dcm2niix file-name postfix such as ``_e2_ph``), ``_n_echoes`` (echo images
-the series produced), ``_has_phase`` (the series produced phase images), ``_has_bval``.
+the series produced), ``_has_phase`` (the series produced phase images), ``_has_bval``,
+``_dir`` (the ``dir`` label from PhaseEncodingDirection and the image orientation, see
+:func:`phase_dir_label`; it wins over dcm2niix's guess, a heuristic's ``dir`` wins over it).
 """
 
 from __future__ import annotations
@@ -56,6 +58,10 @@ _ALLOWED = {
     "asl": {"acq", "rec", "dir", "run"},
     "m0scan": {"acq", "rec", "dir", "run"},
 }
+# suffixes that get a dir- entity from the phase-encoding direction
+DIR_SUFFIXES = ("epi", "bold", "sbref", "dwi", "asl", "m0scan")
+# world (RAS+) axis -> label when the phase axis points to + / - along it
+_DIR_LABELS = (("LR", "RL"), ("PA", "AP"), ("IS", "SI"))
 _LABEL_RE = re.compile(r"[^A-Za-z0-9]")
 
 
@@ -97,6 +103,51 @@ def task_label(*texts: str | None) -> str:
         if m and m.group(1).lower() not in {"sbref", "moco", "ap", "pa", "lr", "rl", "mb", "run"}:
             return sanitize_label(m.group(1)).lower() or "unknown"
     return "unknown"
+
+
+def phase_dir_label(ped: str | None, affine: Any = None, min_cosine: float = 0.8) -> str | None:
+    """BIDS ``dir`` label from a sidecar's PhaseEncodingDirection and the image affine.
+
+    The voxel axis (``i``/``j``/``k``, ``-`` = reversed) is turned into a world direction
+    with the NIfTI affine (RAS+); the label names where the traversal starts and ends:
+    toward +x (right) is ``LR``, toward -x ``RL``, toward +y (anterior) ``PA``, toward -y
+    ``AP``, toward +z ``IS``, toward -z ``SI``. When the affine is unknown or the axis is
+    oblique (no world axis with ``|cos| >= min_cosine``), the label names the voxel axis
+    instead: ``ipos``/``ineg``, ``jpos``/``jneg``, ``kpos``/``kneg`` (any alphanumeric label
+    is a valid BIDS label).
+
+    Parameters
+    ----------
+    ped : str or None
+        ``"i"``, ``"i-"``, ``"j"``, ``"j-"``, ``"k"`` or ``"k-"``.
+    affine : array-like (4, 4), optional
+        Voxel-to-world (RAS+) affine of the image the sidecar describes.
+    min_cosine : float
+        How closely the axis must follow a world axis to be named anatomically.
+
+    Returns
+    -------
+    str or None
+        None when ``ped`` is missing or malformed.
+    """
+    m = re.fullmatch(r"\s*([ijk])\s*(-?)\s*", str(ped or ""))
+    if not m:
+        return None
+    axis, sign = "ijk".index(m.group(1)), (-1.0 if m.group(2) else 1.0)
+    raw = f"{m.group(1)}{'neg' if sign < 0 else 'pos'}"
+    if affine is None:
+        return raw
+    try:
+        col = [float(affine[r][axis]) * sign for r in range(3)]
+    except (TypeError, ValueError, IndexError, KeyError):
+        return raw
+    norm = sum(c * c for c in col) ** 0.5
+    if norm == 0:
+        return raw
+    k = max(range(3), key=lambda r: abs(col[r]))
+    if abs(col[k]) / norm < min_cosine:
+        return raw
+    return _DIR_LABELS[k][0 if col[k] > 0 else 1]
 
 
 def _as_list(v: Any) -> list[str]:
@@ -354,6 +405,8 @@ def classify(fields: dict, heuristic: list[HeuristicRule] | None = None) -> Gues
                 return Guess(None, None, {}, f"heuristic rule {rule.name}: skip")
             s = dict(rule.set)
             g = Guess(s.pop("datatype"), s.pop("suffix"), s, f"heuristic rule {rule.name}")
+            if fields.get("_dir") and g.suffix in DIR_SUFFIXES:
+                g.entities.setdefault("dir", str(fields["_dir"]))
             return _finish(g, fields)
     if str(fields.get("Modality") or "MR").upper() != "MR":
         return Guess(None, None, {}, f"modality {sanitize_label(fields.get('Modality'))} is not MR")
@@ -372,6 +425,8 @@ def classify(fields: dict, heuristic: list[HeuristicRule] | None = None) -> Gues
     # dcm2niix guesses phase images of field maps inconsistently; rules know the pair
     if g.datatype == "fmap" and g.suffix not in ("epi",) and _is_phase(fields):
         g.suffix = "phasediff"
+    if fields.get("_dir") and g.suffix in DIR_SUFFIXES:
+        g.entities["dir"] = str(fields["_dir"])
     return _finish(g, fields)
 
 

@@ -688,7 +688,9 @@ def stage_raw(
     n_cpus : int
         Parallel header readers and dcm2niix processes.
     dry_run : bool
-        Plan only (names from DICOM headers); nothing is written.
+        Plan only: series are converted into a temporary folder and classified exactly
+        like a real run (so the names are the real run's names); nothing is written
+        under ``staging_dir``.
     sourcedata : str
         ``"dicom"`` links every series under ``sourcedata/dicom``; anything else links
         only the series that do not become BIDS images.
@@ -742,8 +744,7 @@ def _stage_raw(
     _exe: str,
     _early,
 ) -> StageResult:
-
-
+    """:func:`stage_raw` inside its work folder (``_early``: the background whole-folder dcm2niix or None)."""
     rules = load_heuristic(heuristic) if heuristic else None
     n_cpus = max(1, int(n_cpus or 1))
     result = StageResult()

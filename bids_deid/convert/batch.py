@@ -1,0 +1,170 @@
+"""dcm2niix over many series at once, outputs mapped back to series by SeriesInstanceUID.
+
+dcm2niix splits a folder into series itself, so one call per folder (instead of one
+per series) saves a process start and a second header pass per series. Outputs are
+named ``%j`` (SeriesInstanceUID, private work folder only) plus dcm2niix's own
+postfixes (``_e2``, ``_ph``, ``_i00002`` ...), which is how they are mapped back.
+
+Two ways in:
+
+* :func:`start_folder` runs dcm2niix on the raw input folder itself, in the
+  background, while Python reads the headers (the overlap that makes staging cost
+  about one dcm2niix pass);
+* :func:`convert_links` links the instances of the given series into per-series
+  folders under a work folder (deduplicated, corrupt files left out) and converts them
+  with one call per CPU.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+MAX_DEPTH = 9  # dcm2niix searches at most 9 folder levels below its input
+
+
+def dcm2niix_cmd(exe: str, in_dir: Path, out_dir: Path, *, compress: bool = True) -> list[str]:
+    """The dcm2niix command line: anonymized BIDS sidecar, outputs named by SeriesInstanceUID.
+
+    Parameters
+    ----------
+    exe : str
+        dcm2niix executable.
+    in_dir, out_dir : Path
+        Folder searched (recursively, up to 9 levels) and output folder.
+    compress : bool
+        gzip the images (``-z y``); False for plans that only need the sidecars and headers.
+
+    Returns
+    -------
+    list of str
+    """
+    return [exe, "-b", "y", "-ba", "y", "-z", "y" if compress else "n", "-d", str(MAX_DEPTH),
+            "-f", "%j", "-w", "1", "-o", str(out_dir), str(in_dir)]
+
+
+def start_folder(exe: str, in_dir: Path, out_dir: Path, *, compress: bool = True) -> subprocess.Popen:
+    """Start dcm2niix on a whole folder in the background (caller waits or kills).
+
+    Returns
+    -------
+    subprocess.Popen
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(dcm2niix_cmd(exe, in_dir, out_dir, compress=compress),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def index_outputs(out_dir: Path) -> dict[str, list[dict]]:
+    """dcm2niix outputs of a ``%j`` run grouped by SeriesInstanceUID.
+
+    Returns
+    -------
+    dict
+        ``{uid: [{"nii", "json", "bval", "bvec", "postfix"}, ...]}`` in name order;
+        ``json``/``bval``/``bvec`` are None when absent. ``postfix`` is the part of the
+        name after the UID (``""``, ``"_e2"``, ``"_ph"``, ...).
+    """
+    index: dict[str, list[dict]] = {}
+    try:
+        names = sorted(os.listdir(out_dir))
+    except OSError:
+        return index
+    present = set(names)
+    for name in names:
+        if name.endswith(".nii.gz"):
+            stem = name[: -len(".nii.gz")]
+        elif name.endswith(".nii"):
+            stem = name[: -len(".nii")]
+        else:
+            continue
+        uid = stem.split("_", 1)[0]
+        out = {"nii": out_dir / name, "postfix": stem[len(uid):]}
+        for ext in ("json", "bval", "bvec"):
+            out[ext] = out_dir / f"{stem}.{ext}" if f"{stem}.{ext}" in present else None
+        index.setdefault(uid, []).append(out)
+    return index
+
+
+def depth_below(path: str | Path, root: str | Path) -> int:
+    """Folder levels between ``root`` and the file ``path`` (0: directly in ``root``)."""
+    return len(Path(path).relative_to(root).parts) - 1
+
+
+def _split(groups: list[tuple[str, list[str]]], n: int) -> list[list[tuple[str, list[str]]]]:
+    """Spread series over ``n`` bins by instance count (largest first)."""
+    bins: list[list] = [[] for _ in range(max(1, n))]
+    load = [0] * len(bins)
+    for item in sorted(groups, key=lambda g: -len(g[1])):
+        i = load.index(min(load))
+        bins[i].append(item)
+        load[i] += len(item[1])
+    return [b for b in bins if b]
+
+
+def convert_one(paths: list[str], work: Path, exe: str, *, compress: bool = True) -> list[dict]:
+    """Convert one series on its own (links under ``work/in``); every output belongs to it."""
+    in_dir, out_dir = work / "in", work / "out"
+    in_dir.mkdir(parents=True, exist_ok=True)
+    for i, p in enumerate(paths, 1):
+        os.symlink(os.path.abspath(p), in_dir / f"{i:05d}.dcm")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    subprocess.run(dcm2niix_cmd(exe, in_dir, out_dir, compress=compress), stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, check=False)
+    return [o for outs in index_outputs(out_dir).values() for o in outs]
+
+
+def convert_links(series: Iterable[tuple[str, list[str]]], work: Path, exe: str, n_cpus: int = 1, *,
+                  compress: bool = True) -> dict[str, list[dict]]:
+    """Link each series' files into ``work/in<k>/<token>/`` and convert with one dcm2niix per bin.
+
+    Parameters
+    ----------
+    series : iterable of (token, list of file paths)
+        Keyed series token (a safe folder name) and the instances to convert.
+    work : Path
+        Private work folder.
+    exe : str
+        dcm2niix executable.
+    n_cpus : int
+        Number of dcm2niix processes (series are spread over them by instance count).
+    compress : bool
+        gzip the images.
+
+    Returns
+    -------
+    dict
+        Merged :func:`index_outputs` of every bin, keyed by SeriesInstanceUID.
+    """
+    bins = _split(list(series), n_cpus)
+
+    def run(k: int) -> dict[str, list[dict]]:
+        in_dir, out_dir = work / f"in{k}", work / f"out{k}"
+        for token, paths in bins[k]:
+            folder = in_dir / token
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, p in enumerate(paths, 1):
+                os.symlink(os.path.abspath(p), folder / f"{i:05d}.dcm")
+        out_dir.mkdir(parents=True, exist_ok=True)
+        rc = subprocess.run(dcm2niix_cmd(exe, in_dir, out_dir, compress=compress), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, check=False).returncode
+        if rc:
+            log.debug("dcm2niix exit %s on bin %s", rc, k)
+        return index_outputs(out_dir)
+
+    merged: dict[str, list[dict]] = {}
+    if len(bins) == 1:
+        results = [run(0)]
+    else:
+        with ThreadPoolExecutor(max_workers=len(bins)) as pool:
+            results = list(pool.map(run, range(len(bins))))
+    for idx in results:
+        for uid, outs in idx.items():
+            merged.setdefault(uid, []).extend(outs)
+    return merged
