@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from conftest import SHARED
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
 from pydicom.sequence import Sequence
@@ -30,7 +31,6 @@ from bids_deid.scrub import dicom as engine
 from bids_deid.scrub import dicom_raw
 from bids_deid.scrub.dicom import deidentify_file, deidentify_tree, iter_files, iter_tree
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DICOM_DIR = SHARED / "dicom"
 needs_shared = pytest.mark.skipif(not DICOM_DIR.is_dir(), reason="../shared/data absent")
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
+from conftest import SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -27,7 +28,6 @@ from bids_deid.scrub.dicom import (
 )
 from bids_deid.scrub.dicom_table import compile_plan, load_table
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DICOM_DIR = SHARED / "dicom"
 needs_shared = pytest.mark.skipif(not DICOM_DIR.is_dir(), reason="../shared/data absent")
 KEY = b"test-key-for-dicom-engine-0123456789"

@@ -607,11 +607,9 @@ def _process_raw(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, su
         ds = raw.ds
         subj = _subject_for(ds, pseudo, subject)
         dst = Path(dst_for(subj, str(ds.get("SeriesInstanceUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")))
-        if dst.exists() and not overwrite:
-            return DicomResult(src, dst, "exists", "already written", subject=subj)
-        reason = burned_in_reason(ds, profile)
-        if reason and profile.dicom_burned_in == "skip":
-            return DicomResult(src, None, "skipped", f"possible burned-in text: {reason}", subject=subj)
+        early = _not_to_write(src, dst, ds, profile, subj, overwrite)
+        if early is not None:
+            return early
         offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
         changes, identifiers = deidentify_dataset(ds, profile, pseudo, subj, offset)
         with atomic_open(dst, "wb", fsync=fsync) as fh:
@@ -622,6 +620,17 @@ def _process_raw(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, su
         )
     finally:
         raw.close()
+
+
+def _not_to_write(src: Path, dst: Path, ds: Dataset, profile: Profile, subj: str,
+                  overwrite: bool) -> DicomResult | None:
+    """The result for a file that is already written or held back as a burned-in risk; else None."""
+    if dst.exists() and not overwrite:
+        return DicomResult(src, dst, "exists", "already written", subject=subj)
+    reason = burned_in_reason(ds, profile)
+    if reason and profile.dicom_burned_in == "skip":
+        return DicomResult(src, None, "skipped", f"possible burned-in text: {reason}", subject=subj)
+    return None
 
 
 def _keeps_pixels(plan: Plan) -> bool:
@@ -642,11 +651,9 @@ def _process_full(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, s
     orig_series = str(ds.get("SeriesInstanceUID", "") or "")
     orig_sop = str(ds.get("SOPInstanceUID", "") or "")
     dst = Path(dst_for(subj, orig_series, orig_sop))
-    if dst.exists() and not overwrite:
-        return DicomResult(src, dst, "exists", "already written", subject=subj)
-    reason = burned_in_reason(ds, profile)
-    if reason and profile.dicom_burned_in == "skip":
-        return DicomResult(src, None, "skipped", f"possible burned-in text: {reason}", subject=subj)
+    early = _not_to_write(src, dst, ds, profile, subj, overwrite)
+    if early is not None:
+        return early
     offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
     try:
         _prepare_meta(ds)
