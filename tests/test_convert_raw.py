@@ -153,17 +153,24 @@ def test_shared_staging_layout(shared_stage):
     # CT/US are linked under sourcedata with keyed tokens only
     links = [p for p in (stage / "sourcedata" / "dicom").rglob("*.dcm")]
     assert links and all(p.is_symlink() for p in links)
-    assert all(r["series_token"] in str(stage / "sourcedata") or r["action"] for r in res.series)
-    # no original identifiers in any name
+    # every series (sourcedata="dicom") is linked under its subject/session/token with all its instances
+    for r in res.series:
+        folder = stage / "sourcedata" / "dicom" / f"sub-{r['subject']}" / (f"ses-{r['session']}" if r["session"] else "")
+        assert len(list((folder / r["series_token"]).glob("*.dcm"))) == r["n_files"], r
+    # every subject folder is a pseudonym; no original identifier in any name
+    subs = {p.name for p in stage.glob("sub-*")} | {p.name for p in stage.glob("sourcedata/dicom/sub-*")}
+    assert subs == {f"sub-{v}" for v in res.subjects.values()}
     for pid, label in res.subjects.items():
-        assert f"sub-{label}" in " ".join(names) or label
         for n in names:
             assert pid not in n.split("/")[-1].replace(f"sub-{label}", "")
+    # EPI images carry dir- from PhaseEncodingDirection (j- with a +y voxel axis: A->P)
+    assert all("_dir-AP_" in b for b in bold)
+    assert any("_dir-AP_dwi.nii.gz" in n for n in names)
     # DEV patient has two studies -> two sessions in date/time order
     dev = res.subjects["DEV"]
     assert (stage / f"sub-{dev}" / "ses-01").is_dir() and (stage / f"sub-{dev}" / "ses-02").is_dir()
     assert ("InstitutionName", "NIH FMRIF") in res.identifiers[dev]
-    assert "2 non-DICOM" in " ".join(res.problems) or "non-DICOM" in " ".join(res.problems)
+    assert "4 non-DICOM file(s) ignored" in " ".join(res.problems)  # the README.txt of each series
     assert not (stage / ".bids-deid-work").exists()
 
 
@@ -195,7 +202,33 @@ def test_dry_run_writes_nothing(tmp_path, pseudo):
     stage = tmp_path / "stage"
     res = stage_raw(raw, stage, pseudo, dry_run=True)
     assert not stage.exists()
-    assert [r["bids_name"] for r in res.series] == [f"anat/sub-{pseudo.subject('FRUIT')}_T1w.nii.gz"]
+    label = pseudo.subject("FRUIT")
+    assert [r["bids_name"] for r in res.series] == [f"sub-{label}/anat/sub-{label}_T1w.nii.gz"]
+
+
+@needs_shared
+def test_dry_run_names_equal_real_names(shared_stage, tmp_path):
+    raw, _stage, res = shared_stage
+    plan = stage_raw(raw, tmp_path / "plan", Pseudonymizer(b"shared-stage-key-0123456789"), dry_run=True)
+    assert not (tmp_path / "plan").exists()
+    real = sorted((r["series_token"], r["action"], r["bids_name"]) for r in res.series)
+    assert sorted((r["series_token"], r["action"], r["bids_name"]) for r in plan.series) == real
+    assert any(name.endswith("_bold.nii.gz") for _t, _a, name in real)
+
+
+@needs_shared
+def test_batched_link_conversion_matches_whole_folder(shared_stage, tmp_path):
+    """With --participant-label the raw folder is not converted whole: links, batched by CPU."""
+    raw, stage, res = shared_stage
+    pseudo = Pseudonymizer(b"shared-stage-key-0123456789")
+    dev = res.subjects["DEV"]
+    sub = stage_raw(raw, tmp_path / "s", pseudo, participants={"DEV"}, n_cpus=2)
+    assert set(sub.subjects) == {"DEV"}
+    want = sorted(r["bids_name"] for r in res.series if r["subject"] == dev)
+    assert sorted(r["bids_name"] for r in sub.series) == want
+    for name in want:
+        assert (tmp_path / "s" / name).is_file()
+        assert (tmp_path / "s" / name).stat().st_size == (stage / name).stat().st_size
 
 
 # ---------------------------------------------------------------- canary study

@@ -35,6 +35,7 @@ from ..errors import InputError
 from ..pseudonym import Pseudonymizer
 from .batch import MAX_DEPTH, convert_links, convert_one, depth_below, index_outputs, start_folder
 from .classify import Guess, HeuristicRule, bids_name, classify, load_heuristic, phase_dir_label, sanitize_label
+from .fasthdr import fast_header
 from .fmap import intended_for
 from .twix import is_twix, read_twix_identifiers, twix_layout
 
@@ -90,6 +91,8 @@ _CLASS_TAGS = (
     "NumberOfFrames",
 )
 HEADER_TAGS = list(dict.fromkeys(_ID_TAGS + _DATE_TAGS + _CLASS_TAGS))
+_HEADER_TAGS_T = tuple(HEADER_TAGS)
+_FAST_HEADERS = True  # fasthdr for plain Part 10 files (tests switch it off to compare with pydicom)
 # SOP classes that are never converted to NIfTI (spectroscopy, raw data, SR, secondary capture, ...)
 _NON_IMAGE_SOP_PREFIXES = (
     "1.2.840.10008.5.1.4.1.1.4.2",  # MR spectroscopy
@@ -339,6 +342,19 @@ def read_header(path: Path) -> dict:
         return rec
     if not preamble and len(head) < 8:
         return rec
+    if preamble and _FAST_HEADERS:
+        fast = fast_header(str(path), _HEADER_TAGS_T)
+        if fast is not None and fast["pixels_complete"] is not False:
+            fields = fast["fields"]
+            if fast["sop_class"] == _DICOMDIR_SOP or fields.get("SOPClassUID") == _DICOMDIR_SOP:
+                rec["kind"] = "dicomdir"
+                return rec
+            if fields.get("SOPInstanceUID") and (fields.get("Modality") or fields.get("StudyInstanceUID")):
+                if fast["ae_title"]:
+                    fields["SourceApplicationEntityTitle"] = fast["ae_title"]
+                rec["kind"], rec["fields"] = "dicom", fields
+                return rec
+        # anything unusual (or a verdict other than "dicom"): pydicom decides below
     try:
         with open(path, "rb") as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True, force=not preamble, specific_tags=HEADER_TAGS)
@@ -382,7 +398,7 @@ def read_header(path: Path) -> dict:
 def discover(raw_dir: Path, n_cpus: int = 1) -> list[dict]:
     """Header records of every file under ``raw_dir`` (see :func:`read_header`)."""
     files = [str(f) for f in _walk(Path(raw_dir))]
-    if n_cpus > 1 and len(files) > 64:
+    if n_cpus > 1 and len(files) > 1000:  # the header pass is ~0.25 ms/file: a pool pays off late
         chunk = max(16, len(files) // (n_cpus * 8))
         with ProcessPoolExecutor(max_workers=n_cpus) as pool:
             return list(pool.map(read_header, files, chunksize=chunk))
@@ -866,12 +882,13 @@ def _stage_raw(
         if s.modality == "SM":
             _plan_micr(s)
 
+    if not dry_run:  # links need no conversion result: made while dcm2niix runs
+        _stage_sourcedata(series_list, staging_dir, sourcedata)
     _convert_all(to_convert, series_list, records, raw_dir, _work, _exe, _early, n_cpus, compress=not dry_run)
     for s in to_convert:
         _classify_outputs(s, rules)
     by_ses = _name_outputs(to_convert)
     if not dry_run:
-        _stage_sourcedata(series_list, staging_dir, sourcedata)
         _stage_micr(series_list, staging_dir)
         _place_outputs(by_ses, staging_dir)
         _stage_twix(twix_by_pid, result.subjects, sessions_of, staging_dir, pseudo)
@@ -1007,8 +1024,13 @@ def _stage_sourcedata(series: list[_Series], staging: Path, sourcedata: str) -> 
         if s.session:
             folder = folder / f"ses-{s.session}"
         folder = folder / s.token
+        folder.mkdir(parents=True, exist_ok=True)
         for i, r in enumerate(s.records, 1):
-            _symlink(Path(r["path"]), folder / f"{i:05d}.dcm")
+            link = folder / f"{i:05d}.dcm"
+            try:
+                os.symlink(os.path.abspath(r["path"]), link)  # a new link appears whole: atomic already
+            except FileExistsError:
+                _symlink(Path(r["path"]), link)
         linked[s.token] = folder
     return linked
 
