@@ -2,7 +2,12 @@
 
 Usage::
 
-    python benchmarks/bench_convert.py [--repeats 3] [--n-cpus 1] [--dcm2bids PATH]
+    python benchmarks/bench_convert.py [--repeats 3] [--n-cpus 1] [--dcm2bids PATH] [--before-src DIR]
+
+``--before-src DIR`` also times ``stage_raw`` of an older checkout (a folder holding its
+``bids_deid`` package, e.g. from ``git archive <commit> bids_deid | tar -x -C DIR``) in
+the same run, interleaved with the others, timed inside a child process (imports not
+counted).
 
 Uses the shared scanner series in ../shared/data/dicom (next to the repository).
 Both tools convert the same folder with the same dcm2niix flags (-b y -ba y -z y).
@@ -11,6 +16,7 @@ Both tools convert the same folder with the same dcm2niix flags (-b y -ba y -z y
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -51,6 +57,7 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n-cpus", type=int, default=1)
     ap.add_argument("--dcm2bids", help="dcm2bids executable (optional, e.g. from a throwaway venv)")
+    ap.add_argument("--before-src", help="folder with an older bids_deid package to time side by side")
     args = ap.parse_args(argv)
     if not SHARED.is_dir():
         print("shared data not found", file=sys.stderr)
@@ -83,11 +90,35 @@ def main(argv=None) -> int:
     def disc():
         discover(raw, args.n_cpus)
 
+    child = (
+        "import sys, time, json; sys.path.insert(0, sys.argv[1]);"
+        "from bids_deid.convert.raw import stage_raw; from bids_deid.pseudonym import Pseudonymizer;"
+        "p = Pseudonymizer(b'benchmark-key-0123456789abcdef'); t = time.perf_counter();"
+        "stage_raw(sys.argv[2], sys.argv[3], p, n_cpus=int(sys.argv[4]));"
+        "print(json.dumps(time.perf_counter() - t))"
+    )
+    before_times: list[float] = []
+
+    def before():
+        out = work / f"before{next(counter)}"
+        proc = subprocess.run([sys.executable, "-c", child, args.before_src, str(raw), str(out), str(args.n_cpus)],
+                              capture_output=True, text=True, check=True)
+        before_times.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+
+    timed = {"plain": [], "ours": [], "disc": []}
+    for _ in range(args.repeats):  # interleaved: load changes hit every tool alike
+        timed["plain"] += _time(plain, 1)
+        timed["ours"] += _time(ours, 1)
+        timed["disc"] += _time(disc, 1)
+        if args.before_src:
+            before()
     rows = [
-        ("dcm2niix (plain, whole folder)", _time(plain, args.repeats)),
-        (f"bids-deid stage_raw (n_cpus={args.n_cpus})", _time(ours, args.repeats)),
-        (f"bids-deid discovery only (n_cpus={args.n_cpus})", _time(disc, args.repeats)),
+        ("dcm2niix (plain, whole folder)", timed["plain"]),
+        (f"bids-deid stage_raw (n_cpus={args.n_cpus})", timed["ours"]),
+        (f"bids-deid discovery only (n_cpus={args.n_cpus})", timed["disc"]),
     ]
+    if args.before_src:
+        rows.append((f"stage_raw of --before-src (n_cpus={args.n_cpus})", before_times))
     if args.dcm2bids:
         cfg = work / "dcm2bids.json"
         cfg.write_text(
@@ -107,7 +138,9 @@ def main(argv=None) -> int:
 
         rows.append(("dcm2bids", _time(d2b, args.repeats)))
     base = statistics.median(rows[0][1])
-    print(f"{n_files} files, {len(SERIES)} series, repeats={args.repeats}, cpus available={os.cpu_count()}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"{n_files} files, {len(SERIES)} series, repeats={args.repeats}, cpus available={os.cpu_count()}, "
+          f"load average {load}")
     print("| tool | median s | min s | ratio to dcm2niix |")
     print("|---|---|---|---|")
     for name, ts in rows:

@@ -49,3 +49,22 @@ def test_raw_dry_run_lists_series(tmp_path, raw_dir, key_file, capsys):
     text = capsys.readouterr().out
     assert "_T1w.nii.gz" in text and "_bold.nii.gz" in text
     assert not (tmp_path / "o").exists()
+
+
+@needs_shared
+@pytest.mark.parametrize("by", ["patient-id", "pseudonym"])
+def test_participant_label_selects_by_patient_id_or_pseudonym(tmp_path, raw_dir, key_file, by):
+    from bids_deid.pseudonym import Pseudonymizer, load_key
+
+    label = Pseudonymizer(load_key(key_file)).subject("FRUIT")  # PatientID of the GE T1w series
+    out = tmp_path / "out"
+    sel = "FRUIT" if by == "patient-id" else f"sub-{label}"
+    argv = [str(raw_dir), str(out), "participant", "--participant-label", sel, "--key-file", str(key_file),
+            "--deface-method", "none"]
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.glob("sub-*")) == [f"sub-{label}"]
+    assert list((out / f"sub-{label}" / "anat").glob("*_T1w.nii.gz"))
+    assert not list(out.rglob("*_bold.nii.gz"))  # the other patients were not converted
+    assert "FRUIT" not in " ".join(p.name for p in out.rglob("*"))
+    mapping = "".join(p.read_text() for p in (tmp_path / "out-private" / "mapping").glob("*.tsv"))
+    assert mapping.startswith(f"FRUIT\tsub-{label}\t") and mapping.count("\n") == 1
