@@ -533,8 +533,12 @@ def run_group(s: Settings, raw: bool = False) -> dict:
     write_json(s.private_dir / "validator-output.json", res.report)
     validation = {"errors": res.errors, "warnings": res.warnings, "codes": res.codes}
     audit = audit_output(s.output_dir, s.private_dir)
+    from .report.html import collect_records
+
+    # For OpenNeuro's "affirm defaced" step: every public image whose face was removed.
+    defaced = sorted(k for k, v in collect_records(s.private_dir).items() if v.get("status") == "defaced")
     summary = {"validation": validation, "audit": audit.summary(), "subjects_done": len(done),
-               "subjects_in_input": len(subjects)}
+               "subjects_in_input": len(subjects), "defaced_images": defaced}
     report = write_run_report(s, summary)
     summary["report"] = str(report)
     return summary

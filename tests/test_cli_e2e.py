@@ -239,3 +239,19 @@ def test_withheld_image_leaves_no_trace(tmp_path, canary_ds, key_file, capsys):
     withheld = [k for k, v in state["records"].items() if v["status"] == "withheld"]
     assert any(k.endswith("_T1w.nii.gz") for k in withheld)
     assert (tmp_path / "out-private" / "report.html").read_text().count("withheld") >= 1
+
+
+def test_defaced_images_listed_for_upload(tmp_path, key_file):
+    """The demo head is defaced; the run summary lists it (for OpenNeuro's affirm-defaced step)."""
+    from bids_deid.deface import demo_head
+    from bids_deid.demo import build_demo_dataset
+
+    ds = build_demo_dataset(tmp_path / "in", head=demo_head(), dicom=False)
+    out = tmp_path / "out"
+    opts = ["--key-file", str(key_file), "--participant-label", "canary01", "--write-defacemask"]
+    assert main([str(ds), str(out), "participant", *opts]) == 0
+    assert main([str(ds), str(out), "group", *opts]) == 0
+    summary = json.loads((tmp_path / "out-private" / "run-summary.json").read_text())
+    assert len(summary["defaced_images"]) == 1 and summary["defaced_images"][0].endswith("_T1w.nii.gz")
+    assert summary["validation"]["errors"] == 0
+    assert len(list(out.rglob("*_mod-T1w_defacemask.nii.gz"))) == 1
