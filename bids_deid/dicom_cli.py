@@ -73,10 +73,12 @@ def run(args: argparse.Namespace) -> int:
         for r in iter_tree(args.in_dir, out_dir, profile, pseudo, n_cpus=args.n_cpus, progress=True):
             if getattr(args, "clean_pixels", False) and r.status == "skipped" and "burned-in" in r.reason:
                 r = _clean_pixels(r, out_dir, profile, pseudo, private)
-            audit.write(json.dumps({
+            head = json.dumps({
                 "src": str(r.src.relative_to(args.in_dir)), "dst": str(r.dst.relative_to(out_dir)) if r.dst else None,
-                "status": r.status, "reason": r.reason, "subject": r.subject, "changes": r.changes,
-            }) + "\n")
+                "status": r.status, "reason": r.reason, "subject": r.subject,
+            })
+            # the changes (one JSON text per distinct list, made in the worker) close the line
+            audit.write(f'{head[:-1]}, "changes": {r.changes_json()}}}\n')
             counts[r.status] = counts.get(r.status, 0) + 1
             _mapping_from((r,), args.in_dir, pseudo, mapping)
             if r.status == "error":

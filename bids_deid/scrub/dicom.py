@@ -18,6 +18,7 @@ Public API: :func:`deidentify_dataset` (pure, in place), :func:`deidentify_file`
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -119,6 +120,48 @@ class DicomResult:
     study_uid: str | None = None
     series_uid: str | None = None
 
+    def changes_json(self) -> str:
+        """``changes`` as a JSON array (as ``json.dumps`` gives it), cached per distinct list.
+
+        Files of one series usually get the very same audit entries, so the text is made once
+        per worker and travels between processes in place of the list (see ``__getstate__``).
+        """
+        js = self.__dict__.get("_cj")
+        if js is None:
+            key = self.__dict__.get("_ckey")
+            js = _JSON_CACHE.get(key) if key is not None else None
+            if js is None:
+                js = json.dumps(self.changes)
+                if key is not None:
+                    if len(_JSON_CACHE) > 512:
+                        _JSON_CACHE.clear()
+                    _JSON_CACHE[key] = js
+            self.__dict__["_cj"] = js
+        return js
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_cj"] = self.changes_json()
+        state.pop("changes", None)
+        state.pop("_ckey", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def __getattr__(self, name: str):
+        # ``changes`` of an unpickled result: decoded on first use only.
+        if name == "changes" and "_cj" in self.__dict__:
+            value = self.__dict__["changes"] = json.loads(self.__dict__["_cj"])
+            return value
+        raise AttributeError(name)
+
+
+_JSON_CACHE: dict[tuple, str] = {}
+# Audit entries are interned (one dict per tag, action and reason, never changed): results of
+# one worker share them and ``changes_json`` can key its cache on their ids.
+_NOTES: dict[tuple[int, str, str], dict] = {}
+
 
 # ------------------------------------------------------------------ dataset engine
 class _Ctx:
@@ -141,8 +184,11 @@ class _Ctx:
         if key in self.seen:  # one audit line per tag and action, not per item
             return
         self.seen.add(key)
-        label, kw = _tag_label(tag)
-        self.changes.append({"tag": label, "keyword": kw, "action": action, "why": why})
+        entry = _NOTES.get((tag, action, why))
+        if entry is None:
+            label, kw = _tag_label(tag)
+            entry = _NOTES[(tag, action, why)] = {"tag": label, "keyword": kw, "action": action, "why": why}
+        self.changes.append(entry)
 
     def ident(self, kind: str, elem: DataElement) -> None:
         for v in _values(elem):
@@ -614,10 +660,7 @@ def _process_raw(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, su
         changes, identifiers = deidentify_dataset(ds, profile, pseudo, subj, offset)
         with atomic_open(dst, "wb", fsync=fsync) as fh:
             write_raw(raw, fh)
-        return DicomResult(
-            src, dst, "written", "ok", changes, identifiers, subj,
-            str(ds.get("StudyInstanceUID", "") or "") or None, str(ds.get("SeriesInstanceUID", "") or "") or None,
-        )
+        return _written(src, dst, changes, identifiers, subj, ds)
     finally:
         raw.close()
 
@@ -662,10 +705,16 @@ def _process_full(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, s
     except Exception as exc:  # noqa: BLE001
         log.debug("failed on %s", src, exc_info=True)
         return DicomResult(src, None, "error", f"de-identification failed ({type(exc).__name__})", subject=subj)
-    return DicomResult(
+    return _written(src, dst, changes, identifiers, subj, ds)
+
+
+def _written(src: Path, dst: Path, changes: list[dict], identifiers: list, subj: str, ds: Dataset) -> DicomResult:
+    res = DicomResult(
         src, dst, "written", "ok", changes, identifiers, subj,
         str(ds.get("StudyInstanceUID", "") or "") or None, str(ds.get("SeriesInstanceUID", "") or "") or None,
     )
+    res.__dict__["_ckey"] = tuple(map(id, changes))  # every entry is interned (_Ctx.note)
+    return res
 
 
 def deidentify_file(
@@ -760,7 +809,7 @@ def iter_tree(
             with multiprocessing.get_context().Pool(
                 n_cpus, initializer=_init_worker, initargs=(out_dir, profile, pseudo, subject, fsync)
             ) as pool:
-                for r in pool.imap(_tree_job, files, chunksize=8):
+                for r in pool.imap(_tree_job, files, chunksize=32):
                     yield r
                     bar.update(1)
     finally:

@@ -27,8 +27,9 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO, DicomFileLike
 from pydicom.filereader import read_sequence
 from pydicom.filewriter import write_data_element, write_file_meta_info
+from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
-from pydicom.uid import ImplicitVRLittleEndian
+from pydicom.uid import UID, ImplicitVRLittleEndian
 from pydicom.values import convert_string
 
 PIXEL_DATA = 0x7FE00010
@@ -292,6 +293,46 @@ def _encode_meta(meta: FileMetaDataset) -> bytes | None:
     return b"\x02\x00\x00\x00UL\x04\x00" + _U32.pack(len(body)) + bytes(body)
 
 
+# VRs whose str values pydicom writes as ASCII joined by backslashes (write_string family) and
+# text VRs (write_text: charset-encoded, which for ASCII under a single-byte or UTF-8 charset
+# gives the same bytes).
+_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM", "UI", "UR"})
+_TEXTLIKE_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC"})
+_ASCII_SAFE_CHARSETS = frozenset({"iso8859", "latin_1", "UTF8", "utf_8"})
+_STR_TYPES = (str, UID)
+
+
+def _fast_element(tag: int, element: DataElement, implicit: bool, text_ok: bool) -> bytes | None:
+    """Bytes of a converted string element exactly as :func:`write_data_element` writes them, for
+    plain ASCII ``str`` values of the usual string VRs; None for anything else (pydicom writes it)."""
+    vr = element.VR
+    if vr not in _STRING_VRS and (vr not in _TEXTLIKE_VRS or not text_ok):
+        return None
+    value = element._value
+    if value is None:
+        data = b""
+    else:
+        if type(value) in _STR_TYPES:
+            text = value
+        elif type(value) is MultiValue and all(type(v) in _STR_TYPES for v in value):
+            text = "\\".join(value)
+        else:
+            return None
+        if not text.isascii():
+            return None
+        data = text.encode("ascii")
+        if len(data) & 1:
+            data += b"\0" if vr == "UI" else b" "
+    n = len(data)
+    if implicit:
+        return _IMPLICIT.pack(tag >> 16, tag & 0xFFFF, n) + data
+    if vr in _LONG_VRS:
+        return _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode() + b"\0\0" + _U32.pack(n) + data
+    if n > 0xFFFF:
+        return None
+    return _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode() + _U16.pack(n) + data
+
+
 def write_raw(raw: RawFile, out: IO[bytes]) -> None:
     """Write ``raw.ds`` with ``raw.meta`` as a Part 10 file to the binary stream ``out``.
 
@@ -310,17 +351,25 @@ def write_raw(raw: RawFile, out: IO[bytes]) -> None:
         head.write(meta_bytes)
     head.is_implicit_VR = raw.implicit
     encoding = ds.get("SpecificCharacterSet", default_encoding)
+    encs = convert_encodings(encoding)
+    text_ok = len(encs) == 1 and encs[0] in _ASCII_SAFE_CHARSETS
+    implicit = raw.implicit
     data, spans, originals = raw.data, raw.spans, raw.originals
     buf, tail = head, None
-    for tag in sorted(ds._dict, key=int):
+    elems = ds._dict
+    for tag in sorted(elems):
         if tag > PIXEL_DATA and tail is None:
             tail = DicomBytesIO()
-            tail.is_little_endian, tail.is_implicit_VR = True, raw.implicit
+            tail.is_little_endian, tail.is_implicit_VR = True, implicit
             buf = tail
-        element = ds._dict[tag]
-        if element is originals.get(tag) and isinstance(element, RawDataElement):
+        element = elems[tag]
+        if element is originals.get(tag) and type(element) is RawDataElement:
             start, end = spans[tag]
             buf.write(data[start:end])
+            continue
+        fast = _fast_element(tag, element, implicit, text_ok) if type(element) is DataElement else None
+        if fast is not None:
+            buf.write(fast)
         else:
             write_data_element(buf, element, encoding)
     out.write(head.getvalue())
