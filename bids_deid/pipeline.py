@@ -39,6 +39,11 @@ def check_locations(s: Settings) -> None:
         raise OutputError("the private dir must not be inside the public output folder")
     if priv == bids or bids in priv.parents:
         raise OutputError("the private dir must not be inside the input folder")
+    work = s.work_dir.resolve()
+    if work == out or out in work.parents:
+        raise OutputError("the work dir must not be inside the public output folder (temp files would land there)")
+    if work == bids or bids in work.parents:
+        raise OutputError("the work dir must not be inside the input folder")
     for where in (out, priv, s.work_dir.resolve()):
         try:
             where.mkdir(parents=True, exist_ok=True)
@@ -55,10 +60,15 @@ def pseudonym_for(s: Settings, pseudo: Pseudonymizer, subject: str) -> str:
 
 
 def session_map(s: Settings, pseudo: Pseudonymizer, subject: str) -> dict[str, str]:
+    """Original -> new session labels; a label holding a date is pseudonymized whatever the profile says."""
+    from .dataset import date_like_label
+
     sessions = subject_sessions(s.bids_dir, subject)
     if s.profile.sessions == "pseudonymize":
         return {ses: pseudo.session(subject, ses) for ses in sessions}
-    return {}
+    if s.labels_pseudonymized:
+        return {}
+    return {ses: pseudo.session(subject, ses) for ses in sessions if date_like_label(ses)}
 
 
 def selected_subjects(s: Settings) -> list[str]:
@@ -115,8 +125,8 @@ class SubjectRun:
         slog = ScrubLog()
         obj = load_json(t.src.read_bytes(), t.src.name) if data is None else data
         obj = scrub_sidecar(obj, self.s.profile, self.offset, slog)
-        if "IntendedFor" in obj:
-            obj["IntendedFor"] = _relabel_any(obj["IntendedFor"], self.relabel_value)
+        # IntendedFor, Sources, RawSources, AssociatedEmptyRoom, ... name files by their original labels.
+        obj = _relabel_any(obj, self.relabel_value)
         stem = str(t.src)[: -len(".json")]
         if self.s.dataset_type == "derivative" and "SkullStripped" not in obj and (
             Path(stem + ".nii.gz").exists() or Path(stem + ".nii").exists()
@@ -159,8 +169,14 @@ class SubjectRun:
             self.plan_lines.append(f"  copy     {t.rel_out}")
             return
         if not self.out(t.rel_out).exists():
-            with open(t.src, "rb") as fh:
-                atomic_write_bytes(self.out(t.rel_out), fh.read())
+            if t.src.name.endswith(".gz"):
+                from .scrub.tabular import regzip
+
+                # The gzip header holds the original file name, a timestamp, maybe a comment: never copied.
+                regzip(t.src, self.out(t.rel_out))
+            else:
+                with open(t.src, "rb") as fh:
+                    atomic_write_bytes(self.out(t.rel_out), fh.read())
         self._record(t.rel_out, "written")
 
     def _write(self, rel: str, data: bytes, slog: ScrubLog) -> None:
@@ -305,7 +321,7 @@ class SubjectRun:
         for t in ordered:
             if t.kind == "unknown":
                 rel = t.src.relative_to(s.bids_dir).as_posix()
-                self._record(rel, "left out", "unknown file type: unknown means identifying", original=True)
+                self._record(rel, "left out", t.note or "unknown file type: unknown means identifying", original=True)
                 if s.dry_run:
                     self.plan_lines.append(f"  LEAVE OUT {rel} (unknown file type)")
                 continue
@@ -377,10 +393,13 @@ def _count(records: dict) -> dict:
 
 
 def _relabel_any(value, fn):
+    """``fn`` applied to every string inside ``value`` (lists and dicts walked, keys kept)."""
     if isinstance(value, str):
         return fn(value)
     if isinstance(value, list):
-        return [fn(v) if isinstance(v, str) else v for v in value]
+        return [_relabel_any(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: _relabel_any(v, fn) for k, v in value.items()}
     return value
 
 
@@ -506,11 +525,15 @@ def run_group(s: Settings, raw: bool = False) -> dict:
             header, rows, _removed = scrub_participants(header, rows, s.profile, relabel_done, slog)
             data = write_tsv(header, rows)
         elif name.endswith(".json") and (name == "participants.json" or rel.startswith("phenotype/")):
+            if not path.with_suffix(".tsv").is_file():  # describes no table: its entries could be anything
+                records[rel] = {"status": "left out", "reason": "column dictionary without its table",
+                                "original": True}
+                continue
             obj = load_json(path.read_bytes(), rel)
-            header = read_tsv(path.with_suffix(".tsv").read_bytes(), rel)[0] if path.with_suffix(".tsv").exists() else []
+            header = read_tsv(path.with_suffix(".tsv").read_bytes(), rel)[0]
             kept = [c for c in header if c in s.profile.participants_columns or (
                 s.profile.tabular_rule(c) and s.profile.tabular_rule(c).action != "remove")]
-            data = dump_json({k: v for k, v in obj.items() if k in kept or not header})
+            data = dump_json({k: v for k, v in obj.items() if k in kept})
         elif name.endswith(".json"):
             data = dump_json(scrub_sidecar(load_json(path.read_bytes(), rel), s.profile, None, slog))
         else:
@@ -518,6 +541,13 @@ def run_group(s: Settings, raw: bool = False) -> dict:
         atomic_write_bytes(s.output_dir / rel, data)
         records[rel] = {"status": "written", "reason": ""}
     for path in left_out:
+        if path.name == "sourcedata" and path.is_dir():
+            # Subjects' parts were handled at participant level; report only the rest.
+            for f in sorted(p for p in path.rglob("*") if p.is_file()):
+                rel = f.relative_to(s.bids_dir).as_posix()
+                if not any(part.startswith("sub-") for part in rel.split("/")[1:]):
+                    records[rel] = {"status": "left out", "reason": "sourcedata file of no subject", "original": True}
+            continue
         rel = path.relative_to(s.bids_dir).as_posix() + ("/" if path.is_dir() else "")
         records[rel] = {"status": "left out", "reason": "not a file bids-deid understands", "original": True}
     idents = sorted({(k, v) for k, v in slog.identifiers})
