@@ -39,7 +39,7 @@ from ..atomic import atomic_open, sync_tree
 from ..profiles import Profile
 from ..pseudonym import Pseudonymizer, shift_da, shift_dt
 from . import dicom_allowlist as allow
-from .dicom_raw import PIXEL_DATA, Fallback, read_raw, write_raw
+from .dicom_raw import PIXEL_DATA, Fallback, read_raw, write_raw_file
 from .dicom_table import (
     CLEAN,
     DUMMY,
@@ -418,12 +418,23 @@ def _decide_cached(plan: Plan, tag: int, vr: str | None):
 _QUIET_REMOVE = "quiet_remove"
 
 
-def _walk(ds: Dataset, ctx: _Ctx) -> None:
-    """Treat every element of ``ds`` (and of its sequences) in place."""
+def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
+    """Treat every element of ``ds`` (and of its sequences) in place.
+
+    ``events`` (raw path, top level): the elements in file order as :func:`read_raw` listed
+    them with :func:`_skip_for`; those it left out of ``ds`` get their audit entry here, in
+    the same order as if they had been walked.
+    """
     plan = ctx.plan
     decisions = plan.decisions
     elems = ds._dict
-    for tag in list(elems):
+    for tag in (list(elems) if events is None else events):
+        if type(tag) is tuple:
+            if tag[1] is not _DROP:
+                ctx.note(tag[0], REMOVE, tag[1][1])
+            continue
+        if tag not in elems:
+            continue
         itag = int(tag)
         key = (itag, elems[tag].VR)
         act = decisions.get(key, _MISS)
@@ -441,6 +452,23 @@ def _walk(ds: Dataset, ctx: _Ctx) -> None:
 
 
 _MISS = object()
+
+
+def _skip_for(plan: Plan):
+    """``skip(tag, vr)`` for :func:`read_raw`: the cached decision when it removes the element
+    without looking at its value (dropped, or removed with no identifier to report), else None."""
+    decisions = plan.decisions
+
+    def skip(tag: int, vr: str | None):
+        key = (tag, vr)
+        act = decisions.get(key, _MISS)
+        if act is _MISS:
+            act = decisions[key] = _decide_cached(plan, tag, vr)
+        if act is _DROP or (act is not None and act[0] is _QUIET_REMOVE):
+            return act
+        return None
+
+    return skip
 
 
 @lru_cache(maxsize=8192)
@@ -522,10 +550,15 @@ def deidentify_dataset(
         Audit entries (no original values) and ``(kind, original value)`` pairs of every
         identifying value removed or replaced (for the private-side leak audit).
     """
+    return _deidentify(ds, profile, pseudo, subject, offset_days)
+
+
+def _deidentify(ds: Dataset, profile: Profile, pseudo: Pseudonymizer, subject: str, offset_days: int,
+                events: list | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
     plan = compile_plan(profile)
     ctx = _Ctx(plan, pseudo, subject, offset_days)
     _collect_known(ds, ctx)
-    _walk(ds, ctx)
+    _walk(ds, ctx, events)
     _add_method(ds, plan, profile.name, ctx)
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
@@ -646,9 +679,13 @@ def _process_raw(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, su
     (or any other exception) before anything is written under ``dst`` when the file needs the
     full path.
     """
-    raw = read_raw(src)
+    plan = compile_plan(profile)
+    skip = plan.decisions.get("raw_skip")
+    if skip is None:
+        skip = plan.decisions["raw_skip"] = _skip_for(plan)
+    raw = read_raw(src, skip)
     try:
-        if raw.pixel is not None and not _keeps_pixels(compile_plan(profile)):
+        if raw.pixel is not None and not _keeps_pixels(plan):
             raise Fallback("the plan does not keep Pixel Data as is")
         ds = raw.ds
         subj = _subject_for(ds, pseudo, subject)
@@ -657,9 +694,8 @@ def _process_raw(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, su
         if early is not None:
             return early
         offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
-        changes, identifiers = deidentify_dataset(ds, profile, pseudo, subj, offset)
-        with atomic_open(dst, "wb", fsync=fsync) as fh:
-            write_raw(raw, fh)
+        changes, identifiers = _deidentify(ds, profile, pseudo, subj, offset, raw.events)
+        write_raw_file(raw, dst, fsync)
         return _written(src, dst, changes, identifiers, subj, ds)
     finally:
         raw.close()

@@ -14,6 +14,7 @@ encoding does not match its transfer syntax, truncated or malformed elements.
 
 from __future__ import annotations
 
+import itertools
 import mmap
 import os
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from pydicom.multival import MultiValue
 from pydicom.tag import BaseTag
 from pydicom.uid import UID, ImplicitVRLittleEndian
 from pydicom.values import convert_string
+
+from ..atomic import TMP_PREFIX, atomic_open
 
 PIXEL_DATA = 0x7FE00010
 _CHARSET = 0x00080005
@@ -72,6 +75,9 @@ class RawFile:
     spans: dict[int, tuple[int, int]] = field(default_factory=dict)
     originals: dict[int, object] = field(default_factory=dict)
     pixel: tuple[int, int] | None = None
+    # With a ``skip`` callable (see read_raw): the top-level elements in file order, each the
+    # tag of an element of ``ds`` or ``(tag, skip(tag, vr))`` for one left out of ``ds``.
+    events: list | None = None
 
     def close(self) -> None:
         """Release the file (and the mapping of a large file)."""
@@ -138,8 +144,13 @@ def _pixel_end(data, pos: int, size: int) -> int:
     raise Fallback("truncated encapsulated pixel data")
 
 
-def read_raw(path: str | os.PathLike) -> RawFile:
-    """Parse ``path`` (see module doc); raises :class:`Fallback` for anything unusual."""
+def read_raw(path: str | os.PathLike, skip=None) -> RawFile:
+    """Parse ``path`` (see module doc); raises :class:`Fallback` for anything unusual.
+
+    ``skip(tag, vr)`` (optional; ``vr`` None for implicit VR) is asked for every top-level
+    element: a true answer leaves the element out of ``ds`` (it is neither converted nor
+    written) and records ``(tag, answer)`` in ``events`` at its place in the file order.
+    """
     fh = open(path, "rb")  # noqa: SIM115 - owned by the returned RawFile
     try:
         size = os.fstat(fh.fileno()).st_size
@@ -148,7 +159,7 @@ def read_raw(path: str | os.PathLike) -> RawFile:
             meta, pos = _parse_meta(data, size)
             implicit = _transfer_syntax_implicit(meta)
             raw = RawFile(data, fh, Dataset(), meta, implicit)
-            _parse_dataset(raw, pos, size)
+            _parse_dataset(raw, pos, size, skip)
         except BaseException:
             if isinstance(data, mmap.mmap):
                 data.close()
@@ -159,9 +170,10 @@ def read_raw(path: str | os.PathLike) -> RawFile:
     return raw
 
 
-def _parse_dataset(raw: RawFile, pos: int, size: int) -> None:
+def _parse_dataset(raw: RawFile, pos: int, size: int, skip=None) -> None:
     data, implicit = raw.data, raw.implicit
     elems: dict = {}
+    events = raw.events = [] if skip is not None else None
     spans, originals = raw.spans, raw.originals
     encoding: str | list[str] = default_encoding
     first = True
@@ -188,6 +200,17 @@ def _parse_dataset(raw: RawFile, pos: int, size: int) -> None:
             raise Fallback("elements out of order or stray delimiter")
         last_tag = tag
         vpos = pos + hdr
+        if events is not None and tag != PIXEL_DATA and tag != _CHARSET:
+            left_out = skip(tag, vr)
+            if left_out and length != _UNDEFINED:
+                end = vpos + length
+                if end > size:
+                    raise Fallback("truncated element")
+                events.append((tag, left_out))
+                pos = end
+                continue
+        else:
+            left_out = None
         btag = BaseTag(tag)
         if length == _UNDEFINED:
             if tag == PIXEL_DATA:
@@ -220,6 +243,12 @@ def _parse_dataset(raw: RawFile, pos: int, size: int) -> None:
             element = RawDataElement(btag, vr, length, value, vpos, implicit, True)
             if tag == _CHARSET:
                 encoding = convert_encodings(convert_string(value or b"", True))
+        if left_out:  # an undefined-length sequence left out: parsed only to find its end
+            events.append((tag, left_out))
+            pos = end
+            continue
+        if events is not None:
+            events.append(btag)
         elems[btag] = element
         if isinstance(element, RawDataElement):
             # Only raw (immutable) elements may be copied back as bytes: a parsed sequence can
@@ -377,3 +406,68 @@ def write_raw(raw: RawFile, out: IO[bytes]) -> None:
         _copy_range(raw, out, *raw.pixel)
     if tail is not None:
         out.write(tail.getvalue())
+
+
+class _Parts:
+    """A write-only sink that keeps the written chunks (for one ``writev``)."""
+
+    __slots__ = ("parts",)
+
+    def __init__(self) -> None:
+        self.parts: list = []
+
+    def write(self, b) -> None:
+        self.parts.append(b)
+
+
+_TMP_COUNT = itertools.count()
+_DIRS: set[str] = set()
+
+
+def write_raw_file(raw: RawFile, dst: str | os.PathLike, fsync: bool = True, perm: int = 0o644) -> None:
+    """:func:`write_raw` into ``dst`` atomically (temp file beside it, then rename).
+
+    Same contract as :func:`bids_deid.atomic.atomic_open` (temp ``.bids-deid-tmp-*`` name, mode
+    ``perm``, removed on failure), with fewer system calls for a file held in memory: the output
+    is gathered and written with one ``writev``, and folders already made are remembered.
+    """
+    if not isinstance(raw.data, bytes):
+        with atomic_open(dst, "wb", perm=perm, fsync=fsync) as fh:
+            write_raw(raw, fh)
+        return
+    sink = _Parts()
+    write_raw(raw, sink)
+    dst = os.fspath(dst)
+    folder = os.path.dirname(dst) or "."
+    if folder not in _DIRS:
+        os.makedirs(folder, exist_ok=True)
+        _DIRS.add(folder)
+    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{next(_TMP_COUNT)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, perm)
+    except FileExistsError:  # a leftover of an earlier process with the same pid
+        with atomic_open(dst, "wb", perm=perm, fsync=fsync) as fh:
+            write_raw(raw, fh)
+        return
+    try:
+        os.fchmod(fd, perm)  # exact mode whatever the umask (as atomic_open)
+        parts, total = sink.parts, sum(len(b) for b in sink.parts)
+        done = os.writev(fd, parts)
+        if done < total:  # short write: finish the rest
+            rest = memoryview(b"".join(bytes(b) for b in parts))[done:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
+        if fsync:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, dst)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        _DIRS.discard(folder)
+        raise
