@@ -45,16 +45,36 @@ class AuditResult:
                 "bytes": self.bytes, "hits": len(self.hits)}
 
 
+def _name_forms(v: str) -> set[str]:
+    """Ways a writer spells a DICOM person name ``family^given^middle^prefix^suffix``."""
+    first = v.split("=")[0]  # alphabetic group only; ideographic/phonetic groups are searched as given
+    parts = [p.strip() for p in first.split("^")]
+    family, given, middle = (parts + ["", "", ""])[:3]
+    named = [p for p in parts if p]
+    out = {" ".join(named), " ".join(reversed(named)), ", ".join(named)}
+    out |= {p for p in named if len(p) >= 5}
+    if family and given:
+        out |= {f"{given} {family}", f"{family}, {given}", f"{family} {given}", f"{family},{given}"}
+        if middle:
+            out |= {f"{given} {middle} {family}", f"{given} {middle[0]}. {family}", f"{given} {middle[0]} {family}",
+                    f"{family}, {given} {middle}", f"{family}, {given} {middle[0]}."}
+    return out
+
+
+def _date_forms(y: str, m: str, d: str) -> set[str]:
+    """ISO, DICOM, and the common European/US spellings of one calendar date."""
+    return {f"{y}-{m}-{d}", f"{y}{m}{d}", f"{y}/{m}/{d}", f"{y}.{m}.{d}",
+            f"{d}.{m}.{y}", f"{d}/{m}/{y}", f"{m}/{d}/{y}", f"{d}-{m}-{y}", f"{m}-{d}-{y}"}
+
+
 def _variants(kind: str, value: str) -> set[str]:
     v = value.strip().strip("\x00")
     out = {v}
     if "^" in v:  # DICOM person name: family^given^middle^prefix^suffix
-        parts = [p for p in v.split("^") if p]
-        out |= {" ".join(parts), " ".join(reversed(parts)), ", ".join(parts)}
-        out |= {p for p in parts if len(p) >= 5}
+        out |= _name_forms(v)
     m = re.fullmatch(r"(\d{4})-?(\d{2})-?(\d{2})(?:[T ]?.*)?", v)
     if m and DATE_KIND.search(kind):
-        out |= {f"{m[1]}-{m[2]}-{m[3]}", f"{m[1]}{m[2]}{m[3]}"}
+        out |= _date_forms(m[1], m[2], m[3])
     return out
 
 
@@ -67,7 +87,7 @@ def distinctive(value: str) -> bool:
         return False  # separators only (an empty DICOM name "^^^^"): no identity, matches binary data by chance
     if v.replace(".", "").replace("-", "").isdigit() and len(v) < MIN_DIGITS:
         return False
-    if re.fullmatch(r"[\d.eE+-]+", v) and not re.fullmatch(r"\d{8}|\d{4}-\d{2}-\d{2}", v):
+    if re.fullmatch(r"[\d.eE+-]+", v) and not re.fullmatch(r"\d{8}|\d{4}([-.])\d{2}\1\d{2}|\d{2}([-.])\d{2}\2\d{4}", v):
         return False  # numbers (floats, UIDs) are not searchable text
     return True
 
@@ -123,11 +143,15 @@ def audit_output(output_dir: Path, private_dir: Path) -> AuditResult:
     res = AuditResult(checked=checked, unchecked=sorted(set(unchecked)))
     pats = {scope: (_pattern({**per["*"], **needles}) if scope != "*" else _pattern(needles),
                     {**per["*"], **needles}) for scope, needles in per.items()}
+    # Files outside every subject folder (README, CHANGES, participants.tsv, ...) hold no
+    # subject's shifted dates: there every subject's original dates are searched too.
+    every = {k: v for d in per.values() for k, v in d.items()}
+    outside = (_pattern(every), every)
     longest = max((len(v) for d in per.values() for v in d), default=1) * 2 + 8
     for path in sorted(output_dir.rglob("*")):
         rel = path.relative_to(output_dir).as_posix()
         sub = next((p for p in rel.split("/") if p.startswith("sub-")), None)
-        pat, kinds = pats.get(sub, pats["*"])
+        pat, kinds = outside if sub is None else pats.get(sub, pats["*"])
         if pat is None:
             continue
         for m in pat.finditer(rel.encode()):

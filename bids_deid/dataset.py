@@ -25,6 +25,56 @@ class FileTask:
     rel_out: str | None  # path under OUTPUT_DIR (None: not written)
     kind: str  # nifti | sidecar | coldict | dated_tsv | copy | dicom | twix | unknown
     deface: bool = False
+    note: str = ""  # why an "unknown" task is left out, when it is not just its type
+
+
+def outside_link(path: Path, root: Path) -> bool:
+    """True when ``path`` is (or passes through) a symbolic link resolving outside ``root``.
+
+    Links inside the dataset (git-annex/DataLad object stores) are fine; a link out of it
+    may point into private places and is never followed.
+    """
+    try:
+        real = path.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling or looping link
+        return True
+    base = root.resolve()
+    return real != base and base not in real.parents
+
+
+_MONTHS = "jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec"
+
+
+def date_like_label(label: str) -> bool:
+    """True when a BIDS label holds a calendar date (``20190314``, ``14032019``, ``14mar2019``).
+
+    A date is an identifier (HIPAA): such a label is pseudonymized even where the profile
+    keeps session labels.
+    """
+    import datetime as _dt
+
+    low = label.lower()
+    if re.search(rf"\d{{1,2}}({_MONTHS})[a-z]*\d{{2,4}}|({_MONTHS})[a-z]*\d{{1,2}}\d{{4}}", low):
+        return True
+    for m in re.finditer(r"(?=(\d{8}))", low):
+        d = m.group(1)
+        for y, mo, da in ((d[:4], d[4:6], d[6:]), (d[4:], d[2:4], d[:2]), (d[4:], d[:2], d[2:4])):
+            if not 1900 <= int(y) <= 2099:
+                continue
+            try:
+                _dt.date(int(y), int(mo), int(da))
+            except ValueError:
+                continue
+            return True
+    return False
+
+
+def bids_name(name: str, subject: str) -> bool:
+    """True when a file name inside ``sub-<subject>/`` starts with its subject entity, as BIDS requires.
+
+    Other names are not BIDS and may carry anything (a patient's name): they are left out.
+    """
+    return name.startswith((f"sub-{subject}_", f"sub-{subject}."))
 
 
 def check_bids_input(bids_dir: Path) -> dict:
@@ -121,6 +171,10 @@ def plan_subject(
     tasks: list[FileTask] = []
     root = bids_dir / f"sub-{subject}"
     for path in sorted(root.rglob("*")):
+        if outside_link(path, bids_dir):
+            if path.is_symlink():  # reported once, at the link itself; what lies behind it is not looked at
+                tasks.append(FileTask(path, None, "unknown", note="symbolic link out of the input: not followed"))
+            continue
         if path.is_dir() or path.name.startswith("."):
             if path.is_file():
                 tasks.append(FileTask(path, None, "unknown"))
@@ -130,13 +184,16 @@ def plan_subject(
         if selected_sessions and ses and ses.group(1) not in selected_sessions:
             continue
         kind, needs_deface = classify(rel)
+        if kind not in ("unknown", "companion") and not bids_name(path.name, subject):
+            tasks.append(FileTask(path, None, "unknown", note="not a BIDS file name (no sub- entity first)"))
+            continue
         out = None if kind == "unknown" else relabel_rel(rel, subject, new_subject, sessions)
         tasks.append(FileTask(path, out, kind, needs_deface and deface))
     src_root = bids_dir / "sourcedata"
     if src_root.is_dir():
         for path in sorted(src_root.rglob("*")):
-            if not path.is_file():
-                continue
+            if not path.is_file() or outside_link(path, bids_dir):
+                continue  # links out of the input are never followed
             rel = path.relative_to(src_root).as_posix()
             if not any(p == f"sub-{subject}" or p.startswith(f"sub-{subject}_") for p in rel.split("/")):
                 continue
@@ -149,13 +206,17 @@ def root_files(bids_dir: Path) -> tuple[list[Path], list[Path]]:
     handled, left_out = [], []
     for path in sorted(bids_dir.iterdir()):
         name = path.name
+        if path.is_symlink() and outside_link(path, bids_dir):
+            left_out.append(path)  # never followed out of the input
+            continue
         if path.is_dir():
             if name == "phenotype":
-                handled += sorted(p for p in path.iterdir() if p.suffix in (".tsv", ".json"))
+                handled += sorted(p for p in path.iterdir() if p.suffix in (".tsv", ".json")
+                                  and not (p.is_symlink() and outside_link(p, bids_dir)))
             elif not name.startswith("sub-"):
                 left_out.append(path)
             continue
-        if name == "dataset_description.json" or name.startswith("participants.") or ROOT_TEXT.match(name):
+        if name in ("dataset_description.json", "participants.tsv", "participants.json") or ROOT_TEXT.match(name):
             handled.append(path)
         elif name.endswith(".json") or name.endswith("_events.tsv"):
             handled.append(path)

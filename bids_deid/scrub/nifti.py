@@ -34,6 +34,8 @@ CHUNK = 8 << 20
 GZ_LEVEL = 2  # isal level 2: about gzip -6 ratio at several times its speed
 # Free-text header fields, located by nibabel's own header layout.
 _TEXT_FIELDS = {1: ("data_type", "db_name", "descrip", "aux_file", "intent_name"), 2: ("descrip", "aux_file", "intent_name", "unused_str")}
+# Analyze leftovers NIfTI-1 never reads: any bytes there are copied from the input unless cleared.
+_UNUSED_FIELDS = {1: ("extents", "session_error", "glmax", "glmin"), 2: ()}
 _DTYPES = {1: nib.nifti1.header_dtype, 2: nib.nifti2.header_dtype}
 _HDR_SIZE = {1: 348, 2: 540}
 
@@ -130,6 +132,15 @@ def scrub_header(h: NiftiHeader, profile: Profile, log_: ScrubLog) -> bytes:
             log_.met(f"nifti:{name}", raw.split(b"\x00")[0].decode("latin-1"))
             log_.change(f"header.{name}", "empty", "free text in NIfTI header")
             header[sl] = b"\x00" * (sl.stop - sl.start)
+    for name in _UNUSED_FIELDS[h.version]:
+        sl = _field_slice(h, name)
+        if any(header[sl]):
+            header[sl] = b"\x00" * (sl.stop - sl.start)
+            log_.change(f"header.{name}", "empty", "unused header field (may carry any bytes)")
+    rsl = _field_slice(h, "regular") if h.version == 1 else None
+    if rsl is not None and bytes(header[rsl]) not in (b"r", b"\x00"):
+        header[rsl] = b"r"
+        log_.change("header.regular", "replace", "unused header field (may carry any bytes)")
     kept = []
     for ecode, content in h.extensions:
         if ecode in profile.nifti_keep_extension_codes:
@@ -154,20 +165,33 @@ def scrub_header(h: NiftiHeader, profile: Profile, log_: ScrubLog) -> bytes:
     return bytes(header) + bytes(ext)
 
 
-def _copy_rest(src: IO[bytes], dst: IO[bytes]) -> int:
+def data_size(h: NiftiHeader, where: str) -> int:
+    """Bytes of voxel data the header describes; nothing past them is ever copied."""
+    dt = _DTYPES[h.version].newbyteorder(h.endian)
+    dim = np.frombuffer(bytes(h.header), dtype=dt.fields["dim"][0], count=1, offset=dt.fields["dim"][1])[0]
+    bitpix = int(np.frombuffer(bytes(h.header), dtype=dt.fields["bitpix"][0], count=1,
+                               offset=dt.fields["bitpix"][1])[0])
+    ndim = int(dim[0])
+    if not 1 <= ndim <= 7 or bitpix <= 0 or bitpix % 8 or any(int(d) < 0 for d in dim[1 : ndim + 1]):
+        raise InputError(f"corrupt NIfTI header (dim/bitpix) in {where}")
+    return int(np.prod([int(d) for d in dim[1 : ndim + 1]], dtype=object)) * bitpix // 8
+
+
+def _copy_rest(src: IO[bytes], dst: IO[bytes], limit: int | None = None) -> int:
     n = 0
-    while chunk := src.read(CHUNK):
+    while chunk := src.read(CHUNK if limit is None else min(CHUNK, limit - n)):
         dst.write(chunk)
         n += len(chunk)
     return n
 
 
-def _copy_plain(src_path: Path, offset: int, dst: IO[bytes]) -> int:
-    """Copy bytes ``offset..EOF`` of an uncompressed file, in the kernel when possible."""
+def _copy_plain(src_path: Path, offset: int, dst: IO[bytes], limit: int | None = None) -> int:
+    """Copy bytes ``offset..EOF`` (at most ``limit``) of an uncompressed file, in the kernel when possible."""
     dst.flush()
     total = 0
     with open(src_path, "rb") as src:
         size = os.fstat(src.fileno()).st_size - offset
+        size = size if limit is None else min(size, limit)
         pos = offset
         try:
             while total < size:
@@ -178,7 +202,7 @@ def _copy_plain(src_path: Path, offset: int, dst: IO[bytes]) -> int:
                 total += n
         except OSError:
             src.seek(pos)
-            total += _copy_rest(src, dst)
+            total += _copy_rest(src, dst, size - total)
     return total
 
 
@@ -207,17 +231,20 @@ def scrub_nifti_file(src: Path, dst: Path | None, profile: Profile, log_: ScrubL
             if dst is None:
                 return h
             gz_out = dst.name.endswith(".gz")
+            size = data_size(h, where)  # bytes after the voxel data (text appended to a file) are dropped
             with atomic_open(dst, "wb") as out:
                 if gz_out:
                     with igzip.IGzipFile(filename="", mode="wb", fileobj=out, compresslevel=GZ_LEVEL, mtime=0) as gz:
                         gz.write(new_header)
-                        n = _copy_rest(fh, gz)
+                        n = _copy_rest(fh, gz, size)
                 elif src.name.endswith(".gz"):
                     out.write(new_header)
-                    n = _copy_rest(fh, out)
+                    n = _copy_rest(fh, out, size)
                 else:
                     out.write(new_header)
-                    n = _copy_plain(src, h.vox_offset, out)
+                    n = _copy_plain(src, h.vox_offset, out, size)
+                if n != size:
+                    raise InputError(f"truncated NIfTI file {where}: {n} of {size} data bytes")
                 if gz_out:
                     out.flush()
                     _verify_gzip(out.tmp_path, len(new_header) + n, where)

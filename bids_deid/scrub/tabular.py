@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from pathlib import Path
 
 from ..errors import InputError
 from ..profiles import Profile
@@ -29,6 +30,38 @@ def read_tsv(data: bytes, where: str) -> tuple[list[str], list[list[str]]]:
         if len(r) != len(header):
             raise InputError(f"TSV file {where}: line {i} has {len(r)} columns, header has {len(header)}")
     return header, body
+
+
+def regzip(src: Path, dst: Path) -> int:
+    """Re-compress ``src`` (gzip) into ``dst`` (atomic) with a bare header; return the bytes unpacked.
+
+    A gzip header may hold the original file name, a comment, extra fields and a
+    timestamp, all possibly identifying; the new one holds none of them (mtime 0).
+
+    Raises
+    ------
+    InputError
+        When ``src`` is not a complete, readable gzip file.
+    """
+    import zlib
+
+    from isal import igzip
+    from isal.igzip_lib import IsalError
+
+    from ..atomic import atomic_open
+
+    n = 0
+    try:
+        with igzip.open(src, "rb") as fh, atomic_open(dst, "wb") as out:
+            with igzip.IGzipFile(filename="", mode="wb", fileobj=out, compresslevel=2, mtime=0) as gz:
+                while chunk := fh.read(8 << 20):
+                    gz.write(chunk)
+                    n += len(chunk)
+    except (OSError, EOFError, zlib.error, IsalError) as exc:
+        if isinstance(exc, FileNotFoundError | PermissionError) and exc.filename and str(exc.filename) != str(src):
+            raise
+        raise InputError(f"cannot read {src.name}: corrupt or truncated gzip ({exc.__class__.__name__})") from exc
+    return n
 
 
 def write_tsv(header: list[str], rows: list[list[str]]) -> bytes:
