@@ -96,6 +96,10 @@ def _settings(args: argparse.Namespace):
     profile = load_profile(args.profile)
     key = load_key(args.key_file)
     out = args.output_dir.absolute()
+    if args.key_file is not None and out.resolve() in args.key_file.absolute().resolve().parents:
+        from .errors import KeyFileError
+
+        raise KeyFileError("the key file must not be inside the public output folder; move it somewhere private")
     private = (args.private_dir or out.with_name(out.name + "-private")).absolute()
     work = (args.work_dir or private / "work").absolute()
     return Settings(
