@@ -28,11 +28,15 @@ from functools import lru_cache
 from pathlib import Path
 
 import pydicom
-from pydicom.dataelem import DataElement
+from pydicom.charset import default_encoding
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
+from pydicom.uid import UID as UIDValue
+from pydicom.values import multi_string
 
 from .. import __version__
 from ..atomic import atomic_open, sync_tree
@@ -280,6 +284,41 @@ def _clean_text(value: str, ctx: _Ctx) -> str:
     return _DATE_PATTERNS.sub("X", out)
 
 
+_SPLIT_TEXT_VRS = frozenset({"LO", "SH", "UC"})
+_SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
+_PLAIN_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM"})
+_LATIN1 = ("iso8859", ["iso8859"], ["latin_1"])
+
+
+def _get(ds: Dataset, tag: int) -> DataElement:
+    """``ds[tag]``, converting the usual string VRs of a raw element directly (same value as
+    pydicom's conversion, without its per-element hooks); anything else goes through pydicom."""
+    elems = ds._dict
+    el = elems.get(tag)
+    if type(el) is RawDataElement and el.value is not None:
+        vr, raw = el.VR, el.value
+        value = _MISS
+        if not raw:
+            pass  # pydicom's empty value for the VR
+        elif vr == "UI":
+            value = multi_string(raw.decode(default_encoding).rstrip("\0 "), UIDValue)
+        elif vr in _PLAIN_STRING_VRS:
+            value = multi_string(raw.decode(default_encoding))
+        elif (vr in _SPLIT_TEXT_VRS or vr in _SINGLE_TEXT_VRS) and b"\x1b" not in raw and (
+                (ds.original_character_set or ds._character_set) in _LATIN1):
+            text = raw.decode(default_encoding)
+            if vr in _SINGLE_TEXT_VRS:
+                value = text.rstrip("\0 ")
+            else:
+                parts = [v.rstrip("\0 ") for v in text.split("\\")]
+                value = parts[0] if len(parts) == 1 else MultiValue(str, parts)
+        if value is not _MISS:
+            new = DataElement(el.tag, vr, value, el.value_tell, False, already_converted=True)
+            elems[el.tag] = new
+            return new
+    return ds[tag]
+
+
 def _is_overlay(group: int) -> bool:
     return 0x6000 <= group <= 0x601E and group % 2 == 0
 
@@ -295,13 +334,13 @@ def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ct
         if (tag >> 16) % 2 == 0:
             raw = ds.get_item(tag)
             if raw.VR in _TEXT_VRS or raw.VR is None:
-                elem = ds[tag]
+                elem = _get(ds, tag)
                 if elem.VR in _TEXT_VRS:
                     ctx.ident(_ident_kind(tag, elem.VR), elem)
         del ds[tag]
         ctx.note(tag, "remove", why)
         return
-    elem = ds[tag]  # converts a raw element
+    elem = _get(ds, tag)  # converts a raw element
     vr = elem.VR
     if action == RECURSE or (vr == "SQ" and action in (KEEP, CLEAN, SHIFT, UID, DUMMY, PSEUDO)):
         for item in elem.value or ():
@@ -482,7 +521,7 @@ def _dictionary_vr(tag: int) -> str | None:
 def _collect_known(ds: Dataset, ctx: _Ctx) -> None:
     for t in _IDENT_SOURCES:
         if t in ds:
-            for v in _values(ds[t]):
+            for v in _values(_get(ds, t)):
                 for part in re.split(r"[\^=\\]", v) + [v]:
                     part = part.strip()
                     if len(part) >= 3:
