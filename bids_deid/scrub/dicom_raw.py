@@ -362,6 +362,70 @@ def _fast_element(tag: int, element: DataElement, implicit: bool, text_ok: bool)
     return _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode() + _U16.pack(n) + data
 
 
+def _raw_element_bytes(tag: int, el: RawDataElement, implicit: bool) -> bytes | None:
+    """A raw element (as read) re-serialised as :func:`write_data_element` does; None if unusual."""
+    value = el.value
+    if value is None or el.length == _UNDEFINED:
+        return None
+    n = len(value)
+    if implicit:
+        return _IMPLICIT.pack(tag >> 16, tag & 0xFFFF, n) + value
+    vr = el.VR
+    if vr is None:
+        return None
+    if vr in _LONG_VRS:
+        return _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode() + b"\0\0" + _U32.pack(n) + value
+    if n > 0xFFFF:
+        return None
+    return _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode() + _U16.pack(n) + value
+
+
+def _sequence_bytes(tag: int, element: DataElement, implicit: bool, text_ok: bool) -> bytes | None:
+    """A sequence element as :func:`write_data_element` writes it, for items made only of plain
+    elements; None when anything needs pydicom (it then writes the whole sequence)."""
+    items = []
+    for item in element._value or ():
+        body = _item_bytes(item, implicit, text_ok)
+        if body is None:
+            return None
+        if getattr(item, "is_undefined_length_sequence_item", False):
+            items.append(b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + body + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00")
+        else:
+            items.append(b"\xfe\xff\x00\xe0" + _U32.pack(len(body)) + body)
+    value = b"".join(items)
+    group, elem_no = tag >> 16, tag & 0xFFFF
+    if element.is_undefined_length:
+        head = (_TAG.pack(group, elem_no) + (b"" if implicit else b"SQ\0\0") + b"\xff\xff\xff\xff")
+        return head + value + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+    return _TAG.pack(group, elem_no) + (b"" if implicit else b"SQ\0\0") + _U32.pack(len(value)) + value
+
+
+def _item_bytes(item: Dataset, implicit: bool, text_ok: bool) -> bytes | None:
+    elems = item._dict
+    if 0x00080005 in elems:
+        return None  # own character set: pydicom
+    plain = item.original_encoding == (implicit, True) and item.original_character_set == item._character_set
+    out = []
+    for tag in sorted(elems):
+        if tag & 0xFFFF == 0 and tag >> 16 > 6:
+            continue  # retired group length: not written
+        el = elems[tag]
+        kind = type(el)
+        if kind is RawDataElement:
+            b = _raw_element_bytes(tag, el, implicit) if plain else None
+        elif kind is DataElement:
+            if el.VR == "SQ":
+                b = _sequence_bytes(tag, el, implicit, text_ok)
+            else:
+                b = _fast_element(tag, el, implicit, text_ok)
+        else:
+            b = None
+        if b is None:
+            return None
+        out.append(b)
+    return b"".join(out)
+
+
 def write_raw(raw: RawFile, out: IO[bytes]) -> None:
     """Write ``raw.ds`` with ``raw.meta`` as a Part 10 file to the binary stream ``out``.
 
@@ -396,7 +460,12 @@ def write_raw(raw: RawFile, out: IO[bytes]) -> None:
             start, end = spans[tag]
             buf.write(data[start:end])
             continue
-        fast = _fast_element(tag, element, implicit, text_ok) if type(element) is DataElement else None
+        fast = None
+        if type(element) is DataElement:
+            if element.VR == "SQ":
+                fast = _sequence_bytes(tag, element, implicit, text_ok)
+            else:
+                fast = _fast_element(tag, element, implicit, text_ok)
         if fast is not None:
             buf.write(fast)
         else:
