@@ -261,7 +261,10 @@ class SubjectRun:
         if self.s.dry_run:
             self.plan_lines.append(f"  dicom    {rel}")
             return
-        res = deidentify_file(t.src, self.out(rel), self.s.profile, self.pseudo, subject=self.new, offset_days=self.offset)
+        # no fsync per file: run() syncs the output once after the subject's files
+        res = deidentify_file(t.src, self.out(rel), self.s.profile, self.pseudo, subject=self.new, offset_days=self.offset,
+                              fsync=False)
+        self._dicom_unsynced = True
         for c in res.changes:
             self.audit.append({"file": rel, **c})
         self.identifiers += list(res.identifiers)
@@ -333,6 +336,10 @@ class SubjectRun:
             if t.kind in ("nifti", "convert") and any(self.records.get(o, {}).get("status") == "withheld" for o in outs):
                 withheld_images.add(_stem(t.rel_out))
         bar.close()
+        if getattr(self, "_dicom_unsynced", False):
+            from .atomic import sync_tree
+
+            sync_tree(self.s.output_dir)
         return self.finish()
 
     def finish(self) -> dict:

@@ -794,15 +794,17 @@ def _written(src: Path, dst: Path, changes: list[dict], identifiers: list, subj:
 
 def deidentify_file(
     src: Path, dst: Path, profile: Profile, pseudo: Pseudonymizer, subject: str | None = None,
-    offset_days: int | None = None, overwrite: bool = False,
+    offset_days: int | None = None, overwrite: bool = False, fsync: bool = True,
 ) -> DicomResult:
     """De-identify one DICOM file into ``dst`` (atomic write; the input is never changed).
 
     ``subject`` None -> ``pseudo.subject(PatientID)``; ``offset_days`` None ->
     ``pseudo.date_offset_days(subject)``. An existing ``dst`` is left alone (status
     ``exists``) unless ``overwrite``. Corrupt or non-DICOM input gives status ``error``.
+    ``fsync=False`` skips the per-file fsync (the file is still written to a temp name and
+    renamed); the caller then syncs once (:func:`bids_deid.atomic.sync_tree`) after many files.
     """
-    return _process(Path(src), lambda *_: dst, profile, pseudo, subject, offset_days, overwrite)
+    return _process(Path(src), lambda *_: dst, profile, pseudo, subject, offset_days, overwrite, fsync)
 
 
 # ------------------------------------------------------------------ trees
