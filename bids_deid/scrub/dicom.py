@@ -467,10 +467,13 @@ def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
     plan = ctx.plan
     decisions = plan.decisions
     elems = ds._dict
+    seen, changes = ctx.seen, ctx.changes
     for tag in (list(elems) if events is None else events):
         if type(tag) is tuple:
-            if tag[1] is not _DROP:
-                ctx.note(tag[0], REMOVE, tag[1][1])
+            left_out = tag[1]
+            if left_out is not _DROP and left_out[0] not in seen:  # as ctx.note, inlined
+                seen.add(left_out[0])
+                changes.append(left_out[1])
             continue
         if tag not in elems:
             continue
@@ -493,6 +496,16 @@ def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
 _MISS = object()
 
 
+@lru_cache(maxsize=16384)
+def _quiet_note(tag: int, why: str) -> tuple[tuple[int, str], dict]:
+    """(seen key, interned audit entry) of a removal noted without the element."""
+    entry = _NOTES.get((tag, REMOVE, why))
+    if entry is None:
+        label, kw = _tag_label(tag)
+        entry = _NOTES[(tag, REMOVE, why)] = {"tag": label, "keyword": kw, "action": REMOVE, "why": why}
+    return (tag, REMOVE), entry
+
+
 def _skip_for(plan: Plan):
     """``skip(tag, vr)`` for :func:`read_raw`: the cached decision when it removes the element
     without looking at its value (dropped, or removed with no identifier to report), else None."""
@@ -503,8 +516,10 @@ def _skip_for(plan: Plan):
         act = decisions.get(key, _MISS)
         if act is _MISS:
             act = decisions[key] = _decide_cached(plan, tag, vr)
-        if act is _DROP or (act is not None and act[0] is _QUIET_REMOVE):
+        if act is _DROP:
             return act
+        if act is not None and act[0] is _QUIET_REMOVE:
+            return _quiet_note(tag, act[1])
         return None
 
     return skip
@@ -519,8 +534,9 @@ def _dictionary_vr(tag: int) -> str | None:
 
 
 def _collect_known(ds: Dataset, ctx: _Ctx) -> None:
+    elems = ds._dict
     for t in _IDENT_SOURCES:
-        if t in ds:
+        if t in elems:
             for v in _values(_get(ds, t)):
                 for part in re.split(r"[\^=\\]", v) + [v]:
                     part = part.strip()
