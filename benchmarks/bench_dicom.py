@@ -4,7 +4,8 @@ Inputs (synthesized in a temp dir from ``../shared/data/dicom``):
   * ``small``: ~2000 small files (the GE EPI series, copied 14 times into separate folders);
   * ``series``: one 196-slice series (GE IR-SPGR).
 
-Each tool runs in its own child process; peak RSS is the child's ``ru_maxrss``.
+Each tool runs in its own child process; peak RSS is the child's ``ru_maxrss``; CPU s is the
+user + system time of all the tool's processes (less sensitive to other load than seconds).
 Peers come from a SEPARATE venv (never the project's), e.g.::
 
     python3 -m venv /tmp/peers-venv && /tmp/peers-venv/bin/pip install dicognito dicom-anonymizer
@@ -12,7 +13,7 @@ Peers come from a SEPARATE venv (never the project's), e.g.::
 Usage::
 
     python benchmarks/bench_dicom.py [--peers-venv /tmp/peers-venv] [--n-cpus 2] [--copies 14]
-        [--before-src DIR]
+        [--before-src DIR] [--repeats N]
 
 ``--before-src DIR`` also times an older checkout of the package (``DIR/bids_deid``, e.g. from
 ``git archive <commit> bids_deid | tar -x -C DIR``) in the same run, back to back.
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,15 +37,16 @@ _RUNNER = (
     "import resource, subprocess, sys, time;"
     "t = time.perf_counter(); rc = subprocess.run(sys.argv[1:], stdout=subprocess.DEVNULL,"
     " stderr=subprocess.DEVNULL).returncode; dt = time.perf_counter() - t;"
-    "print(rc, dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)"
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN);"
+    "print(rc, dt, u.ru_maxrss, u.ru_utime + u.ru_stime)"
 )
 
 
-def measure(cmd: list[str], env: dict | None = None) -> tuple[int, float, float]:
-    """(return code, seconds, peak RSS MiB) of ``cmd`` run in a fresh child."""
+def measure(cmd: list[str], env: dict | None = None) -> tuple[int, float, float, float]:
+    """(return code, seconds, peak RSS MiB, CPU seconds of all its processes) of ``cmd`` in a fresh child."""
     out = subprocess.run([sys.executable, "-c", _RUNNER, *cmd], capture_output=True, text=True, env=env, check=True)
-    rc, dt, rss = out.stdout.split()
-    return int(rc), float(dt), int(rss) / 1024
+    rc, dt, rss, cpu = out.stdout.split()
+    return int(rc), float(dt), int(rss) / 1024, float(cpu)
 
 
 def make_inputs(tmp: Path, copies: int) -> dict[str, Path]:
@@ -74,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-cpus", type=int, default=2)
     ap.add_argument("--copies", type=int, default=14)
     ap.add_argument("--before-src", type=Path, default=None, help="folder holding an older bids_deid package")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="runs per tool, interleaved (tool A, B, C, A, B, C, ...); the median is reported")
     args = ap.parse_args(argv)
     tmp = Path(tempfile.mkdtemp(prefix="bench-dicom-"))
     try:
@@ -99,18 +104,26 @@ def main(argv: list[str] | None = None) -> int:
                                                "--assume-burned-in-annotation", "never", str(i)]
             tools["dicom-anonymizer"] = lambda i, o: [str(args.peers_venv / "bin" / "dicom-anonymizer"), str(i), str(o)]
         print(f"load average before: {os.getloadavg()}")
-        print("| input | files | tool | seconds | files/s | peak RSS (MiB) | exit | files out |")
-        print("|---|---|---|---|---|---|---|---|")
+        print("| input | files | tool | seconds | files/s | CPU s | peak RSS (MiB) | exit | files out |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for name, src in inputs.items():
             n = count(src)
-            for tool, cmd in tools.items():
-                out = tmp / f"out-{name}-{tool.replace(' ', '')}"
-                cmd_for, tool_env = cmd if isinstance(cmd, tuple) else (cmd, env)
-                rc, dt, rss = measure(cmd_for(src, out), tool_env)
-                n_out = count(out) if out.exists() else 0
-                print(f"| {name} | {n} | {tool} | {dt:.2f} | {n / dt:.0f} | {rss:.0f} | {rc} | {n_out} |", flush=True)
-                shutil.rmtree(out, ignore_errors=True)
-                shutil.rmtree(Path(str(out) + "-private"), ignore_errors=True)
+            runs: dict[str, list] = {tool: [] for tool in tools}
+            for _ in range(max(1, args.repeats)):  # interleaved, so that load changes hit every tool alike
+                for tool, cmd in tools.items():
+                    out = tmp / f"out-{name}-{tool.replace(' ', '')}"
+                    cmd_for, tool_env = cmd if isinstance(cmd, tuple) else (cmd, env)
+                    rc, dt, rss, cpu = measure(cmd_for(src, out), tool_env)
+                    n_out = count(out) if out.exists() else 0
+                    runs[tool].append((dt, cpu, rss, rc, n_out))
+                    shutil.rmtree(out, ignore_errors=True)
+                    shutil.rmtree(Path(str(out) + "-private"), ignore_errors=True)
+            for tool, rs in runs.items():
+                dt = statistics.median(r[0] for r in rs)
+                cpu = statistics.median(r[1] for r in rs)
+                rss, rc, n_out = max(r[2] for r in rs), max(r[3] for r in rs), min(r[4] for r in rs)
+                print(f"| {name} | {n} | {tool} | {dt:.2f} | {n / dt:.0f} | {cpu:.2f} | {rss:.0f} | {rc} | {n_out} |",
+                      flush=True)
         print(f"load average after: {os.getloadavg()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
