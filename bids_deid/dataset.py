@@ -166,12 +166,17 @@ def plan_subject(
     sessions: dict[str, str],
     selected_sessions: tuple[str, ...] | None,
     deface: bool,
+    follow_links: bool = False,
 ) -> list[FileTask]:
-    """Every file of one subject (its folder and its part of sourcedata/) with a task."""
+    """Every file of one subject (its folder and its part of sourcedata/) with a task.
+
+    Symbolic links out of ``bids_dir`` are not followed unless ``follow_links`` (set for the
+    staging tree bids-deid builds from raw input, whose links point at that input).
+    """
     tasks: list[FileTask] = []
     root = bids_dir / f"sub-{subject}"
     for path in sorted(root.rglob("*")):
-        if outside_link(path, bids_dir):
+        if not follow_links and outside_link(path, bids_dir):
             if path.is_symlink():  # reported once, at the link itself; what lies behind it is not looked at
                 tasks.append(FileTask(path, None, "unknown", note="symbolic link out of the input: not followed"))
             continue
@@ -192,7 +197,7 @@ def plan_subject(
     src_root = bids_dir / "sourcedata"
     if src_root.is_dir():
         for path in sorted(src_root.rglob("*")):
-            if not path.is_file() or outside_link(path, bids_dir):
+            if not path.is_file() or not follow_links and outside_link(path, bids_dir):
                 continue  # links out of the input are never followed
             rel = path.relative_to(src_root).as_posix()
             if not any(p == f"sub-{subject}" or p.startswith(f"sub-{subject}_") for p in rel.split("/")):

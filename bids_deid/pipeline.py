@@ -310,7 +310,7 @@ class SubjectRun:
     def run(self) -> dict:
         s = self.s
         tasks = plan_subject(s.bids_dir, self.subject, self.new, self.sessions, s.sessions,
-                             deface=s.deface_method == "template")
+                             deface=s.deface_method == "template", follow_links=s.labels_pseudonymized)
         handlers = {
             "nifti": self.do_nifti, "sidecar": self.do_sidecar, "coldict": self.do_coldict,
             "dated_tsv": self.do_dated_tsv, "copy": self.do_copy, "source": self.do_source,
