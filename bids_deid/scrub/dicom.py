@@ -319,6 +319,13 @@ def _get(ds: Dataset, tag: int) -> DataElement:
     return ds[tag]
 
 
+def _sv(ds: Dataset, tag: int) -> str:
+    """``str(ds.get(keyword, "") or "")`` for the keyword of ``tag``, converting through :func:`_get`."""
+    if tag not in ds._dict:
+        return ""
+    return str(_get(ds, tag).value or "")
+
+
 def _is_overlay(group: int) -> bool:
     return 0x6000 <= group <= 0x601E and group % 2 == 0
 
@@ -506,23 +513,34 @@ def _quiet_note(tag: int, why: str) -> tuple[tuple[int, str], dict]:
     return (tag, REMOVE), entry
 
 
-def _skip_for(plan: Plan):
-    """``skip(tag, vr)`` for :func:`read_raw`: the cached decision when it removes the element
-    without looking at its value (dropped, or removed with no identifier to report), else None."""
-    decisions = plan.decisions
+class _SkipMap(dict):
+    """``skip[tag, vr]`` for :func:`read_raw`: for an element removed without a look at its
+    value (dropped, or removed with no identifier to report) ``_DROP`` or its audit note, else
+    None. Filled from the plan's decisions as tags are met."""
 
-    def skip(tag: int, vr: str | None):
-        key = (tag, vr)
+    def __init__(self, plan: Plan):
+        super().__init__()
+        self.plan = plan
+
+    def __missing__(self, key: tuple[int, str | None]):
+        tag, vr = key
+        decisions = self.plan.decisions
         act = decisions.get(key, _MISS)
         if act is _MISS:
-            act = decisions[key] = _decide_cached(plan, tag, vr)
+            act = decisions[key] = _decide_cached(self.plan, tag, vr)
         if act is _DROP:
-            return act
-        if act is not None and act[0] is _QUIET_REMOVE:
-            return _quiet_note(tag, act[1])
-        return None
+            out = act
+        elif act is not None and act[0] is _QUIET_REMOVE:
+            out = _quiet_note(tag, act[1])
+        else:
+            out = None
+        self[key] = out
+        return out
 
-    return skip
+
+def _skip_for(plan: Plan) -> _SkipMap:
+    """The :class:`_SkipMap` of ``plan``."""
+    return _SkipMap(plan)
 
 
 @lru_cache(maxsize=8192)
@@ -641,13 +659,13 @@ def _treat_meta(ds: Dataset, meta: FileMetaDataset, ctx: _Ctx) -> None:
 # ------------------------------------------------------------------ files
 def burned_in_reason(ds: Dataset, profile: Profile) -> str | None:
     """Why ``ds`` may carry burned-in text, or None."""
-    flag = str(ds.get("BurnedInAnnotation", "") or "").strip().upper()
+    flag = _sv(ds, 0x00280301).strip().upper()
     if flag == "YES":
         return "BurnedInAnnotation is YES"
     if flag == "NO":
         return None
-    modality = str(ds.get("Modality", "") or "").strip().upper()
-    sop_mod = _SOP_MODALITY.get(str(ds.get("SOPClassUID", "") or ""))
+    modality = _sv(ds, 0x00080060).strip().upper()
+    sop_mod = _SOP_MODALITY.get(_sv(ds, 0x00080016))
     mods = {m.upper() for m in profile.dicom_burned_in_modalities}
     for m in (modality, sop_mod):
         if m and m in mods:
@@ -707,7 +725,7 @@ def _write(ds: Dataset, dst: Path, fsync: bool = True) -> None:
 def _subject_for(ds: Dataset, pseudo: Pseudonymizer, subject: str | None) -> str:
     if subject is not None:
         return subject
-    pid = str(ds.get("PatientID", "") or "").strip() or str(ds.get("PatientName", "") or "").strip()
+    pid = _sv(ds, 0x00100020).strip() or _sv(ds, 0x00100010).strip()
     return pseudo.subject(pid or "unknown")
 
 
@@ -744,7 +762,7 @@ def _process_raw(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, su
             raise Fallback("the plan does not keep Pixel Data as is")
         ds = raw.ds
         subj = _subject_for(ds, pseudo, subject)
-        dst = Path(dst_for(subj, str(ds.get("SeriesInstanceUID", "") or ""), str(ds.get("SOPInstanceUID", "") or "")))
+        dst = Path(dst_for(subj, _sv(ds, 0x0020000E), _sv(ds, 0x00080018)))
         early = _not_to_write(src, dst, ds, profile, subj, overwrite)
         if early is not None:
             return early
@@ -782,8 +800,8 @@ def _process_full(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, s
     except Exception as exc:  # noqa: BLE001 - one line, file never copied
         return DicomResult(src, None, "error", f"not readable as DICOM ({type(exc).__name__})")
     subj = _subject_for(ds, pseudo, subject)
-    orig_series = str(ds.get("SeriesInstanceUID", "") or "")
-    orig_sop = str(ds.get("SOPInstanceUID", "") or "")
+    orig_series = _sv(ds, 0x0020000E)
+    orig_sop = _sv(ds, 0x00080018)
     dst = Path(dst_for(subj, orig_series, orig_sop))
     early = _not_to_write(src, dst, ds, profile, subj, overwrite)
     if early is not None:
@@ -802,7 +820,7 @@ def _process_full(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, s
 def _written(src: Path, dst: Path, changes: list[dict], identifiers: list, subj: str, ds: Dataset) -> DicomResult:
     res = DicomResult(
         src, dst, "written", "ok", changes, identifiers, subj,
-        str(ds.get("StudyInstanceUID", "") or "") or None, str(ds.get("SeriesInstanceUID", "") or "") or None,
+        _sv(ds, 0x0020000D) or None, _sv(ds, 0x0020000E) or None,
     )
     res.__dict__["_ckey"] = tuple(map(id, changes))  # every entry is interned (_Ctx.note)
     return res

@@ -52,6 +52,7 @@ _TAG = Struct("<HH")
 _U16 = Struct("<H")
 _U32 = Struct("<I")
 _IMPLICIT = Struct("<HHI")
+_EXPLICIT = Struct("<HH2sH")
 
 
 class Fallback(Exception):
@@ -147,9 +148,10 @@ def _pixel_end(data, pos: int, size: int) -> int:
 def read_raw(path: str | os.PathLike, skip=None) -> RawFile:
     """Parse ``path`` (see module doc); raises :class:`Fallback` for anything unusual.
 
-    ``skip(tag, vr)`` (optional; ``vr`` None for implicit VR) is asked for every top-level
-    element: a true answer leaves the element out of ``ds`` (it is neither converted nor
-    written) and records ``(tag, answer)`` in ``events`` at its place in the file order.
+    ``skip[tag, vr]`` (optional mapping, e.g. a dict with ``__missing__``; ``vr`` None for
+    implicit VR) is looked up for every top-level element: a true answer leaves the element out
+    of ``ds`` (it is neither converted nor written) and records ``(tag, answer)`` in ``events``
+    at its place in the file order.
     """
     fh = open(path, "rb")  # noqa: SIM115 - owned by the returned RawFile
     try:
@@ -181,27 +183,28 @@ def _parse_dataset(raw: RawFile, pos: int, size: int, skip=None) -> None:
     while pos < size:
         if pos + 8 > size:
             raise Fallback("trailing bytes")
-        group, elem = _TAG.unpack_from(data, pos)
-        tag = group << 16 | elem
         if implicit:
+            group, elem, length = _IMPLICIT.unpack_from(data, pos)
             if first and data[pos + 4:pos + 6] in _VRS:
                 raise Fallback("implicit transfer syntax but explicit-looking data")
-            vr, length, hdr = None, _U32.unpack_from(data, pos + 4)[0], 8
+            vr, hdr = None, 8
         else:
-            vr = _VRS.get(data[pos + 4:pos + 6])
+            group, elem, vr_bytes, length = _EXPLICIT.unpack_from(data, pos)
+            vr = _VRS.get(vr_bytes)
             if vr is None:
                 raise Fallback("unknown VR (implicit data under an explicit transfer syntax?)")
             if vr in _LONG_VRS:
                 length, hdr = _U32.unpack_from(data, pos + 8)[0], 12
             else:
-                length, hdr = _U16.unpack_from(data, pos + 6)[0], 8
+                hdr = 8
+        tag = group << 16 | elem
         first = False
         if tag <= last_tag or group == 0xFFFE:
             raise Fallback("elements out of order or stray delimiter")
         last_tag = tag
         vpos = pos + hdr
         if events is not None and tag != PIXEL_DATA and tag != _CHARSET:
-            left_out = skip(tag, vr)
+            left_out = skip[tag, vr]
             if left_out and length != _UNDEFINED:
                 end = vpos + length
                 if end > size:
