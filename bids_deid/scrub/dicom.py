@@ -334,20 +334,22 @@ def _is_curve(group: int) -> bool:
     return 0x5000 <= group <= 0x501E and group % 2 == 0
 
 
-def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ctx) -> None:
-    """Apply one concrete action to ``ds[tag]``."""
+def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ctx, key=None) -> None:
+    """Apply one concrete action to ``ds[tag]`` (``key``: the dataset's own key object for ``tag``)."""
+    if key is None:
+        key = tag
     if action == REMOVE:
         # Private values are not reported as identifiers (no conversion needed: fast path).
         if (tag >> 16) % 2 == 0:
-            raw = ds.get_item(tag)
+            raw = ds._dict[key]
             if raw.VR in _TEXT_VRS or raw.VR is None:
-                elem = _get(ds, tag)
+                elem = _get(ds, key)
                 if elem.VR in _TEXT_VRS:
                     ctx.ident(_ident_kind(tag, elem.VR), elem)
         del ds[tag]
         ctx.note(tag, "remove", why)
         return
-    elem = _get(ds, tag)  # converts a raw element
+    elem = _get(ds, key)  # converts a raw element
     vr = elem.VR
     if action == RECURSE or (vr == "SQ" and action in (KEEP, CLEAN, SHIFT, UID, DUMMY, PSEUDO)):
         for item in elem.value or ():
@@ -497,7 +499,7 @@ def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
             del elems[tag]
             ctx.note(itag, REMOVE, act[1])
         else:
-            _apply(ds, itag, act[0], act[1], act[2], ctx)
+            _apply(ds, itag, act[0], act[1], act[2], ctx, tag)
 
 
 _MISS = object()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import mmap
 import os
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from struct import Struct
 from typing import IO
@@ -256,8 +257,8 @@ def _parse_dataset(raw: RawFile, pos: int, size: int, skip=None) -> None:
         if isinstance(element, RawDataElement):
             # Only raw (immutable) elements may be copied back as bytes: a parsed sequence can
             # be changed in place by the engine, so it is always re-encoded.
-            spans[tag] = (pos, end)
-            originals[tag] = element
+            spans[btag] = (pos, end)  # keyed by the same tag objects as ds (fast lookups)
+            originals[btag] = element
         pos = end
     ds = Dataset(elems)
     ds.set_original_encoding(implicit, True, encoding)
@@ -409,7 +410,7 @@ def _item_bytes(item: Dataset, implicit: bool, text_ok: bool) -> bytes | None:
         return None  # own character set: pydicom
     plain = item.original_encoding == (implicit, True) and item.original_character_set == item._character_set
     out = []
-    for tag in sorted(elems):
+    for tag in sorted(elems, key=int):
         if tag & 0xFFFF == 0 and tag >> 16 > 6:
             continue  # retired group length: not written
         el = elems[tag]
@@ -453,8 +454,10 @@ def write_raw(raw: RawFile, out: IO[bytes]) -> None:
     data, spans, originals = raw.data, raw.spans, raw.originals
     buf, tail = head, None
     elems = ds._dict
-    for tag in sorted(elems):
-        if tag > PIXEL_DATA and tail is None:
+    keys = sorted(elems, key=int)
+    cut = bisect_right(list(map(int, keys)), PIXEL_DATA)  # elements after Pixel Data
+    for i, tag in enumerate(keys):
+        if i == cut:
             tail = DicomBytesIO()
             tail.is_little_endian, tail.is_implicit_VR = True, implicit
             buf = tail
