@@ -572,6 +572,26 @@ def _method_text(plan: Plan, profile_name: str) -> list[str]:
     return text
 
 
+_METHOD_TAGS = (0x00120063, 0x00120064)  # DeidentificationMethod, DeidentificationMethodCodeSequence
+
+
+def _add_method_shared(ds: Dataset, plan: Plan, profile_name: str, ctx: _Ctx) -> None:
+    """:func:`_add_method` for a dataset only written, never handed out: when it holds no earlier
+    method attributes the four elements are the same for every file of a plan, so they are
+    made once and shared (they are never changed afterwards)."""
+    elems = ds._dict
+    if _METHOD_TAGS[0] in elems or _METHOD_TAGS[1] in elems:
+        _add_method(ds, plan, profile_name, ctx)
+        return
+    made = plan.decisions.get(("method", profile_name))
+    if made is None:
+        scratch = Dataset()
+        _add_method(scratch, plan, profile_name, ctx)
+        made = plan.decisions["method", profile_name] = tuple(scratch._dict.values())
+    for element in made:
+        elems[element.tag] = element
+
+
 def _add_method(ds: Dataset, plan: Plan, profile_name: str, ctx: _Ctx) -> None:
     ds.PatientIdentityRemoved = "YES"
     prior = list(ds.DeidentificationMethod) if "DeidentificationMethod" in ds else []
@@ -630,11 +650,13 @@ def deidentify_dataset(
 
 def _deidentify(ds: Dataset, profile: Profile, pseudo: Pseudonymizer, subject: str, offset_days: int,
                 events: list | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
+    """:func:`deidentify_dataset`; with ``events`` (raw path: ``ds`` is only written) the method
+    attributes may be shared between files."""
     plan = compile_plan(profile)
     ctx = _Ctx(plan, pseudo, subject, offset_days)
     _collect_known(ds, ctx)
     _walk(ds, ctx, events)
-    _add_method(ds, plan, profile.name, ctx)
+    (_add_method if events is None else _add_method_shared)(ds, plan, profile.name, ctx)
     meta = getattr(ds, "file_meta", None)
     if meta is not None:
         _treat_meta(ds, meta, ctx)
