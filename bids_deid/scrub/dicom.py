@@ -665,19 +665,33 @@ def _deidentify(ds: Dataset, profile: Profile, pseudo: Pseudonymizer, subject: s
     return ctx.changes, ctx.identifiers
 
 
+_MS_SOP_CLASS, _MS_SOP_INSTANCE, _IMPL_CLASS, _IMPL_VERSION = 0x00020002, 0x00020003, 0x00020012, 0x00020013
+_SOP_CLASS_UID = 0x00080016
+
+
+def _set_meta(meta: FileMetaDataset, tag: int, vr: str, value: object) -> None:
+    """``meta.<keyword> = value`` without the keyword lookups (same element as pydicom makes)."""
+    if tag in meta._dict:
+        _get(meta, tag).value = value
+    else:
+        meta._dict[Tag(tag)] = DataElement(tag, vr, value)
+
+
 def _treat_meta(ds: Dataset, meta: FileMetaDataset, ctx: _Ctx) -> None:
-    for tag in list(meta.keys()):
-        if int(tag) not in _META_KEEP:
-            del meta[tag]
-            ctx.note(int(tag), "remove", "file meta: not needed")
-    if "SOPInstanceUID" in ds:
-        meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-    elif "MediaStorageSOPInstanceUID" in meta:
-        _remap(meta["MediaStorageSOPInstanceUID"], ctx)
-    if "SOPClassUID" in ds:
-        meta.MediaStorageSOPClassUID = ds.SOPClassUID
-    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
-    meta.ImplementationVersionName = f"BIDSDEID_{__version__}"[:16]
+    md = meta._dict
+    for tag in list(md):
+        itag = int(tag)
+        if itag not in _META_KEEP:
+            del md[tag]
+            ctx.note(itag, "remove", "file meta: not needed")
+    if _SOP_INSTANCE_UID in ds._dict:
+        _set_meta(meta, _MS_SOP_INSTANCE, "UI", _get(ds, _SOP_INSTANCE_UID).value)
+    elif _MS_SOP_INSTANCE in md:
+        _remap(_get(meta, _MS_SOP_INSTANCE), ctx)
+    if _SOP_CLASS_UID in ds._dict:
+        _set_meta(meta, _MS_SOP_CLASS, "UI", _get(ds, _SOP_CLASS_UID).value)
+    _set_meta(meta, _IMPL_CLASS, "UI", pydicom.uid.PYDICOM_IMPLEMENTATION_UID)
+    _set_meta(meta, _IMPL_VERSION, "SH", f"BIDSDEID_{__version__}"[:16])
 
 
 # ------------------------------------------------------------------ files
