@@ -42,9 +42,14 @@ _RUNNER = (
 )
 
 
-def measure(cmd: list[str], env: dict | None = None) -> tuple[int, float, float, float]:
-    """(return code, seconds, peak RSS MiB, CPU seconds of all its processes) of ``cmd`` in a fresh child."""
-    out = subprocess.run([sys.executable, "-c", _RUNNER, *cmd], capture_output=True, text=True, env=env, check=True)
+def measure(cmd: list[str], env: dict | None = None, cwd: Path | None = None) -> tuple[int, float, float, float]:
+    """(return code, seconds, peak RSS MiB, CPU seconds of all its processes) of ``cmd`` in a fresh child.
+
+    ``cwd`` matters for ``python -m``: the working folder comes first on ``sys.path``, before
+    ``PYTHONPATH``, so tools are run from a neutral folder (else an older checkout given with
+    ``--before-src`` would silently be replaced by the package of the repo)."""
+    out = subprocess.run([sys.executable, "-c", _RUNNER, *cmd], capture_output=True, text=True, env=env, check=True,
+                         cwd=cwd)
     rc, dt, rss, cpu = out.stdout.split()
     return int(rc), float(dt), int(rss) / 1024, float(cpu)
 
@@ -85,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         inputs = make_inputs(tmp, args.copies)
         key = tmp / "key.txt"
         key.write_text("benchmark-key-not-secret-0123456789\n")
-        env = dict(os.environ)
+        env = dict(os.environ, PYTHONPATH=str(REPO))
         peer_py = args.peers_venv / "bin" / "python"
         tools = {
             "cp -r": lambda i, o: ["cp", "-r", str(i), str(o)],
@@ -100,9 +105,16 @@ def main(argv: list[str] | None = None) -> int:
                 env_before,
             )
         if peer_py.exists():
-            tools["dicognito"] = lambda i, o: [str(peer_py), "-m", "dicognito", "-o", str(o), "--quiet",
-                                               "--assume-burned-in-annotation", "never", str(i)]
-            tools["dicom-anonymizer"] = lambda i, o: [str(args.peers_venv / "bin" / "dicom-anonymizer"), str(i), str(o)]
+            peer_env = dict(os.environ)
+            tools["dicognito"] = (lambda i, o: [str(peer_py), "-m", "dicognito", "-o", str(o), "--quiet",
+                                                "--assume-burned-in-annotation", "never", str(i)], peer_env)
+            tools["dicom-anonymizer"] = (
+                lambda i, o: [str(args.peers_venv / "bin" / "dicom-anonymizer"), str(i), str(o)], peer_env)
+        if args.before_src is not None:  # check that each side really imports its own package
+            for label, e in (("after", env), ("before", tools["bids-deid-dicom (before)"][1])):
+                where = subprocess.run([sys.executable, "-c", "import bids_deid; print(bids_deid.__file__)"],
+                                       capture_output=True, text=True, env=e, cwd=tmp, check=True).stdout.strip()
+                print(f"{label}: {where}")
         print(f"load average before: {os.getloadavg()}")
         print("| input | files | tool | seconds | files/s | CPU s | peak RSS (MiB) | exit | files out |")
         print("|---|---|---|---|---|---|---|---|---|")
@@ -113,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                 for tool, cmd in tools.items():
                     out = tmp / f"out-{name}-{tool.replace(' ', '')}"
                     cmd_for, tool_env = cmd if isinstance(cmd, tuple) else (cmd, env)
-                    rc, dt, rss, cpu = measure(cmd_for(src, out), tool_env)
+                    rc, dt, rss, cpu = measure(cmd_for(src, out), tool_env, cwd=tmp)
                     n_out = count(out) if out.exists() else 0
                     runs[tool].append((dt, cpu, rss, rc, n_out))
                     shutil.rmtree(out, ignore_errors=True)
