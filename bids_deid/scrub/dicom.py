@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pydicom
 from pydicom.charset import default_encoding
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
 from pydicom.multival import MultiValue
@@ -288,6 +288,7 @@ _SPLIT_TEXT_VRS = frozenset({"LO", "SH", "UC"})
 _SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
 _PLAIN_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM"})
 _LATIN1 = ("iso8859", ["iso8859"], ["latin_1"])
+_DIRECT_VRS = _SPLIT_TEXT_VRS | _SINGLE_TEXT_VRS | _PLAIN_STRING_VRS | {"UI"}
 
 
 def _get(ds: Dataset, tag: int) -> DataElement:
@@ -295,11 +296,15 @@ def _get(ds: Dataset, tag: int) -> DataElement:
     pydicom's conversion, without its per-element hooks); anything else goes through pydicom."""
     elems = ds._dict
     el = elems.get(tag)
-    if type(el) is RawDataElement and el.value is not None:
+    kind = type(el)
+    if kind is DataElement:
+        return el  # already converted (what ds[tag] returns too)
+    if kind is RawDataElement and el.value is not None:
         vr, raw = el.VR, el.value
         value = _MISS
         if not raw:
-            pass  # pydicom's empty value for the VR
+            if vr in _DIRECT_VRS:
+                value = empty_value_for_VR(vr)  # as pydicom for a zero length
         elif vr == "UI":
             value = multi_string(raw.decode(default_encoding).rstrip("\0 "), UIDValue)
         elif vr in _PLAIN_STRING_VRS:
