@@ -25,6 +25,25 @@ def _dicom_engine_available() -> bool:
     return True
 
 
+DICOM_KEY = b"test-key-for-dicom-engine-0123456789"
+
+
+@pytest.fixture(scope="module")
+def profile():
+    """The shipped basic profile."""
+    from bids_deid.profiles import load_profile
+
+    return load_profile("basic")
+
+
+@pytest.fixture()
+def pseudo():
+    """A Pseudonymizer with the fixed test key of the DICOM tests."""
+    from bids_deid.pseudonym import Pseudonymizer
+
+    return Pseudonymizer(DICOM_KEY)
+
+
 @pytest.fixture
 def key_file(tmp_path: Path) -> Path:
     from bids_deid.pseudonym import generate_key

@@ -22,27 +22,15 @@ from pydicom.uid import (
     ImplicitVRLittleEndian,
     JPEGBaseline8Bit,
 )
-from test_scrub_dicom import KEY, _canary_dataset, _leaks
+from test_scrub_dicom import _canary_dataset, _leaks
 
 from bids_deid.atomic import atomic_open
-from bids_deid.profiles import load_profile
-from bids_deid.pseudonym import Pseudonymizer
 from bids_deid.scrub import dicom as engine
 from bids_deid.scrub import dicom_raw
 from bids_deid.scrub.dicom import deidentify_file, deidentify_tree, iter_files, iter_tree
 
 DICOM_DIR = SHARED / "dicom"
 needs_shared = pytest.mark.skipif(not DICOM_DIR.is_dir(), reason="../shared/data absent")
-
-
-@pytest.fixture(scope="module")
-def profile():
-    return load_profile("basic")
-
-
-@pytest.fixture()
-def pseudo():
-    return Pseudonymizer(KEY)
 
 
 @pytest.fixture()

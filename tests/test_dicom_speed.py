@@ -19,24 +19,13 @@ from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from test_dicom_fast import _assert_same, _both, _save
-from test_scrub_dicom import KEY, _canary_dataset, _leaks
+from test_scrub_dicom import _canary_dataset, _leaks
 
 from bids_deid.atomic import TMP_PREFIX
 from bids_deid.profiles import load_profile
-from bids_deid.pseudonym import Pseudonymizer
 from bids_deid.scrub import dicom as engine
 from bids_deid.scrub import dicom_raw
 from bids_deid.scrub.dicom import deidentify_file
-
-
-@pytest.fixture(scope="module")
-def profile():
-    return load_profile("basic")
-
-
-@pytest.fixture()
-def pseudo():
-    return Pseudonymizer(KEY)
 
 
 def _tricky_dataset(charset: str | None) -> Dataset:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from conftest import SHARED
+from conftest import DICOM_KEY, SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -30,18 +30,8 @@ from bids_deid.scrub.dicom_table import compile_plan, load_table
 
 DICOM_DIR = SHARED / "dicom"
 needs_shared = pytest.mark.skipif(not DICOM_DIR.is_dir(), reason="../shared/data absent")
-KEY = b"test-key-for-dicom-engine-0123456789"
+KEY = DICOM_KEY
 CANARY = "CANARY"
-
-
-@pytest.fixture(scope="module")
-def profile():
-    return load_profile("basic")
-
-
-@pytest.fixture()
-def pseudo():
-    return Pseudonymizer(KEY)
 
 
 # ------------------------------------------------------------------ table
