@@ -221,7 +221,12 @@ class SubjectRun:
         if self.s.write_defacemask or self.s.profile.write_defacemask:
             entities, suffix = dst.name.split(".")[0].rsplit("_", 1)
             mask = dst.with_name(f"{entities}_mod-{suffix}_defacemask.nii.gz")
-        res = deface_file(src, dst, template=self.s.template, defacemask_path=mask, qc=True)
+        if self.s.deface_method == "skullstrip":
+            from .deface.skullstrip import skullstrip_file
+
+            res = skullstrip_file(src, dst, qc=True)
+        else:
+            res = deface_file(src, dst, template=self.s.template, defacemask_path=mask, qc=True)
         qc_dir = self.s.private_dir / "qc" / f"sub-{self.new}"
         qc_names = {}
         for name, png in (res.qc_images or {}).items():
@@ -310,7 +315,7 @@ class SubjectRun:
     def run(self) -> dict:
         s = self.s
         tasks = plan_subject(s.bids_dir, self.subject, self.new, self.sessions, s.sessions,
-                             deface=s.deface_method == "template", follow_links=s.labels_pseudonymized)
+                             deface=s.deface_method != "none", follow_links=s.labels_pseudonymized)
         handlers = {
             "nifti": self.do_nifti, "sidecar": self.do_sidecar, "coldict": self.do_coldict,
             "dated_tsv": self.do_dated_tsv, "copy": self.do_copy, "source": self.do_source,
@@ -414,9 +419,24 @@ def _run_subject(s: Settings, subject: str) -> dict:
     return SubjectRun(s, subject).run()
 
 
+def check_deface_method(s: Settings) -> None:
+    """Refuse a defacing method that cannot run here, before anything is written."""
+    if s.deface_method != "skullstrip":
+        return
+    try:
+        from .deface.skullstrip import available
+    except ImportError:
+        reason = "it is not part of this installation"
+    else:
+        reason = available()
+    if reason:
+        raise BidsDeidError(f"--deface-method skullstrip cannot run: {reason}")
+
+
 def run_participant(s: Settings) -> list[dict]:
     """Participant level: each selected subject is processed independently."""
     check_bids_input(s.bids_dir)
+    check_deface_method(s)
     subjects = selected_subjects(s)
     if not s.dry_run:
         check_locations(s)
@@ -610,6 +630,7 @@ def run_raw_participant(s: Settings) -> list[dict]:
     from .convert.raw import stage_raw
 
     pseudo = Pseudonymizer(s.key)
+    check_deface_method(s)
     if not s.dry_run:
         check_locations(s)
         check_key(s.private_dir, pseudo.fingerprint)

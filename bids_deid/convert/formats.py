@@ -95,7 +95,7 @@ def convert_task(run, t: FileTask) -> None:
                     original=True)
         return
     rel = nifti_name(t.rel_out)
-    deface = classify(rel)[1] and s.deface_method == "template"
+    deface = classify(rel)[1] and s.deface_method != "none"
     if s.dry_run:
         run.plan_lines.append(f"  convert  {rel}  ({kind} -> NIfTI{', deface' if deface else ''})")
         return
