@@ -176,9 +176,9 @@ def test_shared_staging_layout(shared_stage):
 
 @needs_shared
 def test_shared_staging_validates(shared_stage, tmp_path):
-    exe = shutil.which("bids-validator-deno")
-    if exe is None:
-        pytest.skip("bids-validator-deno not installed")
+    from bids_deid.validate import _binary
+
+    exe = _binary()  # a core dependency: its absence is a failure, not a skip
     _raw, stage, _res = shared_stage
     # minimal test-only cleanup standing in for the lead's scrubber: drop identity fields
     copy = tmp_path / "clean"
