@@ -124,10 +124,10 @@ PY
 }
 
 echo "== bids-deid-demo inside the container (--network=none --read-only)"
-"${RUN[@]}" -v "$TEST/demo:/work" --entrypoint bids-deid-demo "$IMAGE" /work/demo > "$TEST/demo.log" 2>&1 \
+"${RUN[@]}" -v "$TEST/demo:/demo" --entrypoint bids-deid-demo "$IMAGE" /demo/run > "$TEST/demo.log" 2>&1 \
   || { tail -20 "$TEST/demo.log"; fail "bids-deid-demo failed in the container"; }
 grep -E "validator:|^sub-" "$TEST/demo.log" | sed 's/^/  /'
-check_output "$TEST/demo/demo/output" "$TEST/demo.log"
+check_output "$TEST/demo/run/output" "$TEST/demo.log"
 
 echo "== end-to-end: participant + group on a read-only input mount"
 # A realistic head (the demo's), so defacing passes and no image is withheld.
