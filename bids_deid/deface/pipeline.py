@@ -50,6 +50,21 @@ class DefaceResult:
     faces_after: int | None = None
 
 
+def check_faces(before: np.ndarray, after: np.ndarray, affine: np.ndarray):
+    """Render both volumes and run the face detector on the frontal views.
+
+    Returns (views, before_grid, faces_before, faces_after); counts are None without a detector.
+    """
+    before_grid = render.render_grid(before, affine)
+    views = render.head_views(before_grid, render.render_grid(after, affine))
+    return views, before_grid, facecheck.count_faces(views["before_front"]), facecheck.count_faces(views["after_front"])
+
+
+def face_left_reason(faces_after: int, what: str, reason: str) -> str:
+    """The gate's reason when the detector still sees a face after ``what``."""
+    return f"face detector still finds {faces_after} face(s) after {what}" + ("" if reason == "ok" else f"; {reason}")
+
+
 def _mask_image(mask: np.ndarray, bbox: tuple[slice, ...], shape: tuple[int, int, int], affine: np.ndarray) -> bytes:
     full = np.zeros(shape, np.uint8)
     full[bbox] = mask
@@ -119,18 +134,11 @@ def deface_file(
     # renderings: the face check always runs, the PNGs only with qc=True
     after = data.copy()
     after[bbox][face] = 0.0
-    before_grid = render.render_grid(data, raw.affine)
-    after_grid = render.render_grid(after, raw.affine)
+    views, before_grid, faces_before, faces_after = check_faces(data, after, raw.affine)
     del after
     vox = voxel_map(tpl, reg.matrix, before_grid.affine)
-    views = render.head_views(before_grid, after_grid)
-    faces_before = facecheck.count_faces(views["before_front"])
-    faces_after = facecheck.count_faces(views["after_front"])
     if faces_after:
-        passed = False
-        reason = f"face detector still finds {faces_after} face(s) after defacing" + (
-            "" if reason == "ok" else f"; {reason}"
-        )
+        passed, reason = False, face_left_reason(faces_after, "defacing", reason)
     qc_images: dict[str, bytes] = {}
     if qc:
         face_r = warp_mask(tpl.face_protected, vox, before_grid.data.shape)

@@ -23,8 +23,8 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..errors import BidsDeidError, OutputError
-from . import facecheck, render
-from .pipeline import DefaceResult
+from . import render
+from .pipeline import DefaceResult, check_faces, face_left_reason
 from .rawnifti import encode, read_raw
 
 log = logging.getLogger(__name__)
@@ -150,17 +150,10 @@ def skullstrip_file(src: Path, dst: Path, *, qc: bool = True) -> DefaceResult:
 
     # renderings: the face check always runs, the PNGs only with qc=True
     after = np.where(mask, data, np.float32(0.0))
-    before_grid = render.render_grid(data, raw.affine)
-    after_grid = render.render_grid(after, raw.affine)
+    views, before_grid, faces_before, faces_after = check_faces(data, after, raw.affine)
     del after
-    views = render.head_views(before_grid, after_grid)
-    faces_before = facecheck.count_faces(views["before_front"])
-    faces_after = facecheck.count_faces(views["after_front"])
     if faces_after:
-        passed = False
-        reason = f"face detector still finds {faces_after} face(s) after skull stripping" + (
-            "" if reason == "ok" else f"; {reason}"
-        )
+        passed, reason = False, face_left_reason(faces_after, "skull stripping", reason)
     qc_images: dict[str, bytes] = {}
     if qc:
         mask_r = render.render_grid(mask.astype(np.float32), raw.affine).data > 0.5
