@@ -3,7 +3,9 @@
 The table (``bids_deid/data/ps3_15_table_e1_1.tsv``) and the profile decide one action per
 attribute (see :mod:`bids_deid.scrub.dicom_table`); attributes outside the table are removed
 unless they are standard image/geometry/acquisition attributes of the allowlist
-(:mod:`bids_deid.scrub.dicom_allowlist`); private attributes, curves and overlays are removed.
+(:mod:`bids_deid.scrub.dicom_allowlist`); private attributes, curves and overlays are removed
+(with ``retain_safe_private``, the private attributes of PS3.15 Table E.3.10-1 and their creators
+are kept: :mod:`bids_deid.scrub.dicom_safe_private`).
 Sequences are treated recursively at any depth. Pixel data are copied as bytes, never decoded.
 
 Files take a raw fast path (:mod:`bids_deid.scrub.dicom_raw`): the same walk runs on a dataset
@@ -43,6 +45,7 @@ from ..atomic import atomic_open, sync_tree
 from ..profiles import Profile
 from ..pseudonym import Pseudonymizer, shift_da, shift_dt
 from . import dicom_allowlist as allow
+from . import dicom_safe_private as safe_private
 from .dicom_raw import PIXEL_DATA, Fallback, read_raw, write_raw_file
 from .dicom_table import (
     CLEAN,
@@ -427,8 +430,10 @@ def _decide(plan: Plan, tag: int, vr: str | None) -> tuple[str, str, object] | N
     if elem_no == 0 or group == 0x0002:  # group lengths (retired); meta is handled apart
         return _DROP
     if group % 2 == 1:
-        # Private: removed. retain_safe_private keeps only attributes of the standard's
-        # safe-private list, which is not packaged yet, so none are kept.
+        # Private: removed. With retain_safe_private, elements of a group holding listed safe
+        # attributes are decided per dataset from their block's creator (see _walk).
+        if "retain_safe_private" in plan.options and group in safe_private.groups():
+            return _SAFE_PRIVATE_CHECK
         return (REMOVE, "private attribute", None)
     if _is_curve(group):
         return None if plan.curve_keep else (REMOVE, "curve data (50xx)", None)
@@ -469,6 +474,23 @@ def _decide_cached(plan: Plan, tag: int, vr: str | None):
 
 
 _QUIET_REMOVE = "quiet_remove"
+_SAFE_CHECK = "safe_private_check"
+_SAFE_PRIVATE_CHECK = (_SAFE_CHECK, "private attribute (not in the safe-private list)", None)
+_SAFE_KEEP_WHY = "retain_safe_private: PS3.15 Table E.3.10-1"
+
+
+def _safe_private_keep(ds: Dataset) -> dict[int, str]:
+    """The private elements of ``ds`` (not of its items) that retain_safe_private keeps.
+
+    Raw elements are read without conversion (creator values as bytes), so that the raw fast
+    path and the full path decide alike and kept elements stay byte-identical."""
+    groups = safe_private.groups()
+    elements = {}
+    for tag, el in ds._dict.items():
+        itag = int(tag)
+        if itag >> 16 in groups:
+            elements[itag] = (el.VR, el.value if 0x10 <= itag & 0xFFFF <= 0xFF else None)
+    return safe_private.block_actions(elements)
 
 
 def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
@@ -482,6 +504,7 @@ def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
     decisions = plan.decisions
     elems = ds._dict
     seen, changes = ctx.seen, ctx.changes
+    safe_keep = None  # retain_safe_private: this dataset's kept private elements, found when first needed
     for tag in (list(elems) if events is None else events):
         if type(tag) is tuple:
             left_out = tag[1]
@@ -503,6 +526,19 @@ def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
         elif act[0] is _QUIET_REMOVE:
             del elems[tag]
             ctx.note(itag, REMOVE, act[1])
+        elif act[0] is _SAFE_CHECK:
+            if safe_keep is None:
+                safe_keep = _safe_private_keep(ds)
+            how = safe_keep.get(itag)
+            if how is None:
+                del elems[tag]
+                ctx.note(itag, REMOVE, act[1])
+            elif how == safe_private.KEEP_SEQUENCE:
+                _apply(ds, itag, RECURSE, _SAFE_KEEP_WHY, None, ctx, tag)
+            elif how == safe_private.KEEP_UID and "retain_uids" not in plan.options:
+                _apply(ds, itag, UID, _SAFE_KEEP_WHY + " (UID remapped)", None, ctx, tag)
+            else:
+                ctx.note(itag, KEEP, _SAFE_KEEP_WHY)
         else:
             _apply(ds, itag, act[0], act[1], act[2], ctx, tag)
 
