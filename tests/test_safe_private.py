@@ -191,3 +191,12 @@ def test_listed_private_sequence_is_walked(safe_profile, pseudo):
     assert {0x7E010010, 0x7E011010} <= _private_tags(ds)
     kept_item = ds[0x7E011010].value[0]
     assert kept_item.Rows == 4 and "CANARY" not in str(ds)
+
+
+def test_opaque_payloads_listed_as_safe_are_still_removed():
+    """Privacy first: OB/OW rows of the list (vendor blobs) are not kept by the option."""
+    from bids_deid.scrub.dicom_safe_private import load_table, vr_allowed
+
+    opaque = [r for r in load_table() if r.vr in ("OB", "OW")]
+    assert opaque, "the standard's list has OB/OW rows"
+    assert not any(vr_allowed(r, r.vr) or vr_allowed(r, None) or vr_allowed(r, "UN") for r in opaque)

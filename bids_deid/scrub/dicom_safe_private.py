@@ -90,10 +90,17 @@ def groups() -> frozenset[int]:
     return frozenset(group for _, group in index())
 
 
+_OPAQUE_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+
+
 def vr_allowed(row: SafePrivate, vr: str | None) -> bool:
     """Whether an element of ``row`` read with VR ``vr`` (None: implicit) may be kept (see module doc)."""
     if not row.vr:
         return vr in _NUMERIC_VRS
+    if row.vr in _OPAQUE_VRS:
+        # Privacy first: the standard lists some OB/OW payloads (vendor blobs) as safe, but
+        # their bytes cannot be inspected; a profile rule naming the tag can still keep them.
+        return False
     if vr == row.vr:
         return True
     if vr is None or vr == "UN":
