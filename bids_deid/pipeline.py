@@ -115,6 +115,12 @@ class SubjectRun:
     def out(self, rel: str) -> Path:
         return self.s.output_dir / rel
 
+    def source_dicom_rel(self, rel_src: str, folder: str) -> str:
+        """Output path of a de-identified sourcedata DICOM: keyed folder and file names only."""
+        parent = self.pseudo.text_token("srcdir", f"{self.subject}/{Path(rel_src).parent.as_posix()}")
+        name = self.pseudo.text_token("srcfile", f"{self.subject}/{rel_src}") + ".dcm"
+        return f"sourcedata/{folder}/sub-{self.new}/{parent}/{name}"
+
     def relabel_value(self, value: str) -> str:
         from .dataset import relabel_rel
 
@@ -260,9 +266,7 @@ class SubjectRun:
         if face:
             self._record(f"sourcedata/{rel_src}", "withheld", face, original=True)
             return
-        parent = self.pseudo.text_token("srcdir", f"{self.subject}/{Path(rel_src).parent.as_posix()}")
-        name = self.pseudo.text_token("srcfile", f"{self.subject}/{rel_src}") + ".dcm"
-        rel = f"sourcedata/dicom/sub-{self.new}/{parent}/{name}"
+        rel = self.source_dicom_rel(rel_src, "dicom")
         if self.s.dry_run:
             self.plan_lines.append(f"  dicom    {rel}")
             return

@@ -214,16 +214,16 @@ def _source_dicom(run, t: FileTask, rel_src: str) -> bool:
     if not is_dicom(t.src):
         return False
     try:
-        head = pydicom.dcmread(t.src, stop_before_pixels=True, force=True)
+        # only what is_dicom_wsi and burned_in_reason look at: the engine parses the file itself
+        head = pydicom.dcmread(t.src, stop_before_pixels=True, force=True,
+                               specific_tags=["SOPClassUID", "Modality", "BurnedInAnnotation"])
     except Exception:  # noqa: BLE001 - the engine reports unreadable files
         return False
     wsi = is_dicom_wsi(head)
     clean = getattr(s, "clean_pixels", False) and not wsi and burned_in_reason(head, s.profile)
     if not wsi and not clean:
         return False
-    parent = run.pseudo.text_token("srcdir", f"{run.subject}/{Path(rel_src).parent.as_posix()}")
-    name = run.pseudo.text_token("srcfile", f"{run.subject}/{rel_src}") + ".dcm"
-    rel = f"sourcedata/{'microscopy' if wsi else 'dicom'}/sub-{run.new}/{parent}/{name}"
+    rel = run.source_dicom_rel(rel_src, "microscopy" if wsi else "dicom")
     if s.dry_run:
         run.plan_lines.append(f"  {'wsi' if wsi else 'pixels':8} {rel}")
         return True
