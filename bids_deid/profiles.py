@@ -46,7 +46,7 @@ _SECTION_KEYS = {
     "sidecar": {"rules", "keep_unknown"},
     "nifti": {"keep_extension_codes", "keep_descrip"},
     "tabular": {"participants_columns", "age_cap", "rules"},
-    "dicom": {"options", "rules", "burned_in", "burned_in_modalities", "pixel_regions"},
+    "dicom": {"options", "rules", "burned_in", "burned_in_modalities", "pixel_regions", "keep_private"},
     "deface": {"method", "write_defacemask"},
 }
 _TAG_RE = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
@@ -82,6 +82,9 @@ class Profile:
     dicom_burned_in: str = "skip"
     dicom_burned_in_modalities: tuple[str, ...] = ("US", "SC", "OT", "XC", "ES", "DOC", "SM", "GM", "OP")
     dicom_pixel_regions: tuple[dict, ...] = field(default=(), compare=False)  # fixed boxes blacked out by --clean-pixels (see _pixel_regions)
+    # Private elements kept beyond PS3.15 (dicom.keep_private: sets such as siemens_mosaic, or entries);
+    # rows of bids_deid.scrub.dicom_safe_private.SafePrivate.
+    dicom_keep_private: tuple = ()
     deface_method: str = "template"
     write_defacemask: bool = False
     raw: dict = field(default_factory=dict, compare=False, repr=False)
@@ -247,6 +250,15 @@ def _pixel_regions(items: Any, where: str) -> tuple[dict, ...]:
     return tuple(out)
 
 
+def _keep_private(items: Any, where: str) -> tuple:
+    """Validate ``dicom.keep_private`` (see :func:`bids_deid.scrub.dicom_safe_private.parse_keep_entries`)."""
+    if not items:
+        return ()
+    from .scrub.dicom_safe_private import parse_keep_entries
+
+    return parse_keep_entries(items, where)
+
+
 def load_profile(spec: str = "basic") -> Profile:
     """Load a profile by shipped name or path and validate every rule.
 
@@ -290,6 +302,7 @@ def load_profile(spec: str = "basic") -> Profile:
         dicom_burned_in=_choice(dcm.get("burned_in", "skip"), BURNED_IN_POLICIES, "dicom.burned_in", where),
         dicom_burned_in_modalities=tuple(mods) if mods else Profile.dicom_burned_in_modalities,
         dicom_pixel_regions=_pixel_regions(dcm.get("pixel_regions"), where),
+        dicom_keep_private=_keep_private(dcm.get("keep_private"), where),
         deface_method=_choice(dfc.get("method", "template"), DEFACE_METHODS, "deface.method", where),
         write_defacemask=bool(dfc.get("write_defacemask", False)),
         raw=data,

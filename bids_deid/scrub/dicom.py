@@ -432,7 +432,7 @@ def _decide(plan: Plan, tag: int, vr: str | None) -> tuple[str, str, object] | N
     if group % 2 == 1:
         # Private: removed. With retain_safe_private, elements of a group holding listed safe
         # attributes are decided per dataset from their block's creator (see _walk).
-        if "retain_safe_private" in plan.options and group in safe_private.groups():
+        if group in safe_private.plan_groups(plan):  # retain_safe_private and/or profile keep_private
             return _SAFE_PRIVATE_CHECK
         return (REMOVE, "private attribute", None)
     if _is_curve(group):
@@ -479,20 +479,6 @@ _SAFE_PRIVATE_CHECK = (_SAFE_CHECK, "private attribute (not in the safe-private 
 _SAFE_KEEP_WHY = "retain_safe_private: PS3.15 Table E.3.10-1"
 
 
-def _safe_private_keep(ds: Dataset) -> dict[int, str]:
-    """The private elements of ``ds`` (not of its items) that retain_safe_private keeps.
-
-    Raw elements are read without conversion (creator values as bytes), so that the raw fast
-    path and the full path decide alike and kept elements stay byte-identical."""
-    groups = safe_private.groups()
-    elements = {}
-    for tag, el in ds._dict.items():
-        itag = int(tag)
-        if itag >> 16 in groups:
-            elements[itag] = (el.VR, el.value if 0x10 <= itag & 0xFFFF <= 0xFF else None)
-    return safe_private.block_actions(elements)
-
-
 def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
     """Treat every element of ``ds`` (and of its sequences) in place.
 
@@ -528,17 +514,19 @@ def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
             ctx.note(itag, REMOVE, act[1])
         elif act[0] is _SAFE_CHECK:
             if safe_keep is None:
-                safe_keep = _safe_private_keep(ds)
-            how = safe_keep.get(itag)
-            if how is None:
+                safe_keep = safe_private.dataset_actions(ds, plan)  # {tag: (how, why)}
+            how, why = safe_keep.get(itag, (None, act[1]))
+            if how is None or (how == safe_private.KEEP_SANITIZE_CSA and not safe_private.sanitize_csa_element(ds, tag)):
                 del elems[tag]
                 ctx.note(itag, REMOVE, act[1])
+            elif how == safe_private.KEEP_SANITIZE_CSA:
+                ctx.note(itag, REPLACE, why + " (rebuilt: allowlisted numeric fields only)")
             elif how == safe_private.KEEP_SEQUENCE:
-                _apply(ds, itag, RECURSE, _SAFE_KEEP_WHY, None, ctx, tag)
+                _apply(ds, itag, RECURSE, why, None, ctx, tag)
             elif how == safe_private.KEEP_UID and "retain_uids" not in plan.options:
-                _apply(ds, itag, UID, _SAFE_KEEP_WHY + " (UID remapped)", None, ctx, tag)
+                _apply(ds, itag, UID, why + " (UID remapped)", None, ctx, tag)
             else:
-                ctx.note(itag, KEEP, _SAFE_KEEP_WHY)
+                ctx.note(itag, KEEP, why)
         else:
             _apply(ds, itag, act[0], act[1], act[2], ctx, tag)
 
@@ -642,7 +630,7 @@ def _add_method(ds: Dataset, plan: Plan, profile_name: str, ctx: _Ctx) -> None:
     ds.DeidentificationMethod = prior + _method_text(plan, profile_name)
     seq = list(ds.DeidentificationMethodCodeSequence) if "DeidentificationMethodCodeSequence" in ds else []
     have = {(getattr(i, "CodeValue", None), getattr(i, "CodingSchemeDesignator", None)) for i in seq}
-    for name in ("basic", *plan.options):
+    for name in dict.fromkeys(("basic", *plan.options, *(("retain_safe_private",) if plan.private_keep else ()))):
         if name not in CID7050:
             continue
         value, meaning = CID7050[name]

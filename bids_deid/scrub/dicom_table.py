@@ -71,6 +71,8 @@ class Plan:
     dates: str = "shift"
     # Human-readable summary for DeidentificationMethod.
     date_handling: str = "REMOVED"
+    # Private elements the profile keeps beyond the table (dicom.keep_private rows).
+    private_keep: tuple = ()
     # Filled by the engine as it meets tags: (tag, VR as read) -> decision (see dicom._decide).
     decisions: dict = field(default_factory=dict, repr=False, compare=False)
 
@@ -153,6 +155,7 @@ def compile_plan(profile: Profile) -> Plan:
 def _compile(profile: Profile) -> Plan:
     options = tuple(profile.dicom_options)
     plan = Plan(options=options, dates=profile.dates)
+    plan.private_keep = tuple(getattr(profile, "dicom_keep_private", ()))
     plan.curve_keep = "clean_graphics" in options
     plan.overlay_keep = "clean_graphics" in options
     for row in load_table():
