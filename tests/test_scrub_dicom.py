@@ -52,7 +52,7 @@ def test_table_size_and_columns():
     assert codes <= {"D", "Z", "X", "K", "C", "U", "Z/D", "X/Z", "X/D", "X/Z/D", "X/Z/U*"}
 
 
-# (tag, basic code, {option: code}) from PS3.15 Table E.1-1 (2024b).
+# (tag, basic code, {option: code}) from PS3.15 Table E.1-1 (2026c; more rows: tests/test_table_e1_1_2026c.py).
 SAMPLE = [
     ("(0008,0050)", "Z", {}),  # Accession Number
     ("(0010,0010)", "Z", {}),  # Patient's Name
@@ -74,9 +74,9 @@ SAMPLE = [
     ("(50XX,XXXX)", "X", {"clean_graphics": "C"}),  # Curve Data
     ("(60XX,3000)", "X", {"clean_graphics": "C"}),  # Overlay Data
     ("(GGGG,EEEE)", "X", {"retain_safe_private": "C"}),  # private attributes
-    ("(0008,1120)", "X", {"retain_uids": "X"}),  # Referenced Patient Sequence
-    ("(0008,0012)", "X/D", {}),  # Instance Creation Date (2024b row)
-    ("(0008,0055)", "X", {}),  # Station AE Title (2024b row)
+    ("(0008,1120)", "X", {"retain_uids": "K"}),  # Referenced Patient Sequence (K since 2024b/2026c)
+    ("(0008,0012)", "X/D", {"retain_long_full_dates": "K", "retain_long_modified_dates": "C"}),  # Instance Creation Date
+    ("(0008,0055)", "X", {"retain_device_identity": "C"}),  # Station AE Title
 ]
 
 

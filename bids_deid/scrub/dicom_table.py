@@ -41,7 +41,7 @@ class TableRow:
 
 @lru_cache(maxsize=1)
 def load_table() -> tuple[TableRow, ...]:
-    """Read the packaged Table E.1-1 (621 rows in the 2024b edition)."""
+    """Read the packaged Table E.1-1 (656 rows in the 2026c edition)."""
     text = (resources.files("bids_deid") / "data" / TABLE_FILE).read_text(encoding="utf-8")
     lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
     rows = []
