@@ -74,7 +74,7 @@ SAMPLE = [
     ("(50XX,XXXX)", "X", {"clean_graphics": "C"}),  # Curve Data
     ("(60XX,3000)", "X", {"clean_graphics": "C"}),  # Overlay Data
     ("(GGGG,EEEE)", "X", {"retain_safe_private": "C"}),  # private attributes
-    ("(0008,1120)", "X", {"retain_uids": "K"}),  # Referenced Patient Sequence (K since 2024b/2026c)
+    ("(0008,1120)", "X", {"retain_uids": "K"}),  # Referenced Patient Sequence (K in 2026c; X in an older edition)
     ("(0008,0012)", "X/D", {"retain_long_full_dates": "K", "retain_long_modified_dates": "C"}),  # Instance Creation Date
     ("(0008,0055)", "X", {"retain_device_identity": "C"}),  # Station AE Title
 ]
