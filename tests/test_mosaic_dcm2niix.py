@@ -107,6 +107,7 @@ def test_csa_round_trip():
     version, back = csa.parse(blob)
     assert version == 2 and back == fields
     assert csa.build(back) == blob
+    assert csa.parse(blob, frozenset({"B_value", "NotThere"}))[1] == [f for f in fields if f.name == "B_value"]
 
 
 def test_csa1_parsed_and_rebuilt_as_csa2():

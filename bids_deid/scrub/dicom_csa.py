@@ -76,13 +76,15 @@ def _need(data: bytes, pos: int, n: int) -> None:
         raise CsaError("truncated CSA header")
 
 
-def parse(data: bytes) -> tuple[int, list[CsaField]]:
+def parse(data: bytes, names: frozenset[str] | None = None) -> tuple[int, list[CsaField]]:
     """Parse a CSA1 or CSA2 header.
 
     Parameters
     ----------
     data : bytes
         The element value.
+    names : frozenset of str, optional
+        Return only the fields of these names (the others are still checked for layout).
 
     Returns
     -------
@@ -112,6 +114,8 @@ def parse(data: bytes) -> tuple[int, list[CsaField]]:
             raise CsaError(f"implausible CSA item count {nitems}")
         if first_nitems is None:
             first_nitems = nitems
+        name = raw_name.split(b"\0", 1)[0].decode("latin-1")
+        want = names is None or name in names
         items = []
         for _ in range(nitems):
             _need(data, pos, _ITEM.size)
@@ -121,11 +125,12 @@ def parse(data: bytes) -> tuple[int, list[CsaField]]:
             if length < 0:
                 raise CsaError("negative CSA item length")
             _need(data, pos, length)
-            items.append(data[pos:pos + length])
+            if want:
+                items.append(data[pos:pos + length])
             pos += (length + 3) // 4 * 4
-        name = raw_name.split(b"\0", 1)[0].decode("latin-1")
-        vr = raw_vr.split(b"\0", 1)[0].decode("latin-1")
-        fields.append(CsaField(name, vm, vr, syngodt, tuple(items)))
+        if want:
+            vr = raw_vr.split(b"\0", 1)[0].decode("latin-1")
+            fields.append(CsaField(name, vm, vr, syngodt, tuple(items)))
     return (2 if csa2 else 1), fields
 
 
@@ -189,7 +194,7 @@ def sanitize_image_header(data: bytes, allowed: frozenset[str] = MOSAIC_IMAGE_FI
         caller then removes the element).
     """
     try:
-        _version, fields = parse(data)
+        _version, fields = parse(data, allowed)
     except CsaError as exc:
         log.debug("CSA header not parsed (%s): removed", exc)
         return None
