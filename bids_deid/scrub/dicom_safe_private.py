@@ -26,11 +26,10 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import MutableSequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
-
-from pydicom.multival import MultiValue
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +141,7 @@ def value_allowed(row: SafePrivate, value: object) -> bool:
         return True
     if isinstance(value, bytes | bytearray):
         text = bytes(value).decode("latin-1")
-    elif isinstance(value, list | tuple | MultiValue):
+    elif isinstance(value, list | tuple | MutableSequence):  # MutableSequence: pydicom's MultiValue
         text = "\\".join(str(v) for v in value)
     else:
         text = str(value)
