@@ -30,36 +30,114 @@ def safe_uid_profile(profile):
 
 
 # ------------------------------------------------------------------ the list
+# Rows of PS3.15 Table E.3.10-1, edition 2026c, read cell by cell in NEMA's part15.xml
+# (cosyte/dicom@3712b00, vendor/nema/part15/77d60b85.../part15.xml):
+# (creator, group, offset) -> (VR, VM, meaning)
+EDITION_2026C_ROWS = {
+    ("SIEMENS MR HEADER", 0x0019, 0x0C): ("IS", "1", "B Value"),
+    ("SIEMENS MR HEADER", 0x0019, 0x0D): ("CS", "1", "Diffusion Directionality"),
+    ("SIEMENS MR HEADER", 0x0019, 0x0E): ("FD", "3", "Diffusion Gradient Direction"),
+    ("SIEMENS MR HEADER", 0x0019, 0x27): ("FD", "6", "B Matrix"),
+    ("GEMS_ACQU_01", 0x0019, 0x9E): ("LO", "1", "Internal Pulse Sequence Name"),
+    ("GEMS_PARM_01", 0x0043, 0x27): ("SH", "1", 'Scan Pitch Ratio in the form "n.nnn:1"'),
+    ("GEMS_PARM_01", 0x0043, 0x39): ("IS", "4", "1st value is B Value"),
+    ("GEMS_PARM_01", 0x0043, 0x6F): ("DS", "3-4", "Scanner Table Entry + Gradient Coil Selected"),
+    ("GEMS_SERS_01", 0x0025, 0x07): ("SL", "1", "Images in Series"),
+    ("GEIIS PACS", 0x0903, 0x12): ("US", "1", "Confidential Flag"),
+    ("ELSCINT1", 0x01F1, 0x26): ("DS", "1", "Pitch"),
+    ("Philips PET Private Group", 0x7053, 0x00): (
+        "DS", "1", "SUV Factor - Multiplying Stored Pixel Values by Rescale Slope then this factor results in SUVbw in g/l"),
+    ("Philips Imaging DD 001", 0x2001, 0x03): ("FL", "1", "MR Image Diffusion B-Factor"),
+    ("Philips Imaging DD 001", 0x2001, 0x1A): ("FL", "3", "MR Series Pc Velocity"),
+    ("Philips Imaging DD 001", 0x2001, 0x7D): ("OW/OB", "1", "Frame Pixel Data"),
+    ("Philips Imaging DD 001", 0x2001, 0x8C): ("CS", "0-n", "Needs Processing"),
+    ("Philips Imaging DD 001", 0x2001, 0xD0): ("AT", "1-n", "Frame Index Pointer"),
+    ("Philips Imaging DD 001", 0x2001, 0xDF): ("UL", "1", "Voxel Number"),
+    ("Philips Imaging DD 001", 0x2001, 0xFF): ("OW/OB", "1", "Volume Pixel"),
+    ("Philips Imaging DD 002", 0x2001, 0x01): ("US", "1", "Edr Setgp"),
+    ("Philips Imaging DD 002", 0x2001, 0x75): ("SS", "0-n", "Graphic Annotation Id Reference"),
+    ("Philips Imaging DD 097", 0x2001, 0x2F): ("OB", "1", "Volume Mask Data"),
+    ("Philips Imaging DD 097", 0x2001, 0x38): ("FD", "9", "Cone Geometry Orientation"),
+    ("Philips Imaging DD 129", 0x2001, 0x00): ("SQ", "1", "Presentation State Sequence"),
+    ("Philips Imaging DD 129", 0x2001, 0x09): ("UL", "1", "Plane Highlight Color"),
+    ("Philips ST80i", 0x0025, 0x01): ("OW", "1", "ST80i Stress Study file data"),
+    ("Philips MR Imaging DD 001", 0x2005, 0x0E): ("FL", "1", "Scale Slope"),
+    ("HOLOGIC, Inc.", 0x7E01, 0x02): ("SH", "1", "Codec Content Type"),
+    ("NQRight", 0x0299, 0x16): ("FL", "1", "Right Other"),
+    ("SIEMENS Ultrasound SC2000", 0x0119, 0x11): ("", "1", "Stage Timer Time"),
+    ("SIEMENS Ultrasound SC2000", 0x0119, 0x21): ("SH", "1", ""),
+    ("SIEMENS SYNGO ULTRA-SOUND TOYON DATA STREAMING", 0x7FD1, 0x09): ("UI", "1", "Version ID"),
+}
+EDITION_2026C_COUNTS = {
+    "Philips Imaging DD 001": 184, "Philips Imaging DD 002": 86, "Philips Imaging DD 097": 70,
+    "Philips Imaging DD 129": 10, "SIEMENS Ultrasound SC2000": 40, "NQLeft": 22, "NQRight": 22,
+    "ELSCINT1": 7, "NQHeader": 7, "HOLOGIC, Inc.": 5, "SIEMENS MR HEADER": 4, "GEMS_ACQU_01": 4,
+    "SIEMENS SYNGO ULTRA-SOUND TOYON DATA STREAMING": 4, "GEMS_PARM_01": 3, "GEIIS PACS": 3,
+    "Philips PET Private Group": 2, "GEMS_HELIOS_01": 2, "Philips MR Imaging DD 001": 2,
+    "Philips ST80i": 1, "GEMS_SERS_01": 1,
+}
+
+
 def test_list_size_and_sample_rows():
     rows = sp.load_table()
-    assert len(rows) == 130
-    assert len({(r.creator, r.group, r.element) for r in rows}) == 130  # no duplicate row
+    assert len(rows) == 479  # Table E.3.10-1, edition 2026c
+    assert len({(r.creator, r.group, r.element) for r in rows}) == 479  # no duplicate row
     by_key = {(r.creator, r.group, r.element): r for r in rows}
-    # Rows of PS3.15 Table E.3.10-1: (creator, group, offset) -> (VR, meaning)
-    sample = {
-        ("SIEMENS MR HEADER", 0x0019, 0x0C): ("IS", "B Value"),
-        ("SIEMENS MR HEADER", 0x0019, 0x0E): ("FD", "Diffusion Gradient Direction"),
-        ("SIEMENS MR HEADER", 0x0019, 0x27): ("FD", "B Matrix"),
-        ("GEMS_ACQU_01", 0x0019, 0x9E): ("LO", "Internal Pulse Sequence Name"),
-        ("GEMS_PARM_01", 0x0043, 0x39): ("IS", "1st value is B Value"),
-        ("Philips Imaging DD 001", 0x2001, 0x03): ("FL", "Diffusion B-Factor"),
-        ("Philips MR Imaging DD 001", 0x2005, 0x0E): ("FL", "Scale Slope"),
-        ("Philips PET Private Group", 0x7053, 0x00): ("DS", "SUV Factor - Multiplying stored pixel values by Rescale "
-                                                           "Slope then this factor results in SUVbw in g/l"),
-        ("ELSCINT1", 0x01F1, 0x26): ("DS", "Pitch"),
-        ("GEMS_SERS_01", 0x0025, 0x07): ("SL", "Images in Series"),
-        ("NQRight", 0x0299, 0x16): ("FL", "Right Other"),
-    }
-    for key, (vr, name) in sample.items():
+    for key, (vr, vm, name) in EDITION_2026C_ROWS.items():
         assert key in by_key, key
-        assert by_key[key].vr == vr
-        assert by_key[key].name.startswith(name.split(" - ")[0])
+        assert (by_key[key].vr, by_key[key].vm, by_key[key].name) == (vr, vm, name), key
     counts = {}
     for r in rows:
         counts[r.creator] = counts.get(r.creator, 0) + 1
-    assert counts[SIEMENS_MR] == 4 and counts["GEMS_ACQU_01"] == 4 and counts["NQLeft"] == 22
+    assert counts == EDITION_2026C_COUNTS
     assert all(r.group % 2 == 1 and 0 <= r.element <= 0xFF for r in rows)
-    assert ("SIEMENS MR HEADER", 0x0019, 0x0B) not in by_key
+    # table order: first and last rows; offsets the 2026c table skips are not invented
+    assert (rows[0].creator, rows[0].group, rows[0].element) == ("Philips PET Private Group", 0x7053, 0x00)
+    assert (rows[-1].creator, rows[-1].element, rows[-1].name) == (
+        "SIEMENS SYNGO ULTRA-SOUND TOYON DATA STREAMING", 0x11, "After Payload")
+    for gap in [("SIEMENS MR HEADER", 0x0019, 0x0B), ("Philips Imaging DD 001", 0x2001, 0x52),
+                ("Philips Imaging DD 001", 0x2001, 0x5B), ("Philips Imaging DD 002", 0x2001, 0x41)]:
+        assert gap not in by_key, gap
+
+
+def test_packaged_list_is_the_built_transcription():
+    """bids_deid/data/ps3_15_safe_private.tsv is exactly what tools/build_safe_private.py makes."""
+    tool = _build_tool()
+    assert tool.to_tsv(tool.read_transcription()) == sp.TABLE_PATH.read_text(encoding="utf-8")
+
+
+def test_build_tool_reads_the_docbook_table(tmp_path):
+    tool = _build_tool()
+    row = (
+        '<tr valign="top"><td><para>(0043,xx39)</para></td><td><para>GEMS_PARM_01</para></td>'
+        "<td><para>IS</para></td><td><para>4</para></td>"
+        "<td><para>1<superscript>st</superscript>value is B Value</para></td></tr>"
+        '<tr valign="top"><td><para>(0119,xx11)</para></td><td><para>SIEMENS Ultrasound SC2000</para></td>'
+        "<td><para/></td><td><para>1</para></td><td><para>Stage Timer Time</para></td></tr>"
+    )
+    xml = tmp_path / "part15.xml"
+    xml.write_text(
+        '<book xmlns="http://docbook.org/ns/docbook" xmlns:xml="http://www.w3.org/XML/1998/namespace">'
+        '<table xml:id="table_E.3.10-1"><thead><tr><th><para>Data Element</para></th></tr></thead>'
+        f"<tbody>{row}</tbody></table></book>", encoding="utf-8")
+    rows = tool.read_xml(xml)
+    assert rows == [("(0043,xx39)", "GEMS_PARM_01", "IS", "4", "1st value is B Value"),
+                    ("(0119,xx11)", "SIEMENS Ultrasound SC2000", "", "1", "Stage Timer Time")]
+    ours = [r for r in tool.read_transcription() if r[1] in ("GEMS_PARM_01", "SIEMENS Ultrasound SC2000")]
+    assert [r for r in ours if r[0].upper() in ("(0043,XX39)", "(0119,XX11)")] == rows
+    with pytest.raises(ValueError):
+        tool.parse_tag("(0018,xx10)")  # even group: not private
+
+
+def _build_tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "build_safe_private.py"
+    spec = importlib.util.spec_from_file_location("build_safe_private", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def test_vr_rule():
@@ -197,6 +275,45 @@ def test_opaque_payloads_listed_as_safe_are_still_removed():
     """Privacy first: OB/OW rows of the list (vendor blobs) are not kept by the option."""
     from bids_deid.scrub.dicom_safe_private import load_table, vr_allowed
 
-    opaque = [r for r in load_table() if r.vr in ("OB", "OW")]
-    assert opaque, "the standard's list has OB/OW rows"
-    assert not any(vr_allowed(r, r.vr) or vr_allowed(r, None) or vr_allowed(r, "UN") for r in opaque)
+    opaque = [r for r in load_table() if set(r.vr.split("/")) & {"OB", "OW"}]
+    assert len(opaque) == 20  # 17 OB, 1 OW, 2 OW/OB rows in the 2026c table
+    for r in opaque:
+        assert not any(vr_allowed(r, vr) for vr in (None, "UN", "OB", "OW", r.vr)), r
+
+
+def test_binary_slots_refuse_text_and_wrong_sizes():
+    """Slots listed with binary VRs keep binary numbers only, also when read implicitly / as UN."""
+    idx = sp.index()
+    ss = idx[("Philips Imaging DD 001", 0x2001)][0x05]  # SS, VM 1
+    fd3 = idx[(SIEMENS_MR, 0x0019)][0x0E]  # FD, VM 3
+    fl_n = idx[("Philips Imaging DD 001", 0x2001)][0xF2]  # FL, VM 1-n
+    assert sp.value_allowed(ss, b"\x01\x00") and sp.value_allowed(ss, -3) and sp.value_allowed(ss, b"")
+    assert not sp.value_allowed(ss, b"CANARY-PHILIPS")  # text in a binary slot
+    assert not sp.value_allowed(ss, b"\x01\x00\x02\x00")  # two values in a VM 1 slot
+    assert not sp.value_allowed(ss, "CANARY")
+    assert sp.value_allowed(fd3, bytes(24)) and not sp.value_allowed(fd3, bytes(32))
+    assert not sp.value_allowed(fd3, bytes(23))
+    assert sp.value_allowed(fl_n, bytes(40)) and not sp.value_allowed(fl_n, b"Name")
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_philips_blocks_of_the_2026c_table(tmp_path, safe_profile, pseudo, implicit):
+    """Two Philips creators share group 2001: each block keeps its own listed offsets; OW/OB
+    payloads listed as safe and unlisted offsets are removed; raw and full paths agree."""
+    ds = _canary_dataset()
+    ds.add_new(0x20010010, "LO", "Philips Imaging DD 001")
+    ds.add_new(0x20010011, "LO", "Philips Imaging DD 002")
+    ds.add_new(0x200110D0, "AT", [0x00200013])  # DD 001 Frame Index Pointer (AT): kept
+    ds.add_new(0x20011013, "SL", 6)  # DD 001 MR Series Epi Factor (SL): kept
+    ds.add_new(0x2001107D, "OB", b"CANARY-PIXELS-OWOB")  # DD 001 Frame Pixel Data (OW/OB): removed
+    ds.add_new(0x20011052, "LO", "CANARY-UNLISTED")  # DD 001 offset 52 is not in the table
+    ds.add_new(0x20011101, "US", 3)  # DD 002 Edr Setgp (US): kept
+    ds.add_new(0x20011175, "SS", [1, 2])  # DD 002 Graphic Annotation Id Reference (SS 0-n): kept
+    ds.add_new(0x20011102, "LO", "CANARY-DD002")  # DD 002 offset 02 is FD: text refused
+    src = _save(ds, tmp_path / "src.dcm", ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian)
+    full, raw = _both(src, tmp_path, safe_profile, pseudo)
+    _assert_same(full, raw)
+    out = pydicom.dcmread(raw.dst)
+    assert {t for t in _private_tags(out) if t >> 16 == 0x2001} == {
+        0x20010010, 0x20010011, 0x200110D0, 0x20011013, 0x20011101, 0x20011175}
+    assert b"CANARY" not in raw.dst.read_bytes()

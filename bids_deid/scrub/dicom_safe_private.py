@@ -121,22 +121,57 @@ def vr_allowed(row: SafePrivate, vr: str | None) -> bool:
         return vr in (None, "OB", "UN")  # parsed and rebuilt, whatever it holds
     if not row.vr:
         return vr in _NUMERIC_VRS
-    if row.vr in _OPAQUE_VRS:
+    listed = frozenset(row.vr.split("/"))  # a cell may name alternatives, e.g. "OW/OB"
+    if listed & _OPAQUE_VRS:
         # Privacy first: the standard lists some OB/OW payloads (vendor blobs) as safe, but
         # their bytes cannot be inspected; a profile rule naming the tag can still keep them.
         return False
-    if vr == row.vr:
+    if vr in listed:
         return True
     if vr is None or vr == "UN":
-        return row.vr not in ("SQ", "UI")  # unknown encoding: neither walked nor remapped, so not kept
+        return not listed & {"SQ", "UI"}  # unknown encoding: neither walked nor remapped, so not kept
     return False
 
 
 _NUMBER_TEXT = re.compile(r"[ ]*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[ ]*")
 
 
+# Bytes per value of the fixed-size binary VRs.
+_BINARY_SIZES = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "AT": 4, "FD": 8, "UV": 8, "SV": 8}
+_VM = re.compile(r"(\d+)(?:-(\d+|n))?")
+
+
+def _binary_allowed(row: SafePrivate, value: object) -> bool:
+    """A slot listed with a binary VR (US, FL, AT, ...) must hold binary numbers: text (a str, or
+    raw bytes that are all printable ASCII) is refused, and raw bytes must fit the VR size and the
+    table's VM. This matters when the element is read implicitly / as UN, where the VR says nothing."""
+    sizes = {_BINARY_SIZES[v] for v in row.vr.split("/") if v in _BINARY_SIZES}
+    if not sizes or value is None:
+        return True
+    if isinstance(value, str):
+        return not value.strip("\0 ")
+    if not isinstance(value, bytes | bytearray):
+        return True  # already decoded as numbers
+    raw = bytes(value)
+    if not raw:
+        return True
+    if len(raw) >= 4 and all(0x20 <= b <= 0x7E for b in raw):
+        return False  # looks like text written into a binary slot
+    size = min(sizes)
+    if len(raw) % size:
+        return False
+    m = _VM.fullmatch(row.vm.strip())
+    if m and m.group(2) != "n":
+        high = int(m.group(2) or m.group(1))
+        return len(raw) // size <= high
+    return True
+
+
 def value_allowed(row: SafePrivate, value: object) -> bool:
-    """Whether ``value`` may be kept for ``row``: IS/DS slots must hold numbers (or nothing)."""
+    """Whether ``value`` may be kept for ``row``: IS/DS slots must hold numbers (or nothing) and
+    binary slots binary numbers (see :func:`_binary_allowed`)."""
+    if not _binary_allowed(row, value):
+        return False
     if row.vr not in ("IS", "DS") or value is None:
         return True
     if isinstance(value, bytes | bytearray):
