@@ -1,8 +1,8 @@
 """PS3.15 Retain Safe Private Option: the packaged list of safe private attributes.
 
-The list (``bids_deid/data/ps3_15_safe_private.tsv``, transcribed from PS3.15 Table E.3.10-1)
-names each attribute by private creator string, odd group and element offset inside the
-private block (the ``ee`` of ``(gggg,xxee)``). :func:`block_actions` decides, for one dataset
+The list (``bids_deid/data/ps3_15_safe_private.tsv``, PS3.15 Table E.3.10-1 of the 2026c edition,
+479 rows; built by ``tools/build_safe_private.py``) names each attribute by private creator
+string, odd group and element offset inside the private block (the ``ee`` of ``(gggg,xxee)``). :func:`block_actions` decides, for one dataset
 (or sequence item), which private elements the option keeps: an element is kept only when the
 creator element of its block, ``(gggg,00xx)``, holds a listed creator for that group and the
 offset is listed with it; the creator element is kept when at least one element of its block is.
@@ -12,7 +12,9 @@ the VR the table gives, or with no explicit VR (implicit) / UN. Text VRs (LO, SH
 PN) are kept only where the table itself lists that text VR; rows without a VR in the table keep
 only numeric values. Sequences are walked like any other sequence and UIDs are remapped unless
 ``retain_uids``; every other private element is removed. Listed IS/DS slots must hold numbers
-(text in a numeric-string slot is removed).
+(text in a numeric-string slot is removed); listed binary slots (US, FL, AT, ...) must hold
+binary numbers that fit the VR size and the table's VM (text bytes read implicitly / as UN are
+removed). OB/OW payloads, also in cells naming alternatives such as ``OW/OB``, are not kept.
 
 Profiles may keep further private elements with ``dicom.keep_private`` (see
 :func:`parse_keep_entries`): packaged sets such as ``siemens_mosaic``
