@@ -18,7 +18,7 @@ from .atomic import atomic_open, atomic_write_text, cleanup_temps
 from .errors import BidsDeidError, InputError, OutputError
 from .profiles import load_profile
 from .pseudonym import Pseudonymizer, load_key
-from .scrub.dicom import iter_tree
+from .scrub.dicom_tree import iter_tree
 
 log = logging.getLogger(__name__)
 

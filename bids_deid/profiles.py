@@ -159,7 +159,7 @@ def normalise_dicom_target(target: str, where: str) -> str:
     m = _TAG_RE.match(target.replace(" ", ""))
     if m:
         return (m[1] + m[2]).upper()
-    from pydicom.datadict import tag_for_keyword
+    from .scrub.dicom_dict import tag_for_keyword
 
     if tag_for_keyword(target) is None:
         raise ProfileError(f"{where}: '{target}' is not a DICOM keyword or (gggg,eeee) tag")

@@ -20,13 +20,8 @@ Public API: :func:`deidentify_dataset` (pure, in place), :func:`deidentify_file`
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 import re
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import pydicom
@@ -41,12 +36,53 @@ from pydicom.uid import UID as UIDValue
 from pydicom.values import multi_string
 
 from .. import __version__
-from ..atomic import atomic_open, sync_tree
+from ..atomic import atomic_open
 from ..profiles import Profile
 from ..pseudonym import Pseudonymizer, shift_da, shift_dt
 from . import dicom_allowlist as allow
 from . import dicom_safe_private as safe_private
-from .dicom_raw import PIXEL_DATA, Fallback, read_raw, write_raw_file
+from .dicom_core import (  # noqa: F401 - re-exported: the engine's shared decisions and state
+    _BYTES_VRS,
+    _DATE_PATTERNS,
+    _DROP,
+    _DUMMY,
+    _IDENT_SOURCES,
+    _META_KEEP,
+    _METHOD_TAGS,
+    _MISS,
+    _NOTES,
+    _NUMERIC_VRS,
+    _PATIENT_ID,
+    _PATIENT_NAME,
+    _QUIET_REMOVE,
+    _SAFE_CHECK,
+    _SAFE_KEEP_WHY,
+    _SAFE_PRIVATE_CHECK,
+    _SERIES_UID,
+    _SOP_INSTANCE_UID,
+    _SOP_MODALITY,
+    _STUDY_UID,
+    _TEXT_VRS,
+    CID7050,
+    IMPLEMENTATION_UID,
+    PIXEL_DATA,
+    DicomResult,
+    Fallback,
+    _clean_text,
+    _converted_vr,
+    _Ctx,
+    _decide,
+    _decide_cached,
+    _dictionary_vr,
+    _ident_kind,
+    _is_curve,
+    _is_overlay,
+    _keeps_pixels,
+    _method_text,
+    _quiet_note,
+    _tag_label,
+)
+from .dicom_raw import read_raw, write_raw_file
 from .dicom_table import (
     CLEAN,
     DUMMY,
@@ -62,151 +98,21 @@ from .dicom_table import (
     compile_plan,
     keyword,
 )
+from .dicom_tree import (  # noqa: F401 - re-exported: the tree driver
+    _init_worker,
+    _process,
+    _tree_job,
+    _TreeDst,
+    deidentify_tree,
+    iter_files,
+    iter_tree,
+    summarize,
+)
 
 # Scanner files often break VR length rules; reading them must not warn per file.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
 log = logging.getLogger(__name__)
-
-# CID 7050 De-identification Method codes (checked against pydicom.sr.codedict).
-CID7050 = {
-    "basic": ("113100", "Basic Application Confidentiality Profile"),
-    "clean_graphics": ("113103", "Clean Graphics Option"),
-    "clean_structured_content": ("113104", "Clean Structured Content Option"),
-    "clean_descriptors": ("113105", "Clean Descriptors Option"),
-    "retain_long_full_dates": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
-    "retain_long_modified_dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
-    "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
-    "retain_device_identity": ("113109", "Retain Device Identity Option"),
-    "retain_uids": ("113110", "Retain UIDs Option"),
-    "retain_safe_private": ("113111", "Retain Safe Private Option"),
-    "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
-}
-# Modalities by SOP Class (for burned-in text decisions when Modality is missing or generic).
-_SOP_MODALITY = {
-    "1.2.840.10008.5.1.4.1.1.7": "SC",
-    "1.2.840.10008.5.1.4.1.1.7.1": "SC",
-    "1.2.840.10008.5.1.4.1.1.7.2": "SC",
-    "1.2.840.10008.5.1.4.1.1.7.3": "SC",
-    "1.2.840.10008.5.1.4.1.1.7.4": "SC",
-    "1.2.840.10008.5.1.4.1.1.6.1": "US",
-    "1.2.840.10008.5.1.4.1.1.6.2": "US",
-    "1.2.840.10008.5.1.4.1.1.3.1": "US",
-    "1.2.840.10008.5.1.4.1.1.77.1.6": "SM",
-    "1.2.840.10008.5.1.4.1.1.104.1": "DOC",
-    "1.2.840.10008.5.1.4.1.1.104.2": "DOC",
-}
-_DUMMY = {
-    "DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000Y", "IS": "0", "DS": "0",
-    "CS": "REMOVED", "AE": "REMOVED", "PN": "REMOVED", "UR": "",
-}
-_NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
-_BYTES_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
-_TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "CS", "AS", "UR", "DA", "DT", "TM", "UI", "IS", "DS"})
-_DATE_PATTERNS = re.compile(
-    r"\d{8}|\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|\d{5,}", re.ASCII
-)
-_META_KEEP = {0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
-_PATIENT_ID, _PATIENT_NAME = 0x00100020, 0x00100010
-_SOP_INSTANCE_UID, _SERIES_UID, _STUDY_UID = 0x00080018, 0x0020000E, 0x0020000D
-_IDENT_SOURCES = (0x00100010, 0x00100020, 0x00101000, 0x00101001, 0x00100030, 0x00080050, 0x00080080,
-                  0x00080081, 0x00081010, 0x00081040, 0x00181000, 0x00080090, 0x00081050, 0x00081070)
-
-
-@dataclass
-class DicomResult:
-    """Outcome of one file (no original identifier in ``reason`` or ``changes``)."""
-
-    src: Path
-    dst: Path | None
-    status: str  # "written" | "skipped" | "error" | "exists"
-    reason: str
-    changes: list[dict] = field(default_factory=list)
-    identifiers: list[tuple[str, str]] = field(default_factory=list)
-    subject: str | None = None
-    study_uid: str | None = None
-    series_uid: str | None = None
-
-    def changes_json(self) -> str:
-        """``changes`` as a JSON array (as ``json.dumps`` gives it), cached per distinct list.
-
-        Files of one series usually get the very same audit entries, so the text is made once
-        per worker and travels between processes in place of the list (see ``__getstate__``).
-        """
-        js = self.__dict__.get("_cj")
-        if js is None:
-            key = self.__dict__.get("_ckey")
-            js = _JSON_CACHE.get(key) if key is not None else None
-            if js is None:
-                js = json.dumps(self.changes)
-                if key is not None:
-                    if len(_JSON_CACHE) > 512:
-                        _JSON_CACHE.clear()
-                    _JSON_CACHE[key] = js
-            self.__dict__["_cj"] = js
-        return js
-
-    def __getstate__(self) -> dict:
-        state = dict(self.__dict__)
-        state["_cj"] = self.changes_json()
-        state.pop("changes", None)
-        state.pop("_ckey", None)
-        return state
-
-    def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state)
-
-    def __getattr__(self, name: str):
-        # ``changes`` of an unpickled result: decoded on first use only.
-        if name == "changes" and "_cj" in self.__dict__:
-            value = self.__dict__["changes"] = json.loads(self.__dict__["_cj"])
-            return value
-        raise AttributeError(name)
-
-
-_JSON_CACHE: dict[tuple, str] = {}
-# Audit entries are interned (one dict per tag, action and reason, never changed): results of
-# one worker share them and ``changes_json`` can key its cache on their ids.
-_NOTES: dict[tuple[int, str, str], dict] = {}
-
-
-# ------------------------------------------------------------------ dataset engine
-class _Ctx:
-    """State of one dataset walk."""
-
-    __slots__ = ("plan", "pseudo", "subject", "offset", "changes", "identifiers", "known", "seen")
-
-    def __init__(self, plan: Plan, pseudo: Pseudonymizer, subject: str, offset: int):
-        self.plan = plan
-        self.pseudo = pseudo
-        self.subject = subject
-        self.offset = offset
-        self.changes: list[dict] = []
-        self.identifiers: list[tuple[str, str]] = []
-        self.known: list[str] = []  # identifying strings of this dataset, for cleaning free text
-        self.seen: set[tuple[int, str]] = set()
-
-    def note(self, tag: int, action: str, why: str) -> None:
-        key = (tag, action)
-        if key in self.seen:  # one audit line per tag and action, not per item
-            return
-        self.seen.add(key)
-        entry = _NOTES.get((tag, action, why))
-        if entry is None:
-            label, kw = _tag_label(tag)
-            entry = _NOTES[(tag, action, why)] = {"tag": label, "keyword": kw, "action": action, "why": why}
-        self.changes.append(entry)
-
-    def ident(self, kind: str, elem: DataElement) -> None:
-        for v in _values(elem):
-            if len(v) >= 3:
-                self.identifiers.append((kind, v))
-
-
-@lru_cache(maxsize=8192)
-def _tag_label(tag: int) -> tuple[str, str]:
-    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})", keyword(tag)
-
 
 def _values(elem: DataElement) -> list[str]:
     """String values of a (converted) element; [] for binary or sequence values."""
@@ -215,14 +121,6 @@ def _values(elem: DataElement) -> list[str]:
     val = elem.value
     vals = list(val) if isinstance(val, (list, tuple, pydicom.multival.MultiValue)) else [val]
     return [str(v).strip() for v in vals if str(v).strip()]
-
-
-def _ident_kind(tag: int, vr: str) -> str:
-    if vr == "UI":
-        return "uid"
-    if vr in ("DA", "DT"):
-        return "date"
-    return keyword(tag) or "value"
 
 
 def _set_empty(elem: DataElement) -> None:
@@ -278,15 +176,6 @@ def _shift(elem: DataElement, ctx: _Ctx) -> bool:
     return True
 
 
-def _clean_text(value: str, ctx: _Ctx) -> str:
-    """Remove identifiers of this dataset, date-like and long number runs from free text."""
-    out = value
-    for k in ctx.known:
-        if k and k.lower() in out.lower():
-            out = re.sub(re.escape(k), "X", out, flags=re.IGNORECASE)
-    return _DATE_PATTERNS.sub("X", out)
-
-
 _SPLIT_TEXT_VRS = frozenset({"LO", "SH", "UC"})
 _SINGLE_TEXT_VRS = frozenset({"LT", "ST", "UT"})
 _PLAIN_STRING_VRS = frozenset({"AE", "AS", "CS", "DA", "DT", "TM"})
@@ -332,14 +221,6 @@ def _sv(ds: Dataset, tag: int) -> str:
     if tag not in ds._dict:
         return ""
     return str(_get(ds, tag).value or "")
-
-
-def _is_overlay(group: int) -> bool:
-    return 0x6000 <= group <= 0x601E and group % 2 == 0
-
-
-def _is_curve(group: int) -> bool:
-    return 0x5000 <= group <= 0x501E and group % 2 == 0
 
 
 def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ctx, key=None) -> None:
@@ -406,79 +287,6 @@ def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ct
     ctx.note(tag, action, why)
 
 
-_DROP = ("drop", "", None)  # removed without an audit line (group lengths, stray meta)
-
-
-def _converted_vr(tag: int, vr: str | None) -> str:
-    """The VR pydicom gives an element read with VR ``vr`` (None: implicit)."""
-    if vr is not None and vr != "UN":
-        return vr
-    return _dictionary_vr(tag) or "UN"
-
-
-def _decide(plan: Plan, tag: int, vr: str | None) -> tuple[str, str, object] | None:
-    """What to do with ``tag`` read with VR ``vr``: None (keep as is), _DROP or ``(action, why, value)``.
-
-    Depends only on the plan, the tag and the VR, so it is cached per plan (``plan.decisions``).
-    """
-    group, elem_no = tag >> 16, tag & 0xFFFF
-    hit = plan.tags.get(tag)
-    if hit is not None:
-        if hit[0] == KEEP and _converted_vr(tag, vr) != "SQ":
-            return None
-        return hit
-    if elem_no == 0 or group == 0x0002:  # group lengths (retired); meta is handled apart
-        return _DROP
-    if group % 2 == 1:
-        # Private: removed. With retain_safe_private, elements of a group holding listed safe
-        # attributes are decided per dataset from their block's creator (see _walk).
-        if group in safe_private.plan_groups(plan):  # retain_safe_private and/or profile keep_private
-            return _SAFE_PRIVATE_CHECK
-        return (REMOVE, "private attribute", None)
-    if _is_curve(group):
-        return None if plan.curve_keep else (REMOVE, "curve data (50xx)", None)
-    if _is_overlay(group):
-        ov = plan.overlay.get(elem_no)
-        if ov is not None and not (plan.overlay_keep and ov[0] in (CLEAN, KEEP)):
-            if ov[0] == KEEP and _converted_vr(tag, vr) != "SQ":
-                return None
-            return ov
-        if plan.overlay_keep:
-            if _converted_vr(tag, vr) in ("LO", "LT", "ST", "UT", "SH"):
-                return (CLEAN, "clean_graphics: overlay text", None)
-            return None
-        return (REMOVE, "overlay (60xx) without clean_graphics", None)
-    if vr is None or vr == "UN":
-        vr = _dictionary_vr(tag)
-    if allow.is_allowed(tag, vr):
-        if vr == "SQ":
-            return (RECURSE, "allowlist", None)
-        if vr == "UI" and tag not in allow.WELL_KNOWN_UID_TAGS and "retain_uids" not in plan.options:
-            return (UID, "allowlisted UID", None)
-        if vr in ("DA", "DT") and plan.dates != "keep":
-            if plan.dates == "shift" or "retain_long_modified_dates" in plan.options:
-                return (SHIFT, "allowlisted date: shift", None)
-            return (REMOVE, "allowlisted date: dates remove", None)
-        return None
-    return (REMOVE, "not in Table E.1-1 nor allowlist", None)
-
-
-def _decide_cached(plan: Plan, tag: int, vr: str | None):
-    """:func:`_decide`, plus ``_QUIET_REMOVE`` marks: removals that report no identifier
-    (private attributes and non-text values) need no value conversion."""
-    act = _decide(plan, tag, vr)
-    if act is not None and act is not _DROP and act[0] == REMOVE:
-        if tag >> 16 & 1 or (vr is not None and vr not in _TEXT_VRS and vr != "UN"):
-            return (_QUIET_REMOVE, act[1], None)
-    return act
-
-
-_QUIET_REMOVE = "quiet_remove"
-_SAFE_CHECK = "safe_private_check"
-_SAFE_PRIVATE_CHECK = (_SAFE_CHECK, "private attribute (not in the safe-private list)", None)
-_SAFE_KEEP_WHY = "retain_safe_private: PS3.15 Table E.3.10-1"
-
-
 def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
     """Treat every element of ``ds`` (and of its sequences) in place.
 
@@ -531,19 +339,6 @@ def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
             _apply(ds, itag, act[0], act[1], act[2], ctx, tag)
 
 
-_MISS = object()
-
-
-@lru_cache(maxsize=16384)
-def _quiet_note(tag: int, why: str) -> tuple[tuple[int, str], dict]:
-    """(seen key, interned audit entry) of a removal noted without the element."""
-    entry = _NOTES.get((tag, REMOVE, why))
-    if entry is None:
-        label, kw = _tag_label(tag)
-        entry = _NOTES[(tag, REMOVE, why)] = {"tag": label, "keyword": kw, "action": REMOVE, "why": why}
-    return (tag, REMOVE), entry
-
-
 class _SkipMap(dict):
     """``skip[tag, vr]`` for :func:`read_raw`: for an element removed without a look at its
     value (dropped, or removed with no identifier to report) ``_DROP`` or its audit note, else
@@ -574,14 +369,6 @@ def _skip_for(plan: Plan) -> _SkipMap:
     return _SkipMap(plan)
 
 
-@lru_cache(maxsize=8192)
-def _dictionary_vr(tag: int) -> str | None:
-    try:
-        return pydicom.datadict.dictionary_VR(tag)
-    except KeyError:
-        return None
-
-
 def _collect_known(ds: Dataset, ctx: _Ctx) -> None:
     elems = ds._dict
     for t in _IDENT_SOURCES:
@@ -592,16 +379,6 @@ def _collect_known(ds: Dataset, ctx: _Ctx) -> None:
                     if len(part) >= 3:
                         ctx.known.append(part)
     ctx.known.sort(key=len, reverse=True)
-
-
-def _method_text(plan: Plan, profile_name: str) -> list[str]:
-    opts = ", ".join(plan.options) or "none"
-    text = [f"bids-deid {__version__}", "PS3.15 E.1 basic profile", f"profile {profile_name}"[:64],
-            f"options: {opts}"[:64], f"dates {plan.date_handling.lower()}"]
-    return text
-
-
-_METHOD_TAGS = (0x00120063, 0x00120064)  # DeidentificationMethod, DeidentificationMethodCodeSequence
 
 
 def _add_method_shared(ds: Dataset, plan: Plan, profile_name: str, ctx: _Ctx) -> None:
@@ -719,7 +496,7 @@ def _treat_meta(ds: Dataset, meta: FileMetaDataset, ctx: _Ctx) -> None:
         _remap(_get(meta, _MS_SOP_INSTANCE), ctx)
     if _SOP_CLASS_UID in ds._dict:
         _set_meta(meta, _MS_SOP_CLASS, "UI", _get(ds, _SOP_CLASS_UID).value)
-    _set_meta(meta, _IMPL_CLASS, "UI", pydicom.uid.PYDICOM_IMPLEMENTATION_UID)
+    _set_meta(meta, _IMPL_CLASS, "UI", IMPLEMENTATION_UID)
     _set_meta(meta, _IMPL_VERSION, "SH", f"BIDSDEID_{__version__}"[:16])
 
 
@@ -796,9 +573,10 @@ def _subject_for(ds: Dataset, pseudo: Pseudonymizer, subject: str | None) -> str
     return pseudo.subject(pid or "unknown")
 
 
-def _process(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subject: str | None,
-             offset_days: int | None, overwrite: bool, fsync: bool = True, check_dicom: bool = False) -> DicomResult:
-    """Fast raw path first; the full pydicom path for anything it does not handle."""
+def _process_slow(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subject: str | None,
+                  offset_days: int | None, overwrite: bool, fsync: bool = True,
+                  check_dicom: bool = False) -> DicomResult:
+    """The raw path, then the full pydicom path (for files the lean path declines)."""
     src = Path(src)
     try:
         return _process_raw(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync)
@@ -852,14 +630,6 @@ def _not_to_write(src: Path, dst: Path, ds: Dataset, profile: Profile, subj: str
     return None
 
 
-def _keeps_pixels(plan: Plan) -> bool:
-    """True when the plan keeps Pixel Data as is (checked once per plan)."""
-    ok = plan.decisions.get("keeps_pixels")
-    if ok is None:
-        ok = plan.decisions["keeps_pixels"] = all(_decide(plan, PIXEL_DATA, v) is None for v in (None, "OB", "OW"))
-    return ok
-
-
 def _process_full(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subject: str | None,
                   offset_days: int | None, overwrite: bool, fsync: bool = True) -> DicomResult:
     try:
@@ -908,127 +678,5 @@ def deidentify_file(
     return _process(Path(src), lambda *_: dst, profile, pseudo, subject, offset_days, overwrite, fsync)
 
 
-# ------------------------------------------------------------------ trees
-def iter_files(root: Path) -> Iterator[Path]:
-    """All regular files under ``root`` in a stable order (hidden temp files skipped)."""
-    for dirpath, dirs, files in os.walk(root):
-        dirs.sort()
-        for name in sorted(files):
-            if name.startswith(".bids-deid-tmp-"):
-                continue
-            yield Path(dirpath) / name
-
-
-class _TreeDst:
-    """Output path ``sub-<label>/ser-<token>/<token>.dcm`` (keyed tokens; picklable)."""
-
-    def __init__(self, out_dir: Path, pseudo: Pseudonymizer, src: Path):
-        self.out_dir, self.pseudo, self.src = out_dir, pseudo, src
-
-    def __call__(self, subject: str, series: str, sop: str) -> Path:
-        ser = self.pseudo.text_token("dicom-series", series or str(self.src.parent))
-        inst = self.pseudo.text_token("dicom-instance", sop or str(self.src), 16)
-        return self.out_dir / f"sub-{subject}" / f"ser-{ser}" / f"{inst}.dcm"
-
-
-# Per-worker job settings, set once by _init_worker (the pool initializer) so that a task
-# carries only its file path.
-_JOB: tuple | None = None
-
-
-def _init_worker(out_dir: Path, profile: Profile, pseudo: Pseudonymizer, subject: str | None, fsync: bool) -> None:
-    global _JOB
-    compile_plan(profile)  # resolve the table once per worker
-    _JOB = (out_dir, profile, pseudo, subject, fsync)
-
-
-def _tree_job(src: Path) -> DicomResult:
-    assert _JOB is not None, "worker not initialised"
-    out_dir, profile, pseudo, subject, fsync = _JOB
-    src = Path(src)
-    return _process(src, _TreeDst(out_dir, pseudo, src), profile, pseudo, subject, None, False,
-                    fsync=fsync, check_dicom=True)
-
-
-def iter_tree(
-    in_dir: Path, out_dir: Path, profile: Profile, pseudo: Pseudonymizer, n_cpus: int = 1,
-    subject: str | None = None, progress: bool = True, fsync: bool = False,
-) -> Iterator[DicomResult]:
-    """De-identify every DICOM file under ``in_dir`` into ``out_dir``, yielding results as they come.
-
-    Results arrive in file order; nothing is kept per file, so memory does not grow with the
-    number of files. Files are recognised by content. Output names carry no identifier:
-    ``sub-<label>/ser-<keyed token>/<keyed token>.dcm``. Finished files are skipped on a rerun
-    (status ``exists``). ``n_cpus`` > 1 uses a process pool whose workers load the profile
-    once.
-
-    With ``fsync=False`` (default) files are not fsynced one by one; the output file system is
-    synced once when the iteration ends. Every file is still written to a temp name and renamed,
-    so a killed run never leaves a half file under a final name (only after a power loss before
-    the final sync could a just-renamed file be incomplete).
-    """
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
-    files = (str(p) for p in iter_files(in_dir))
-    bar = _bar(None, progress)
-    global _JOB
-    try:
-        if n_cpus <= 1:
-            saved = _JOB
-            _init_worker(out_dir, profile, pseudo, subject, fsync)
-            try:
-                for src in files:
-                    yield _tree_job(src)
-                    bar.update(1)
-            finally:
-                _JOB = saved
-        else:
-            import multiprocessing
-
-            with multiprocessing.get_context().Pool(
-                n_cpus, initializer=_init_worker, initargs=(out_dir, profile, pseudo, subject, fsync)
-            ) as pool:
-                for r in pool.imap(_tree_job, files, chunksize=32):
-                    yield r
-                    bar.update(1)
-    finally:
-        bar.close()
-        if not fsync and out_dir.is_dir():
-            sync_tree(out_dir)
-
-
-def deidentify_tree(
-    in_dir: Path, out_dir: Path, profile: Profile, pseudo: Pseudonymizer, n_cpus: int = 1,
-    subject: str | None = None, progress: bool = True, on_result=None, fsync: bool = False,
-) -> list[DicomResult]:
-    """De-identify every DICOM file under ``in_dir`` into ``out_dir`` (see :func:`iter_tree`).
-
-    Returns the list of results, or, when ``on_result`` (a callable taking one
-    :class:`DicomResult`) is given, calls it per result and returns an empty list so that
-    nothing accumulates (large trees).
-    """
-    results: list[DicomResult] = []
-    for r in iter_tree(in_dir, out_dir, profile, pseudo, n_cpus, subject, progress, fsync):
-        if on_result is None:
-            results.append(r)
-        else:
-            on_result(r)
-    return results
-
-
-def _bar(total: int | None, progress: bool):
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(total=total, unit="file", disable=not (progress and sys.stderr.isatty()), leave=False)
-
-
-def summarize(results: Iterable[DicomResult]) -> dict[str, int]:
-    """Count results by status."""
-    out: dict[str, int] = {}
-    for r in results:
-        out[r.status] = out.get(r.status, 0) + 1
-    return out
-
-
 __all__ = ["DicomResult", "deidentify_dataset", "deidentify_file", "deidentify_tree", "is_dicom", "iter_tree", "Tag"]
+

@@ -12,7 +12,7 @@ allowlist still follow the date policy and the UID remapping.
 
 from __future__ import annotations
 
-from pydicom.datadict import tag_for_keyword
+from .dicom_dict import tag_for_keyword
 
 # Whole public groups whose non-text attributes are acquisition/geometry/pixel parameters.
 # Text VRs in these groups are kept only when listed in KEYWORDS below.

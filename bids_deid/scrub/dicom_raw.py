@@ -14,7 +14,6 @@ encoding does not match its transfer syntax, truncated or malformed elements.
 
 from __future__ import annotations
 
-import itertools
 import mmap
 import os
 from bisect import bisect_right
@@ -34,7 +33,8 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, ImplicitVRLittleEndian
 from pydicom.values import convert_string
 
-from ..atomic import TMP_PREFIX, atomic_open
+from ..atomic import atomic_open
+from .dicom_core import Fallback, _pixel_end, write_parts_atomic  # noqa: F401 - Fallback re-exported
 
 PIXEL_DATA = 0x7FE00010
 _CHARSET = 0x00080005
@@ -54,10 +54,6 @@ _U16 = Struct("<H")
 _U32 = Struct("<I")
 _IMPLICIT = Struct("<HHI")
 _EXPLICIT = Struct("<HH2sH")
-
-
-class Fallback(Exception):
-    """The file needs the full pydicom path (not an error of the file itself)."""
 
 
 @dataclass
@@ -130,20 +126,6 @@ def _transfer_syntax_implicit(meta: FileMetaDataset) -> bool:
     except (AttributeError, ValueError, TypeError) as exc:
         raise Fallback("no usable transfer syntax") from exc
     return False
-
-
-def _pixel_end(data, pos: int, size: int) -> int:
-    """End of encapsulated pixel data whose items start at ``pos``."""
-    while pos + 8 <= size:
-        group, elem, length = _IMPLICIT.unpack_from(data, pos)
-        tag = group << 16 | elem
-        if tag == _ITEM:
-            pos += 8 + length
-        elif tag == _SEQ_END:
-            return pos + 8
-        else:
-            raise Fallback("malformed encapsulated pixel data")
-    raise Fallback("truncated encapsulated pixel data")
 
 
 def read_raw(path: str | os.PathLike, skip=None) -> RawFile:
@@ -495,8 +477,6 @@ class _Parts:
         self.parts.append(b)
 
 
-_TMP_COUNT = itertools.count()
-_DIRS: set[str] = set()
 
 
 def write_raw_file(raw: RawFile, dst: str | os.PathLike, fsync: bool = True, perm: int = 0o644) -> None:
@@ -512,37 +492,6 @@ def write_raw_file(raw: RawFile, dst: str | os.PathLike, fsync: bool = True, per
         return
     sink = _Parts()
     write_raw(raw, sink)
-    dst = os.fspath(dst)
-    folder = os.path.dirname(dst) or "."
-    if folder not in _DIRS:
-        os.makedirs(folder, exist_ok=True)
-        _DIRS.add(folder)
-    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{next(_TMP_COUNT)}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, perm)
-    except FileExistsError:  # a leftover of an earlier process with the same pid
+    if not write_parts_atomic(sink.parts, dst, fsync, perm):
         with atomic_open(dst, "wb", perm=perm, fsync=fsync) as fh:
             write_raw(raw, fh)
-        return
-    try:
-        os.fchmod(fd, perm)  # exact mode whatever the umask (as atomic_open)
-        parts, total = sink.parts, sum(len(b) for b in sink.parts)
-        done = os.writev(fd, parts)
-        if done < total:  # short write: finish the rest
-            rest = memoryview(b"".join(bytes(b) for b in parts))[done:]
-            while rest:
-                rest = rest[os.write(fd, rest):]
-        if fsync:
-            os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, dst)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        _DIRS.discard(folder)
-        raise

@@ -13,9 +13,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-
 from ..profiles import DICOM_OPTIONS, Profile
+from .dicom_dict import dictionary_vr, keyword_for_tag, tag_for_keyword
 
 log = logging.getLogger(__name__)
 
@@ -122,10 +121,7 @@ def code_to_action(code: str, vr: str | None) -> str:
 
 
 def _vr(tag: int) -> str | None:
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return None
+    return dictionary_vr(tag)
 
 
 def rule_tag(target: str) -> int | None:

@@ -1,0 +1,389 @@
+"""The DICOM engine's decisions and shared state, without pydicom.
+
+What every path of the engine shares: the per-tag decision of a profile plan (:func:`_decide`,
+cached per plan), the audit entries (:class:`_Ctx`, interned notes), the result object
+(:class:`DicomResult`), free-text cleaning, and the small writer used for outputs
+(:func:`write_parts_atomic`). Nothing here imports pydicom, so the lean path
+(:mod:`bids_deid.scrub.dicom_lean`) and the tree driver (:mod:`bids_deid.scrub.dicom_tree`)
+start without its ~0.17 s import; :mod:`bids_deid.scrub.dicom` re-exports these names.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from .. import __version__
+from ..atomic import TMP_PREFIX
+from ..pseudonym import Pseudonymizer
+from . import dicom_allowlist as allow
+from . import dicom_safe_private as safe_private
+from .dicom_dict import dictionary_vr
+from .dicom_table import (  # noqa: F401 - the action names, for the lean path
+    CLEAN,
+    DUMMY,
+    EMPTY,
+    KEEP,
+    PSEUDO,
+    RECURSE,
+    REMOVE,
+    REPLACE,
+    SHIFT,
+    UID,
+    Plan,
+    compile_plan,
+    keyword,
+)
+
+PIXEL_DATA = 0x7FE00010
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_UNDEFINED = 0xFFFFFFFF
+
+
+class Fallback(Exception):
+    """The file needs a fuller path of the engine (not an error of the file itself)."""
+
+
+def _pixel_end(data, pos: int, size: int) -> int:
+    """End of encapsulated pixel data whose items start at ``pos``."""
+    while pos + 8 <= size:
+        group, elem = int.from_bytes(data[pos:pos + 2], "little"), int.from_bytes(data[pos + 2:pos + 4], "little")
+        length = int.from_bytes(data[pos + 4:pos + 8], "little")
+        tag = group << 16 | elem
+        if tag == _ITEM:
+            pos += 8 + length
+        elif tag == _SEQ_END:
+            return pos + 8
+        else:
+            raise Fallback("malformed encapsulated pixel data")
+    raise Fallback("truncated encapsulated pixel data")
+
+
+_TMP_COUNT = itertools.count()
+_DIRS: set[str] = set()
+
+
+def write_parts_atomic(parts: list, dst: str | os.PathLike, fsync: bool = True, perm: int = 0o644) -> bool:
+    """Write the chunks ``parts`` into ``dst`` atomically with one ``writev`` (temp file beside it, rename).
+
+    Same contract as :func:`bids_deid.atomic.atomic_open` (temp ``.bids-deid-tmp-*`` name, mode
+    ``perm``, removed on failure); folders already made are remembered. Returns False, having
+    written nothing, when the temp name is taken (a leftover of an earlier process with the same
+    pid): the caller then writes through :func:`~bids_deid.atomic.atomic_open`.
+    """
+    dst = os.fspath(dst)
+    folder = os.path.dirname(dst) or "."
+    if folder not in _DIRS:
+        os.makedirs(folder, exist_ok=True)
+        _DIRS.add(folder)
+    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{next(_TMP_COUNT)}")
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, perm)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, perm)  # exact mode whatever the umask (as atomic_open)
+        total = sum(len(b) for b in parts)
+        done = os.writev(fd, parts)
+        if done < total:  # short write: finish the rest
+            rest = memoryview(b"".join(bytes(b) for b in parts))[done:]
+            while rest:
+                rest = rest[os.write(fd, rest):]
+        if fsync:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, dst)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        _DIRS.discard(folder)
+        raise
+    return True
+
+
+# CID 7050 De-identification Method codes (checked against pydicom.sr.codedict).
+CID7050 = {
+    "basic": ("113100", "Basic Application Confidentiality Profile"),
+    "clean_graphics": ("113103", "Clean Graphics Option"),
+    "clean_structured_content": ("113104", "Clean Structured Content Option"),
+    "clean_descriptors": ("113105", "Clean Descriptors Option"),
+    "retain_long_full_dates": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
+    "retain_long_modified_dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
+    "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
+    "retain_device_identity": ("113109", "Retain Device Identity Option"),
+    "retain_uids": ("113110", "Retain UIDs Option"),
+    "retain_safe_private": ("113111", "Retain Safe Private Option"),
+    "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
+}
+# Modalities by SOP Class (for burned-in text decisions when Modality is missing or generic).
+_SOP_MODALITY = {
+    "1.2.840.10008.5.1.4.1.1.7": "SC",
+    "1.2.840.10008.5.1.4.1.1.7.1": "SC",
+    "1.2.840.10008.5.1.4.1.1.7.2": "SC",
+    "1.2.840.10008.5.1.4.1.1.7.3": "SC",
+    "1.2.840.10008.5.1.4.1.1.7.4": "SC",
+    "1.2.840.10008.5.1.4.1.1.6.1": "US",
+    "1.2.840.10008.5.1.4.1.1.6.2": "US",
+    "1.2.840.10008.5.1.4.1.1.3.1": "US",
+    "1.2.840.10008.5.1.4.1.1.77.1.6": "SM",
+    "1.2.840.10008.5.1.4.1.1.104.1": "DOC",
+    "1.2.840.10008.5.1.4.1.1.104.2": "DOC",
+}
+_DUMMY = {
+    "DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000Y", "IS": "0", "DS": "0",
+    "CS": "REMOVED", "AE": "REMOVED", "PN": "REMOVED", "UR": "",
+}
+_NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
+_BYTES_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+_TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "CS", "AS", "UR", "DA", "DT", "TM", "UI", "IS", "DS"})
+_DATE_PATTERNS = re.compile(
+    r"\d{8}|\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|\d{5,}", re.ASCII
+)
+# ImplementationClassUID written into every output file meta.
+IMPLEMENTATION_UID = "1.2.826.0.1.3680043.8.498.1"  # the value pydicom writes (checked by a test)
+_META_KEEP = {0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
+_PATIENT_ID, _PATIENT_NAME = 0x00100020, 0x00100010
+_SOP_INSTANCE_UID, _SERIES_UID, _STUDY_UID = 0x00080018, 0x0020000E, 0x0020000D
+_IDENT_SOURCES = (0x00100010, 0x00100020, 0x00101000, 0x00101001, 0x00100030, 0x00080050, 0x00080080,
+                  0x00080081, 0x00081010, 0x00081040, 0x00181000, 0x00080090, 0x00081050, 0x00081070)
+
+
+@dataclass
+class DicomResult:
+    """Outcome of one file (no original identifier in ``reason`` or ``changes``)."""
+
+    src: Path
+    dst: Path | None
+    status: str  # "written" | "skipped" | "error" | "exists"
+    reason: str
+    changes: list[dict] = field(default_factory=list)
+    identifiers: list[tuple[str, str]] = field(default_factory=list)
+    subject: str | None = None
+    study_uid: str | None = None
+    series_uid: str | None = None
+
+    def changes_json(self) -> str:
+        """``changes`` as a JSON array (as ``json.dumps`` gives it), cached per distinct list.
+
+        Files of one series usually get the very same audit entries, so the text is made once
+        per worker and travels between processes in place of the list (see ``__getstate__``).
+        """
+        js = self.__dict__.get("_cj")
+        if js is None:
+            key = self.__dict__.get("_ckey")
+            js = _JSON_CACHE.get(key) if key is not None else None
+            if js is None:
+                js = json.dumps(self.changes)
+                if key is not None:
+                    if len(_JSON_CACHE) > 512:
+                        _JSON_CACHE.clear()
+                    _JSON_CACHE[key] = js
+            self.__dict__["_cj"] = js
+        return js
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_cj"] = self.changes_json()
+        state.pop("changes", None)
+        state.pop("_ckey", None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+    def __getattr__(self, name: str):
+        # ``changes`` of an unpickled result: decoded on first use only.
+        if name == "changes" and "_cj" in self.__dict__:
+            value = self.__dict__["changes"] = json.loads(self.__dict__["_cj"])
+            return value
+        raise AttributeError(name)
+
+
+_JSON_CACHE: dict[tuple, str] = {}
+# Audit entries are interned (one dict per tag, action and reason, never changed): results of
+# one worker share them and ``changes_json`` can key its cache on their ids.
+_NOTES: dict[tuple[int, str, str], dict] = {}
+
+
+# ------------------------------------------------------------------ dataset engine
+class _Ctx:
+    """State of one dataset walk."""
+
+    __slots__ = ("plan", "pseudo", "subject", "offset", "changes", "identifiers", "known", "seen")
+
+    def __init__(self, plan: Plan, pseudo: Pseudonymizer, subject: str, offset: int):
+        self.plan = plan
+        self.pseudo = pseudo
+        self.subject = subject
+        self.offset = offset
+        self.changes: list[dict] = []
+        self.identifiers: list[tuple[str, str]] = []
+        self.known: list[str] = []  # identifying strings of this dataset, for cleaning free text
+        self.seen: set[tuple[int, str]] = set()
+
+    def note(self, tag: int, action: str, why: str) -> None:
+        key = (tag, action)
+        if key in self.seen:  # one audit line per tag and action, not per item
+            return
+        self.seen.add(key)
+        entry = _NOTES.get((tag, action, why))
+        if entry is None:
+            label, kw = _tag_label(tag)
+            entry = _NOTES[(tag, action, why)] = {"tag": label, "keyword": kw, "action": action, "why": why}
+        self.changes.append(entry)
+
+    def ident(self, kind: str, elem) -> None:
+        """Record the string values of a converted pydicom element as identifiers of ``kind``."""
+        from .dicom import _values  # pydicom paths only
+
+        for v in _values(elem):
+            if len(v) >= 3:
+                self.identifiers.append((kind, v))
+
+
+@lru_cache(maxsize=8192)
+def _tag_label(tag: int) -> tuple[str, str]:
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X})", keyword(tag)
+
+
+def _ident_kind(tag: int, vr: str) -> str:
+    if vr == "UI":
+        return "uid"
+    if vr in ("DA", "DT"):
+        return "date"
+    return keyword(tag) or "value"
+
+
+def _clean_text(value: str, ctx: _Ctx) -> str:
+    """Remove identifiers of this dataset, date-like and long number runs from free text."""
+    out = value
+    for k in ctx.known:
+        if k and k.lower() in out.lower():
+            out = re.sub(re.escape(k), "X", out, flags=re.IGNORECASE)
+    return _DATE_PATTERNS.sub("X", out)
+
+
+def _is_overlay(group: int) -> bool:
+    return 0x6000 <= group <= 0x601E and group % 2 == 0
+
+
+def _is_curve(group: int) -> bool:
+    return 0x5000 <= group <= 0x501E and group % 2 == 0
+
+
+_DROP = ("drop", "", None)  # removed without an audit line (group lengths, stray meta)
+
+
+def _converted_vr(tag: int, vr: str | None) -> str:
+    """The VR pydicom gives an element read with VR ``vr`` (None: implicit)."""
+    if vr is not None and vr != "UN":
+        return vr
+    return _dictionary_vr(tag) or "UN"
+
+
+def _decide(plan: Plan, tag: int, vr: str | None) -> tuple[str, str, object] | None:
+    """What to do with ``tag`` read with VR ``vr``: None (keep as is), _DROP or ``(action, why, value)``.
+
+    Depends only on the plan, the tag and the VR, so it is cached per plan (``plan.decisions``).
+    """
+    group, elem_no = tag >> 16, tag & 0xFFFF
+    hit = plan.tags.get(tag)
+    if hit is not None:
+        if hit[0] == KEEP and _converted_vr(tag, vr) != "SQ":
+            return None
+        return hit
+    if elem_no == 0 or group == 0x0002:  # group lengths (retired); meta is handled apart
+        return _DROP
+    if group % 2 == 1:
+        # Private: removed. With retain_safe_private, elements of a group holding listed safe
+        # attributes are decided per dataset from their block's creator (see _walk).
+        if group in safe_private.plan_groups(plan):  # retain_safe_private and/or profile keep_private
+            return _SAFE_PRIVATE_CHECK
+        return (REMOVE, "private attribute", None)
+    if _is_curve(group):
+        return None if plan.curve_keep else (REMOVE, "curve data (50xx)", None)
+    if _is_overlay(group):
+        ov = plan.overlay.get(elem_no)
+        if ov is not None and not (plan.overlay_keep and ov[0] in (CLEAN, KEEP)):
+            if ov[0] == KEEP and _converted_vr(tag, vr) != "SQ":
+                return None
+            return ov
+        if plan.overlay_keep:
+            if _converted_vr(tag, vr) in ("LO", "LT", "ST", "UT", "SH"):
+                return (CLEAN, "clean_graphics: overlay text", None)
+            return None
+        return (REMOVE, "overlay (60xx) without clean_graphics", None)
+    if vr is None or vr == "UN":
+        vr = _dictionary_vr(tag)
+    if allow.is_allowed(tag, vr):
+        if vr == "SQ":
+            return (RECURSE, "allowlist", None)
+        if vr == "UI" and tag not in allow.WELL_KNOWN_UID_TAGS and "retain_uids" not in plan.options:
+            return (UID, "allowlisted UID", None)
+        if vr in ("DA", "DT") and plan.dates != "keep":
+            if plan.dates == "shift" or "retain_long_modified_dates" in plan.options:
+                return (SHIFT, "allowlisted date: shift", None)
+            return (REMOVE, "allowlisted date: dates remove", None)
+        return None
+    return (REMOVE, "not in Table E.1-1 nor allowlist", None)
+
+
+def _decide_cached(plan: Plan, tag: int, vr: str | None):
+    """:func:`_decide`, plus ``_QUIET_REMOVE`` marks: removals that report no identifier
+    (private attributes and non-text values) need no value conversion."""
+    act = _decide(plan, tag, vr)
+    if act is not None and act is not _DROP and act[0] == REMOVE:
+        if tag >> 16 & 1 or (vr is not None and vr not in _TEXT_VRS and vr != "UN"):
+            return (_QUIET_REMOVE, act[1], None)
+    return act
+
+
+_QUIET_REMOVE = "quiet_remove"
+_SAFE_CHECK = "safe_private_check"
+_SAFE_PRIVATE_CHECK = (_SAFE_CHECK, "private attribute (not in the safe-private list)", None)
+_SAFE_KEEP_WHY = "retain_safe_private: PS3.15 Table E.3.10-1"
+
+
+_MISS = object()
+@lru_cache(maxsize=16384)
+def _quiet_note(tag: int, why: str) -> tuple[tuple[int, str], dict]:
+    """(seen key, interned audit entry) of a removal noted without the element."""
+    entry = _NOTES.get((tag, REMOVE, why))
+    if entry is None:
+        label, kw = _tag_label(tag)
+        entry = _NOTES[(tag, REMOVE, why)] = {"tag": label, "keyword": kw, "action": REMOVE, "why": why}
+    return (tag, REMOVE), entry
+
+
+def _dictionary_vr(tag: int) -> str | None:
+    return dictionary_vr(tag)
+
+
+def _method_text(plan: Plan, profile_name: str) -> list[str]:
+    opts = ", ".join(plan.options) or "none"
+    text = [f"bids-deid {__version__}", "PS3.15 E.1 basic profile", f"profile {profile_name}"[:64],
+            f"options: {opts}"[:64], f"dates {plan.date_handling.lower()}"]
+    return text
+
+
+_METHOD_TAGS = (0x00120063, 0x00120064)  # DeidentificationMethod, DeidentificationMethodCodeSequence
+
+
+def _keeps_pixels(plan: Plan) -> bool:
+    """True when the plan keeps Pixel Data as is (checked once per plan)."""
+    ok = plan.decisions.get("keeps_pixels")
+    if ok is None:
+        ok = plan.decisions["keeps_pixels"] = all(_decide(plan, PIXEL_DATA, v) is None for v in (None, "OB", "OW"))
+    return ok
+
+

@@ -1,0 +1,735 @@
+"""Lean path of the DICOM engine: de-identify a usual file working on its bytes alone.
+
+The engine's raw path (:mod:`bids_deid.scrub.dicom_raw`) parses a file into pydicom objects
+and writes back the ones it did not change as bytes. This path goes one step further for the
+files most archives hold (explicit VR little endian, native or encapsulated pixels, no
+character set beyond ISO 8859-1 or plain ASCII, the table's usual actions): it never builds a
+pydicom object. Elements are read as ``(tag, VR, byte range)`` records, decided by the same
+cached plan (:func:`bids_deid.scrub.dicom._decide_cached`), and the output is gathered as
+slices of the input plus the few re-encoded elements, then written with one ``writev``.
+
+Its contract is that of the raw path, byte for byte: the same output file, the same audit
+entries in the same order and the same identifier list (``tests/test_dicom_lean.py`` checks
+this on every file of ``../shared/data/dicom`` and on synthetic files). Whatever it does not
+handle exactly raises :class:`~bids_deid.scrub.dicom_raw.Fallback` before anything is
+written, and the caller takes the raw path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from struct import Struct
+
+from ..pseudonym import shift_da, shift_dt
+from . import dicom_core
+from .dicom_core import Fallback, _pixel_end, write_parts_atomic
+
+_EXPLICIT = Struct("<HH2sH")
+_U32 = Struct("<I")
+_U16 = Struct("<H")
+_TAG = Struct("<HH")
+_HDR_SHORT = Struct("<HH2sH")
+_HDR_LONG = Struct("<HH2s2xI")
+_ITEM_HDR = Struct("<HHI")
+PIXEL_DATA = 0x7FE00010
+_CHARSET = 0x00080005
+_UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+READ_WHOLE_MAX = 16 * 1024 * 1024
+
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
+_VRS = {
+    v.encode(): v
+    for v in ("AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR "
+              "US UT UV").split()
+}
+# Value families (how pydicom converts the raw value; see dicom._get and pydicom.values).
+_PLAIN = frozenset({"AE", "AS", "CS", "DA", "DT", "TM"})  # whole value right-stripped, split
+_SPLIT_TEXT = frozenset({"LO", "SH", "UC"})  # split, each part right-stripped
+_SINGLE_TEXT = frozenset({"LT", "ST", "UT"})  # one value, right-stripped
+_NUMBER_TEXT = frozenset({"IS", "DS", "PN"})  # pydicom objects: read for identifiers only
+_TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "CS", "AS", "UR", "DA", "DT", "TM", "UI",
+                       "IS", "DS"})
+_BYTES_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+# Elements whose new value the fast writer encodes (dicom_raw._fast_element); PN is encoded by
+# pydicom's writer the same way for ASCII values.
+_ENCODABLE = _PLAIN | _SPLIT_TEXT | _SINGLE_TEXT | {"UI", "UR", "PN"}
+_DUMMY_TEXT = {"TM": "000000", "AS": "000Y", "CS": "REMOVED", "AE": "REMOVED", "PN": "REMOVED", "UR": ""}
+_CHARSETS_OK = (b"", b"ISO_IR 100")
+_TS_NATIVE = b"1.2.840.10008.1.2.1"
+_TS_ENCAPSULATED = re.compile(rb"1\.2\.840\.10008\.1\.2\.(4\.\d+|5)\Z")
+_META_VRS = {0x00020001: "OB", 0x00020002: "UI", 0x00020003: "UI", 0x00020010: "UI", 0x00020012: "UI",
+             0x00020013: "SH"}
+_META_KEEP = frozenset(_META_VRS)
+_PATIENT_ID, _PATIENT_NAME = 0x00100020, 0x00100010
+_SOP_CLASS, _SOP_INSTANCE, _SERIES_UID, _STUDY_UID = 0x00080016, 0x00080018, 0x0020000E, 0x0020000D
+_BURNED_IN, _MODALITY = 0x00280301, 0x00080060
+_METHOD_TAGS = (0x00120063, 0x00120064)
+_MISS = object()
+
+def _eng():
+    """The engine's shared decisions and state (:mod:`bids_deid.scrub.dicom_core`)."""
+    return dicom_core
+
+
+# ------------------------------------------------------------------ parsing
+def _scan_items(data, pos: int, size: int) -> int:
+    """End of an undefined-length sequence whose first item starts at ``pos``."""
+    while pos + 8 <= size:
+        group, elem, length = _ITEM_HDR.unpack_from(data, pos)
+        tag = group << 16 | elem
+        if tag == _SEQ_END:
+            return pos + 8
+        if tag != _ITEM:
+            raise Fallback("malformed sequence")
+        if length == _UNDEFINED:
+            pos = _scan_elements(data, pos + 8, size, True)
+        else:
+            pos += 8 + length
+    raise Fallback("truncated sequence")
+
+
+def _scan_elements(data, pos: int, size: int, in_item: bool) -> int:
+    """End of an undefined-length item (its delimiter included)."""
+    while pos + 8 <= size:
+        group, elem, vr_bytes, length = _EXPLICIT.unpack_from(data, pos)
+        if group == 0xFFFE:
+            if elem == 0xE00D and in_item:
+                return pos + 8
+            raise Fallback("stray delimiter")
+        vr = _VRS.get(vr_bytes)
+        if vr is None:
+            raise Fallback("unknown VR")
+        if vr in _LONG_VRS:
+            length, hdr = _U32.unpack_from(data, pos + 8)[0], 12
+        else:
+            hdr = 8
+        if length == _UNDEFINED:
+            if vr != "SQ":
+                raise Fallback("undefined length outside a sequence")
+            pos = _scan_items(data, pos + hdr, size)
+        else:
+            pos += hdr + length
+    raise Fallback("truncated item")
+
+
+def _records(data, pos: int, end: int) -> list[tuple]:
+    """``(tag, vr, start, value start, end, undefined)`` of the elements in ``data[pos:end]``."""
+    out = []
+    last = -1
+    while pos < end:
+        if pos + 8 > end:
+            raise Fallback("trailing bytes")
+        group, elem, vr_bytes, length = _EXPLICIT.unpack_from(data, pos)
+        vr = _VRS.get(vr_bytes)
+        if vr is None:
+            raise Fallback("unknown VR")
+        if vr in _LONG_VRS:
+            length, hdr = _U32.unpack_from(data, pos + 8)[0], 12
+        else:
+            hdr = 8
+        tag = group << 16 | elem
+        if tag <= last or group == 0xFFFE:
+            raise Fallback("elements out of order or stray delimiter")
+        last = tag
+        vpos = pos + hdr
+        if length == _UNDEFINED:
+            if tag == PIXEL_DATA:
+                stop = _pixel_end(data, vpos, end)
+            elif vr == "SQ":
+                stop = _scan_items(data, vpos, end)
+            else:
+                raise Fallback("undefined length outside a sequence")
+            out.append((tag, vr, pos, vpos, stop, True))
+        else:
+            stop = vpos + length
+            if stop > end:
+                raise Fallback("truncated element")
+            out.append((tag, vr, pos, vpos, stop, False))
+        pos = stop
+    return out
+
+
+def _items(data, vpos: int, end: int, undefined: bool) -> list[tuple[int, int, bool]]:
+    """``(body start, body end, undefined)`` of each item of a sequence value."""
+    out = []
+    pos = vpos
+    while pos + 8 <= end:
+        group, elem, length = _ITEM_HDR.unpack_from(data, pos)
+        tag = group << 16 | elem
+        if tag == _SEQ_END:
+            break
+        if tag != _ITEM:
+            raise Fallback("malformed sequence")
+        if length == _UNDEFINED:
+            stop = _scan_elements(data, pos + 8, end, True)
+            out.append((pos + 8, stop - 8, True))
+        else:
+            stop = pos + 8 + length
+            if stop > end:
+                raise Fallback("truncated item")
+            out.append((pos + 8, stop, False))
+        pos = stop
+    return out
+
+
+# ------------------------------------------------------------------ values
+def _text(raw: bytes) -> str:
+    if b"\x1b" in raw:
+        raise Fallback("escape sequence in text")
+    return raw.decode("latin-1")
+
+
+def _items_of(vr: str, raw: bytes) -> list[str]:
+    """The string values pydicom would give (before ``str(v).strip()``)."""
+    if not raw:
+        return []
+    s = _text(raw)
+    if vr in _SPLIT_TEXT:
+        return [p.rstrip("\0 ") for p in s.split("\\")]
+    if vr in _SINGLE_TEXT:
+        return [s.rstrip("\0 ")]
+    items = s.rstrip(" \0").split("\\")
+    if vr == "UI" or vr in ("IS", "DS"):
+        return [x.strip() for x in items]
+    return items
+
+
+def _values(vr: str, raw: bytes) -> list[str]:
+    """``dicom._values`` of the converted element."""
+    out = []
+    for v in _items_of(vr, raw):
+        v = v.strip()
+        if v:
+            out.append(v)
+    return out
+
+
+def _element(tag: int, vr: str, data: bytes) -> bytes:
+    n = len(data)
+    if vr in _LONG_VRS:
+        return _HDR_LONG.pack(tag >> 16, tag & 0xFFFF, _VR_BYTES[vr], n) + data
+    if n > 0xFFFF:
+        raise Fallback("value too long for its VR")
+    return _HDR_SHORT.pack(tag >> 16, tag & 0xFFFF, _VR_BYTES[vr], n) + data
+
+
+_VR_BYTES = {v: k for k, v in _VRS.items()}
+
+
+def _encode(tag: int, vr: str, values: list[str] | None) -> bytes:
+    """A string element with ``values`` (None: empty), as the engine's writers encode it."""
+    if not values:
+        return _element(tag, vr, b"")
+    if vr not in _ENCODABLE:
+        raise Fallback(f"new value for VR {vr}")
+    text = "\\".join(values)
+    if not text.isascii():
+        raise Fallback("non-ASCII new value")
+    b = text.encode("ascii")
+    if len(b) & 1:
+        b += b"\0" if vr == "UI" else b" "
+    return _element(tag, vr, b)
+
+
+def _canonical(tag: int, vr: str, raw: bytes) -> bytes:
+    """A kept element the engine has read: re-encoded from its converted value (dicom._get)."""
+    if not raw:
+        return _element(tag, vr, b"")
+    if vr not in _PLAIN and vr not in _SPLIT_TEXT and vr not in _SINGLE_TEXT and vr != "UI":
+        raise Fallback(f"read and kept element of VR {vr}")
+    return _encode(tag, vr, _items_of(vr, raw))
+
+
+# ------------------------------------------------------------------ the walk
+class _File:
+    """State of one file: the engine's context plus the bytes."""
+
+    __slots__ = ("data", "ctx", "eng", "decisions", "plan", "text_ok")
+
+    def __init__(self, data, ctx, eng, plan):
+        self.data, self.ctx, self.eng, self.plan = data, ctx, eng, plan
+        self.decisions = plan.decisions
+        self.text_ok = True
+
+    def decide(self, tag: int, vr: str):
+        key = (tag, vr)
+        act = self.decisions.get(key, _MISS)
+        if act is _MISS:
+            act = self.decisions[key] = self.eng._decide_cached(self.plan, tag, vr)
+        return act
+
+    def ident(self, tag: int, vr: str, raw: bytes) -> None:
+        kind = "uid" if vr == "UI" else "date" if vr in ("DA", "DT") else (self.eng.keyword(tag) or "value")
+        idents = self.ctx.identifiers
+        for v in _values(vr, raw):
+            if len(v) >= 3:
+                idents.append((kind, v))
+
+    def remap(self, vals: list[str]) -> list[str]:
+        ctx = self.ctx
+        root = self.eng.allow.DICOM_ROOT
+        out = []
+        for v in vals:
+            if v.startswith(root):
+                out.append(v)
+            else:
+                ctx.identifiers.append(("uid", v))
+                out.append(ctx.pseudo.uid(v))
+        return out
+
+    def shift(self, vr: str, raw: bytes) -> list[str] | None:
+        """Shifted DA/DT values; None if one does not parse (the element is then emptied)."""
+        fn = shift_da if vr == "DA" else shift_dt
+        out = []
+        for v in _values(vr, raw):
+            s = fn(v, self.ctx.offset)
+            if s is None:
+                return None
+            out.append(s)
+        return out
+
+    def act(self, rec: tuple, act: tuple) -> bytes | None:
+        """Apply ``act`` to one element; its new bytes, or None when it is removed."""
+        tag, vr, start, vpos, end, undefined = rec
+        data, ctx = self.data, self.ctx
+        action, why, value = act
+        eng = self.eng
+        if action == eng.REMOVE:
+            if (tag >> 16) % 2 == 0 and vr in _TEXT_VRS:
+                self.ident(tag, vr, data[vpos:end])
+            ctx.note(tag, "remove", why)
+            return None
+        if vr == "UN":
+            raise Fallback("action on a UN element")
+        if action == eng.RECURSE or (vr == "SQ" and action in self.keep_structure):
+            return self.sequence(rec)
+        if vr == "SQ":
+            if action == eng.EMPTY:
+                ctx.note(tag, action, why)
+                return self.sequence(rec, empty=True)
+            raise Fallback(f"{action} on a sequence")
+        if action == eng.KEEP:
+            return _canonical(tag, vr, data[vpos:end])
+        raw = data[vpos:end]
+        if vr in _TEXT_VRS:
+            if not self.text_ok and vr not in _PLAIN and vr != "UI":
+                raise Fallback("text under another character set")
+            self.ident(tag, vr, raw)
+        if action == eng.EMPTY:
+            out = _element(tag, vr, b"")
+        elif action == eng.DUMMY or (action == eng.UID and vr != "UI"):
+            out = self.dummy(tag, vr, raw)
+        elif action == eng.UID or action == "remap_uid":
+            if vr != "UI":
+                raise Fallback("remap_uid on a non-UI element")
+            out = _encode(tag, vr, self.remap(_values(vr, raw)))
+        elif action == eng.SHIFT:
+            if vr in ("DA", "DT"):
+                vals = self.shift(vr, raw)
+                if vals is None:
+                    why += " (unparsable: emptied)"
+                out = _encode(tag, vr, vals)
+            elif vr == "TM":
+                out = _canonical(tag, vr, raw)
+            else:
+                out = _element(tag, vr, b"")
+        elif action == eng.CLEAN:
+            if vr not in _TEXT_VRS:
+                out = _element(tag, vr, b"")
+            else:
+                out = _encode(tag, vr, [eng._clean_text(v, ctx) for v in _values(vr, raw)])
+        elif action == eng.PSEUDO:
+            if tag in (_PATIENT_ID, _PATIENT_NAME):
+                out = _encode(tag, vr, [f"sub-{ctx.subject}"])
+            elif vr == "UI":
+                out = _encode(tag, vr, self.remap(_values(vr, raw)))
+            else:
+                token = ctx.pseudo.text_token(eng.keyword(tag) or f"{tag:08X}", "\\".join(_values(vr, raw)))
+                out = _encode(tag, vr, [token])
+        elif action == eng.REPLACE:
+            if not isinstance(value, str) or vr not in _ENCODABLE:
+                raise Fallback("replace value needs pydicom")
+            out = _encode(tag, vr, [value] if value else None)
+        else:
+            raise Fallback(f"action {action}")
+        ctx.note(tag, action, why)
+        return out
+
+    def dummy(self, tag: int, vr: str, raw: bytes) -> bytes:
+        if vr == "UI":
+            return _encode(tag, vr, self.remap(_values(vr, raw)))
+        if vr in _BYTES_VRS:
+            return _element(tag, vr, b"\0\0")
+        if vr in ("DA", "DT") and self.plan.dates == "shift":
+            vals = self.shift(vr, raw)
+            return _encode(tag, vr, vals)
+        if vr in ("DA", "DT"):
+            return _encode(tag, vr, ["19000101" if vr == "DA" else "19000101000000"])
+        if vr in ("IS", "DS"):
+            return _element(tag, vr, b"0 ")
+        if vr in _ENCODABLE:
+            text = _DUMMY_TEXT.get(vr, "REMOVED")
+            return _encode(tag, vr, [text] if text else None)
+        raise Fallback(f"dummy value for VR {vr}")
+
+    def sequence(self, rec: tuple, empty: bool = False) -> bytes:
+        tag, vr, start, vpos, end, undefined = rec
+        parts = []
+        if not empty:
+            data = self.data
+            for bstart, bend, item_undefined in _items(data, vpos, end, undefined):
+                body = self.item(bstart, bend)
+                if item_undefined:
+                    parts.append(b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + body + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00")
+                else:
+                    parts.append(b"\xfe\xff\x00\xe0" + _U32.pack(len(body)) + body)
+        value = b"".join(parts)
+        head = _TAG.pack(tag >> 16, tag & 0xFFFF) + b"SQ\0\0"
+        if undefined:
+            return head + b"\xff\xff\xff\xff" + value + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+        return head + _U32.pack(len(value)) + value
+
+    def item(self, pos: int, end: int) -> bytes:
+        data = self.data
+        recs = _records(data, pos, end)
+        out = []
+        for rec in recs:
+            tag = rec[0]
+            if tag == _CHARSET:
+                raise Fallback("item with its own character set")
+            act = self.decide(tag, rec[1])
+            if act is None:
+                out.append((tag, data[rec[2]:rec[4]]))
+                continue
+            if act is self.drop:
+                continue
+            if act[0] is self.quiet:
+                self.ctx.note(tag, "remove", act[1])
+                continue
+            if act[0] is self.safe_check:
+                raise Fallback("retain_safe_private")
+            b = self.act(rec, act)
+            if b is not None:
+                out.append((tag, b))
+        out.sort(key=_first)
+        return b"".join(b for _, b in out)
+
+
+def _first(pair):
+    return pair[0]
+
+
+def _setup_class_constants(eng) -> None:
+    _File.drop = eng._DROP
+    _File.quiet = eng._QUIET_REMOVE
+    _File.safe_check = eng._SAFE_CHECK
+    _File.keep_structure = frozenset({eng.KEEP, eng.CLEAN, eng.SHIFT, eng.UID, eng.DUMMY, eng.PSEUDO})
+
+
+# ------------------------------------------------------------------ the file
+def _meta(data, size: int) -> tuple[list[tuple[int, int, int]], int]:
+    """File meta records ``(tag, value start, value end)`` and where the dataset starts."""
+    if size < 144 or data[128:132] != b"DICM":
+        raise Fallback("no DICM preamble")
+    pos, out = 132, []
+    while pos + 8 <= size:
+        group, elem, vr_bytes, length = _EXPLICIT.unpack_from(data, pos)
+        if group != 0x0002:
+            break
+        vr = _VRS.get(vr_bytes)
+        if vr is None:
+            raise Fallback("file meta not explicit VR")
+        if vr in _LONG_VRS:
+            length, hdr = _U32.unpack_from(data, pos + 8)[0], 12
+        else:
+            hdr = 8
+        if length == _UNDEFINED or pos + hdr + length > size:
+            raise Fallback("odd file meta")
+        out.append((group << 16 | elem, pos + hdr, pos + hdr + length))
+        pos += hdr + length
+    return out, pos
+
+
+def _meta_bytes(fields: dict[int, bytes]) -> bytes:
+    body = bytearray()
+    for tag in sorted(fields):
+        vr = _META_VRS[tag]
+        value = fields[tag]
+        if len(value) % 2:
+            value += b"\0" if vr in ("OB", "UI") else b" "
+        if vr == "OB":
+            body += _TAG.pack(tag >> 16, tag & 0xFFFF) + b"OB\0\0" + _U32.pack(len(value))
+        else:
+            body += _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode() + _U16.pack(len(value))
+        body += value
+    return b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + _U32.pack(len(body)) + bytes(body)
+
+
+def _single(vr: str, raw: bytes) -> str:
+    """``str(value or "")`` of a converted single-valued element (Fallback when multi-valued)."""
+    items = _items_of(vr, raw)
+    if len(items) > 1:
+        raise Fallback("multi-valued identifier element")
+    return items[0] if items else ""
+
+
+def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite: bool, fsync: bool):
+    """De-identify ``src`` as :func:`bids_deid.scrub.dicom._process_raw` does; same result object.
+
+    Raises :class:`Fallback` (nothing written) for a file this path does not handle exactly.
+    """
+    eng = _eng()
+    if not hasattr(_File, "drop"):
+        _setup_class_constants(eng)
+    plan = eng.compile_plan(profile)
+    with open(src, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        if size > READ_WHOLE_MAX:
+            raise Fallback("large file: streamed by the raw path")
+        data = fh.read()
+    size = len(data)
+    meta, pos = _meta(data, size)
+    meta_values = {tag: data[a:b] for tag, a, b in meta}
+    ts = meta_values.get(0x00020010, b"").rstrip(b"\0 ")
+    if ts != _TS_NATIVE and not _TS_ENCAPSULATED.match(ts):
+        raise Fallback("transfer syntax")
+    if 0x00020001 not in meta_values:
+        raise Fallback("no file meta version")
+    recs = _records(data, pos, size)
+    by_tag = {r[0]: r for r in recs}
+    if PIXEL_DATA in by_tag and not eng._keeps_pixels(plan):
+        raise Fallback("the plan does not keep Pixel Data as is")
+
+    def raw_of(tag: int) -> bytes:
+        r = by_tag[tag]
+        return data[r[3]:r[4]]
+
+    text_ok = True
+    cs = by_tag.get(_CHARSET)
+    if cs is not None:
+        if cs[5] or raw_of(_CHARSET).strip(b" \0") not in _CHARSETS_OK:
+            raise Fallback("character set")
+    read: set[int] = set()  # top-level elements the engine converts before its walk
+
+    def sv(tag: int) -> str:
+        r = by_tag.get(tag)
+        if r is None:
+            return ""
+        if r[5] or r[1] not in _ENCODABLE and r[1] not in ("IS", "DS"):
+            raise Fallback("identifier element of an unusual VR")
+        read.add(tag)
+        return _single(r[1], data[r[3]:r[4]])
+
+    # subject, output name, burned-in check: as dicom._process_raw
+    if subject is not None:
+        subj = subject
+    else:
+        pid = sv(_PATIENT_ID).strip() or sv(_PATIENT_NAME).strip()
+        subj = pseudo.subject(pid or "unknown")
+    dst = dst_for(subj, sv(_SERIES_UID), sv(_SOP_INSTANCE))
+    if not overwrite and os.path.exists(dst):
+        return eng.DicomResult(_path(src), _path(dst), "exists", "already written", subject=subj)
+    reason = _burned_in(eng, profile, sv)
+    if reason and profile.dicom_burned_in == "skip":
+        return eng.DicomResult(_path(src), None, "skipped", f"possible burned-in text: {reason}", subject=subj)
+    offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
+    ctx = eng._Ctx(plan, pseudo, subj, offset)
+    f = _File(data, ctx, eng, plan)
+    f.text_ok = text_ok
+    # identifying strings for free-text cleaning (dicom._collect_known)
+    for t in eng._IDENT_SOURCES:
+        r = by_tag.get(t)
+        if r is not None:
+            if r[1] not in _TEXT_VRS or r[5]:
+                raise Fallback("identifier source of an unusual VR")
+            read.add(t)
+            for v in _values(r[1], data[r[3]:r[4]]):
+                for part in re.split(r"[\^=\\]", v) + [v]:
+                    part = part.strip()
+                    if len(part) >= 3:
+                        ctx.known.append(part)
+    ctx.known.sort(key=len, reverse=True)
+    if _SOP_CLASS in by_tag:  # read again when the file meta is set (dicom._treat_meta)
+        read.add(_SOP_CLASS)
+    # the walk, in file order
+    out: list[tuple[int, object]] = []
+    new_uid: dict[int, bytes] = {}
+    for rec in recs:
+        tag = rec[0]
+        if tag == PIXEL_DATA:
+            out.append((tag, memoryview(data)[rec[2]:rec[4]]))
+            continue
+        act = f.decide(tag, rec[1])
+        if act is None:
+            if tag in read:
+                if rec[1] not in _PLAIN and rec[1] not in _SPLIT_TEXT and rec[1] not in _SINGLE_TEXT \
+                        and rec[1] != "UI":
+                    raise Fallback("read and kept element needs pydicom")
+                b = _canonical(tag, rec[1], data[rec[3]:rec[4]])
+                out.append((tag, b))
+                if tag in (_SOP_CLASS, _SOP_INSTANCE, _STUDY_UID, _SERIES_UID):
+                    new_uid[tag] = b
+            else:
+                out.append((tag, memoryview(data)[rec[2]:rec[4]]))
+                if tag in (_SOP_CLASS, _SOP_INSTANCE, _STUDY_UID, _SERIES_UID):
+                    new_uid[tag] = data[rec[2]:rec[4]]
+            continue
+        if act is f.drop:
+            continue
+        if act[0] is f.quiet:
+            ctx.note(tag, "remove", act[1])
+            continue
+        if act[0] is f.safe_check:
+            raise Fallback("retain_safe_private")
+        b = f.act(rec, act)
+        if b is not None:
+            out.append((tag, b))
+            if tag in (_SOP_CLASS, _SOP_INSTANCE, _STUDY_UID, _SERIES_UID):
+                new_uid[tag] = b
+    # method attributes (shared per plan), replacing any of the same tag
+    method = _method_elements(eng, plan, profile.name)
+    if any(t in _METHOD_TAGS for t, _ in out):
+        method = _with_prior_method(eng, plan, profile.name, ctx, out)
+    out = [p for p in out if p[0] not in method] + list(method.items())
+    out.sort(key=_first)
+    # file meta (dicom._treat_meta)
+    for tag, _a, _b in meta:
+        if tag not in _META_KEEP:
+            ctx.note(tag, "remove", "file meta: not needed")
+    fields = {0x00020001: meta_values[0x00020001], 0x00020010: ts}
+    for tag in (0x00020002, 0x00020003, 0x00020012, 0x00020013):
+        if tag in meta_values:
+            fields[tag] = meta_values[tag]
+    if _SOP_INSTANCE in new_uid:
+        fields[0x00020003] = new_uid[_SOP_INSTANCE][8:]
+    elif 0x00020003 in meta_values:
+        raise Fallback("file meta SOP instance without a dataset one")
+    if _SOP_CLASS in new_uid:
+        fields[0x00020002] = new_uid[_SOP_CLASS][8:]
+    fields[0x00020012] = eng.IMPLEMENTATION_UID.encode()
+    fields[0x00020013] = f"BIDSDEID_{eng.__version__}"[:16].encode()
+    for tag in (0x00020002, 0x00020003, 0x00020010):
+        if tag not in fields:
+            raise Fallback("file meta incomplete")
+        v = _single("UI", bytes(fields[tag]))
+        if not v.isascii():
+            raise Fallback("unusual file meta UID")
+        fields[tag] = v.encode("ascii")
+    parts = [_meta_bytes(fields)]
+    parts.extend(b for _, b in out)
+    write_parts_atomic(parts, dst, fsync)
+    ctx.identifiers = list(dict.fromkeys(ctx.identifiers))
+    res = eng.DicomResult(
+        _path(src), _path(dst), "written", "ok", ctx.changes, ctx.identifiers, subj,
+        _result_uid(new_uid.get(_STUDY_UID)), _result_uid(new_uid.get(_SERIES_UID)),
+    )
+    res.__dict__["_ckey"] = tuple(map(id, ctx.changes))
+    return res
+
+
+def _result_uid(element: bytes | None) -> str | None:
+    if element is None:
+        return None
+    return _single("UI", bytes(element[8:])) or None
+
+
+def _path(p):
+    from pathlib import Path
+
+    return Path(p)
+
+
+def _burned_in(eng, profile, sv) -> str | None:
+    """dicom.burned_in_reason, reading through ``sv`` (which marks the elements it reads)."""
+    flag = sv(_BURNED_IN).strip().upper()
+    if flag == "YES":
+        return "BurnedInAnnotation is YES"
+    if flag == "NO":
+        return None
+    modality = sv(_MODALITY).strip().upper()
+    sop_mod = eng._SOP_MODALITY.get(sv(_SOP_CLASS))
+    mods = {m.upper() for m in profile.dicom_burned_in_modalities}
+    for m in (modality, sop_mod):
+        if m and m in mods:
+            return f"modality {m} may carry burned-in text (BurnedInAnnotation not NO)"
+    return None
+
+
+_METHOD_CACHE: dict = {}
+
+
+def _method_elements(eng, plan, profile_name: str) -> dict[int, bytes]:
+    """The de-identification method elements of ``plan`` (what ``dicom._add_method`` adds to a
+    dataset that has none), encoded once per plan (explicit VR little endian)."""
+    key = (id(plan), profile_name)
+    hit = _METHOD_CACHE.get(key)
+    if hit is not None and hit[0] is plan:
+        return hit[1]
+    names = ("basic", *plan.options, *(("retain_safe_private",) if getattr(plan, "private_keep", ()) else ()))
+    codes = [eng.CID7050[n] for n in dict.fromkeys(names) if n in eng.CID7050]
+    if plan.date_handling == "MODIFIED" and "retain_long_modified_dates" not in plan.options:
+        codes.append(eng.CID7050["retain_long_modified_dates"])
+    items = []
+    for value, meaning in codes:
+        body = _encode(0x00080100, "SH", [value]) + _encode(0x00080102, "SH", ["DCM"]) + _encode(
+            0x00080104, "LO", [meaning])
+        items.append(b"\xfe\xff\x00\xe0" + _U32.pack(len(body)) + body)
+    seq = b"".join(items)
+    out = {
+        0x00120062: _encode(0x00120062, "CS", ["YES"]),
+        0x00120063: _encode(0x00120063, "LO", eng._method_text(plan, profile_name)),
+        0x00120064: _TAG.pack(0x0012, 0x0064) + b"SQ\0\0" + _U32.pack(len(seq)) + seq,
+        0x00280303: _encode(0x00280303, "CS", [plan.date_handling]),
+    }
+    _METHOD_CACHE[key] = (plan, out)
+    return out
+
+
+def _with_prior_method(eng, plan, profile_name: str, ctx, out: list) -> dict[int, bytes]:
+    """Method elements for a file that already has some (an earlier de-identification), as
+    ``dicom._add_method`` makes them: earlier method texts (cleaned) come first, earlier method
+    codes are kept and only the missing ones are added."""
+    present = {t: bytes(b) for t, b in out if t in (0x00120063, 0x00120064)}
+    method = dict(_method_elements(eng, plan, profile_name))
+    if 0x00120063 in present:
+        element = present[0x00120063]
+        if element[4:6] != b"LO":
+            raise Fallback("earlier DeidentificationMethod of another VR")
+        raw = element[8:]
+        prior = _items_of("LO", raw) if raw else [""]
+        prior = [eng._clean_text(p, ctx)[:64] for p in prior]
+        method[0x00120063] = _encode(0x00120063, "LO", prior + eng._method_text(plan, profile_name))
+    if 0x00120064 in present:
+        element = present[0x00120064]
+        undefined = element[8:12] == b"\xff\xff\xff\xff"
+        have = set()
+        bodies = []
+        for bstart, bend, item_undefined in _items(element, 12, len(element), undefined):
+            values = {}
+            for tag, vr, _start, vpos, end, _u in _records(element, bstart, bend):
+                if tag in (0x00080100, 0x00080102):
+                    items = _items_of(vr, element[vpos:end]) if vr in _SPLIT_TEXT else None
+                    if items is None or len(items) > 1:
+                        raise Fallback("earlier method code of an unusual form")
+                    values[tag] = items[0] if items else ""
+            have.add((values.get(0x00080100), values.get(0x00080102)))
+            bodies.append(element[bstart - 8:bend + (8 if item_undefined else 0)])
+        names = ("basic", *plan.options, *(("retain_safe_private",) if getattr(plan, "private_keep", ()) else ()))
+        codes = [eng.CID7050[n] for n in dict.fromkeys(names) if n in eng.CID7050 and (eng.CID7050[n][0], "DCM")
+                 not in have]
+        if (plan.date_handling == "MODIFIED" and ("113107", "DCM") not in have
+                and "retain_long_modified_dates" not in plan.options):
+            codes.append(eng.CID7050["retain_long_modified_dates"])
+        for value, meaning in codes:
+            body = _encode(0x00080100, "SH", [value]) + _encode(0x00080102, "SH", ["DCM"]) + _encode(
+                0x00080104, "LO", [meaning])
+            bodies.append(b"\xfe\xff\x00\xe0" + _U32.pack(len(body)) + body)
+        seq = b"".join(bodies)
+        head = _TAG.pack(0x0012, 0x0064) + b"SQ\0\0"
+        if undefined:
+            method[0x00120064] = head + b"\xff\xff\xff\xff" + seq + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+        else:
+            method[0x00120064] = head + _U32.pack(len(seq)) + seq
+    return method
