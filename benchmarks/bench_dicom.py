@@ -1,14 +1,15 @@
 """Benchmark: bids-deid-dicom against cp and peer DICOM anonymizers on the same inputs.
 
 Inputs (synthesized in a temp dir from ``../shared/data/dicom``):
-  * ``small``: ~2000 small files (the GE EPI series, copied 14 times into separate folders);
+  * ``small``: ~2000 small files (the GE EPI series, copied 14 times with distinct UIDs, in one flat
+    folder so that every peer can read it: dicom-anonymizer does not walk sub-folders);
   * ``series``: one 196-slice series (GE IR-SPGR).
 
 Each tool runs in its own child process; peak RSS is the child's ``ru_maxrss``; CPU s is the
 user + system time of all the tool's processes (less sensitive to other load than seconds).
 Peers come from a SEPARATE venv (never the project's), e.g.::
 
-    python3 -m venv /tmp/peers-venv && /tmp/peers-venv/bin/pip install dicognito dicom-anonymizer
+    python3 -m venv /tmp/peers-venv && /tmp/peers-venv/bin/pip install dicognito dicom-anonymizer deid
 
 Usage::
 
@@ -58,15 +59,14 @@ def make_inputs(tmp: Path, copies: int) -> dict[str, Path]:
     import pydicom
 
     small = tmp / "small"
+    small.mkdir(parents=True)
     for i in range(copies):  # vary UIDs so every copy is a distinct instance
-        dst = small / f"s{i:02d}"
-        dst.mkdir(parents=True)
         for f in sorted((SHARED / "mr_ge_epi_nih").glob("*.dcm")):
             ds = pydicom.dcmread(f)
             for kw in ("SOPInstanceUID", "SeriesInstanceUID"):
                 setattr(ds, kw, f"{getattr(ds, kw)}.{i + 1}"[:64])
             ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            ds.save_as(dst / f.name)
+            ds.save_as(small / f"s{i:02d}_{f.name}")
     series = tmp / "series"
     shutil.copytree(SHARED / "mr_ge_irspgr_refaced_deident", series)
     return {"small": small, "series": series}
@@ -108,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             peer_env = dict(os.environ)
             tools["dicognito"] = (lambda i, o: [str(peer_py), "-m", "dicognito", "-o", str(o), "--quiet",
                                                 "--assume-burned-in-annotation", "never", str(i)], peer_env)
+            # dicom-anonymizer wants an existing output folder
             tools["dicom-anonymizer"] = (
-                lambda i, o: [str(args.peers_venv / "bin" / "dicom-anonymizer"), str(i), str(o)], peer_env)
+                lambda i, o: ["sh", "-c", 'mkdir -p "$2" && exec "$0" "$1" "$2"',
+                              str(args.peers_venv / "bin" / "dicom-anonymizer"), str(i), str(o)], peer_env)
+            tools["deid"] = (lambda i, o: [str(peer_py), str(REPO / "benchmarks" / "peer_deid.py"), str(i), str(o)],
+                             peer_env)
         if args.before_src is not None:  # check that each side really imports its own package
             for label, e in (("after", env), ("before", tools["bids-deid-dicom (before)"][1])):
                 where = subprocess.run([sys.executable, "-c", "import bids_deid; print(bids_deid.__file__)"],
@@ -130,12 +134,20 @@ def main(argv: list[str] | None = None) -> int:
                     runs[tool].append((dt, cpu, rss, rc, n_out))
                     shutil.rmtree(out, ignore_errors=True)
                     shutil.rmtree(Path(str(out) + "-private"), ignore_errors=True)
+            medians = {}
             for tool, rs in runs.items():
                 dt = statistics.median(r[0] for r in rs)
                 cpu = statistics.median(r[1] for r in rs)
                 rss, rc, n_out = max(r[2] for r in rs), max(r[3] for r in rs), min(r[4] for r in rs)
+                medians[tool] = (dt, rc == 0 and n_out == n)
                 print(f"| {name} | {n} | {tool} | {dt:.2f} | {n / dt:.0f} | {cpu:.2f} | {rss:.0f} | {rc} | {n_out} |",
                       flush=True)
+            ours = medians["bids-deid-dicom"][0]
+            peers = {t: d for t, (d, ok) in medians.items() if ok and t not in ("cp -r",) and "bids-deid" not in t}
+            if peers:
+                fastest = min(peers, key=peers.get)
+                print(f"{name}: fastest complete peer {fastest} {peers[fastest]:.2f} s -> bids-deid-dicom is "
+                      f"{peers[fastest] / ours:.1f}x its files/s; {ours / medians['cp -r'][0]:.1f}x the time of cp -r")
         print(f"load average after: {os.getloadavg()}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

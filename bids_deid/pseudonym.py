@@ -102,7 +102,7 @@ class Pseudonymizer:
         self._seen: dict[tuple[str, str], str] = {}
 
     def _label(self, domain: str, original: str) -> str:
-        label = _to_label(_digest(self._key, domain, original))
+        label = _token(self._key, domain, original, LABEL_LENGTH)
         prior = self._seen.setdefault((domain, label), original)
         if prior != original:  # pragma: no cover - 36**10 space, but never silent
             raise KeyFileError(f"pseudonym collision between two {domain} labels; use another key")
@@ -118,8 +118,7 @@ class Pseudonymizer:
 
     def date_offset_days(self, subject: str) -> int:
         """Whole days to add to every date of ``subject`` (negative: into the past)."""
-        n = int.from_bytes(_digest(self._key, "dateshift", subject)[:8], "big")
-        return -(OFFSET_MIN_DAYS + n % (OFFSET_MAX_DAYS - OFFSET_MIN_DAYS + 1))
+        return _offset(self._key, subject)
 
     def uid(self, original: str) -> str:
         """Remap a DICOM UID to ``2.25.<decimal>`` (a UUID-shaped 128-bit number)."""
@@ -127,7 +126,20 @@ class Pseudonymizer:
 
     def text_token(self, domain: str, original: str, length: int = 12) -> str:
         """A keyed opaque token for free-text values that must stay consistent."""
-        return _to_label(_digest(self._key, domain, original), length)
+        return _token(self._key, domain, original, length)
+
+
+# Keyed values are pure functions of (key, input): cached, since a DICOM series asks for the same
+# subject, series token and date offset once per file.
+@lru_cache(maxsize=4096)
+def _token(key: bytes, domain: str, original: str, length: int) -> str:
+    return _to_label(_digest(key, domain, original), length)
+
+
+@lru_cache(maxsize=1024)
+def _offset(key: bytes, subject: str) -> int:
+    n = int.from_bytes(_digest(key, "dateshift", subject)[:8], "big")
+    return -(OFFSET_MIN_DAYS + n % (OFFSET_MAX_DAYS - OFFSET_MIN_DAYS + 1))
 
 
 @lru_cache(maxsize=1 << 16)
@@ -157,6 +169,7 @@ def shift_iso(value: str, days: int) -> str | None:
     return d.isoformat() + rest
 
 
+@lru_cache(maxsize=8192)
 def shift_da(value: str, days: int) -> str | None:
     """Shift a DICOM DA value (YYYYMMDD); None if it does not parse."""
     v = value.strip()
@@ -169,6 +182,7 @@ def shift_da(value: str, days: int) -> str | None:
     return f"{d.year:04d}{d.month:02d}{d.day:02d}"
 
 
+@lru_cache(maxsize=8192)
 def shift_dt(value: str, days: int) -> str | None:
     """Shift a DICOM DT value (YYYYMMDD[hhmmss[.f]][&ZZXX]) keeping its time part."""
     v = value.strip()

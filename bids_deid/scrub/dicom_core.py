@@ -88,7 +88,7 @@ def write_parts_atomic(parts: list, dst: str | os.PathLike, fsync: bool = True, 
         return False
     try:
         os.fchmod(fd, perm)  # exact mode whatever the umask (as atomic_open)
-        total = sum(len(b) for b in parts)
+        total = sum(map(len, parts))
         done = os.writev(fd, parts)
         if done < total:  # short write: finish the rest
             rest = memoryview(b"".join(bytes(b) for b in parts))[done:]

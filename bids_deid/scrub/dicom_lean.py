@@ -66,6 +66,10 @@ _PATIENT_ID, _PATIENT_NAME = 0x00100020, 0x00100010
 _SOP_CLASS, _SOP_INSTANCE, _SERIES_UID, _STUDY_UID = 0x00080016, 0x00080018, 0x0020000E, 0x0020000D
 _BURNED_IN, _MODALITY = 0x00280301, 0x00080060
 _METHOD_TAGS = (0x00120063, 0x00120064)
+_UID_WATCH = frozenset({_SOP_CLASS, _SOP_INSTANCE, _STUDY_UID, _SERIES_UID})
+# Top-level elements read before the walk (identifiers, output name, burned-in check, charset).
+_LOOKED_UP = frozenset({_CHARSET, _PATIENT_ID, _PATIENT_NAME, _SERIES_UID, _SOP_INSTANCE, _SOP_CLASS, _BURNED_IN,
+                        _MODALITY, *dicom_core._IDENT_SOURCES})
 _MISS = object()
 
 def _eng():
@@ -246,12 +250,16 @@ def _canonical(tag: int, vr: str, raw: bytes) -> bytes:
 class _File:
     """State of one file: the engine's context plus the bytes."""
 
-    __slots__ = ("data", "ctx", "eng", "decisions", "plan", "text_ok")
+    __slots__ = ("data", "ctx", "eng", "decisions", "plan", "text_ok", "heads")
 
     def __init__(self, data, ctx, eng, plan):
         self.data, self.ctx, self.eng, self.plan = data, ctx, eng, plan
         self.decisions = plan.decisions
         self.text_ok = True
+        heads = plan.decisions.get("lean_heads")
+        if heads is None:
+            heads = plan.decisions["lean_heads"] = {}
+        self.heads = heads
 
     def decide(self, tag: int, vr: str):
         key = (tag, vr)
@@ -292,7 +300,7 @@ class _File:
 
     def act(self, rec: tuple, act: tuple) -> bytes | None:
         """Apply ``act`` to one element; its new bytes, or None when it is removed."""
-        tag, vr, start, vpos, end, undefined = rec
+        tag, vr, start, vpos, end, undefined = rec[:6]
         data, ctx = self.data, self.ctx
         action, why, value = act
         eng = self.eng
@@ -375,7 +383,7 @@ class _File:
         raise Fallback(f"dummy value for VR {vr}")
 
     def sequence(self, rec: tuple, empty: bool = False) -> bytes:
-        tag, vr, start, vpos, end, undefined = rec
+        tag, vr, start, vpos, end, undefined = rec[:6]
         parts = []
         if not empty:
             data = self.data
@@ -391,34 +399,106 @@ class _File:
             return head + b"\xff\xff\xff\xff" + value + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
         return head + _U32.pack(len(value)) + value
 
+    def scan(self, pos: int, end: int) -> list[tuple]:
+        """The elements of ``data[pos:end]`` with the plan's decision, in file order:
+        ``(tag, vr, start, value start, end, undefined, kind, payload)`` (dropped ones left out).
+
+        Decisions are cached per plan by the element's first six bytes (tag and VR), so the
+        usual element costs one slice, one dictionary lookup and one length read."""
+        data, heads = self.data, self.heads
+        out = []
+        append = out.append
+        last = -1
+        while pos < end:
+            if pos + 8 > end:
+                raise Fallback("trailing bytes")
+            head = data[pos:pos + 6]
+            e = heads.get(head)
+            if e is None:
+                e = heads[head] = _head_entry(self, head)
+            tag = e[0]
+            if tag <= last:
+                raise Fallback("elements out of order")
+            last = tag
+            if e[2]:
+                length = _U32.unpack_from(data, pos + 8)[0]
+                vpos = pos + 12
+            else:
+                length = data[pos + 6] | data[pos + 7] << 8
+                vpos = pos + 8
+            if length == _UNDEFINED:
+                if tag == PIXEL_DATA:
+                    stop = _pixel_end(data, vpos, end)
+                elif e[1] == "SQ":
+                    stop = _scan_items(data, vpos, end)
+                else:
+                    raise Fallback("undefined length outside a sequence")
+                undefined = True
+            else:
+                stop = vpos + length
+                if stop > end:
+                    raise Fallback("truncated element")
+                undefined = False
+            if e[3] >= 0:
+                append((tag, e[1], pos, vpos, stop, undefined, e[3], e[4]))
+            pos = stop
+        return out
+
     def item(self, pos: int, end: int) -> bytes:
         data = self.data
-        recs = _records(data, pos, end)
         out = []
-        for rec in recs:
-            tag = rec[0]
-            if tag == _CHARSET:
+        seen, changes = self.ctx.seen, self.ctx.changes
+        for rec in self.scan(pos, end):
+            kind = rec[6]
+            if rec[0] == _CHARSET:
                 raise Fallback("item with its own character set")
-            act = self.decide(tag, rec[1])
-            if act is None:
-                out.append((tag, data[rec[2]:rec[4]]))
-                continue
-            if act is self.drop:
-                continue
-            if act[0] is self.quiet:
-                self.ctx.note(tag, "remove", act[1])
-                continue
-            if act[0] is self.safe_check:
-                raise Fallback("retain_safe_private")
-            b = self.act(rec, act)
-            if b is not None:
-                out.append((tag, b))
-        out.sort(key=_first)
-        return b"".join(b for _, b in out)
+            if kind == _K_KEEP:
+                out.append(data[rec[2]:rec[4]])
+            elif kind == _K_QUIET:
+                key, entry = rec[7]
+                if key not in seen:
+                    seen.add(key)
+                    changes.append(entry)
+            elif kind == _K_ACT:
+                b = self.act(rec, rec[7])
+                if b is not None:
+                    out.append(b)
+            else:
+                raise Fallback("pixel data or safe-private element in an item")
+        return b"".join(out)
 
 
 def _first(pair):
     return pair[0]
+
+
+# Kinds of a scanned element (see _File.scan).
+_K_KEEP, _K_QUIET, _K_ACT, _K_PIXEL, _K_SAFE = range(5)
+
+
+def _head_entry(f: _File, head: bytes):
+    """What the plan does with an element whose first six bytes (tag, VR) are ``head``:
+    ``(tag, vr, long form, kind, payload)``; None for an element dropped without a note."""
+    group, elem = _TAG.unpack_from(head)
+    vr = _VRS.get(head[4:6])
+    if vr is None:
+        raise Fallback("unknown VR")
+    tag = group << 16 | elem
+    if group == 0xFFFE:
+        raise Fallback("stray delimiter")
+    long = vr in _LONG_VRS
+    if tag == PIXEL_DATA:
+        return (tag, vr, long, _K_PIXEL, None)
+    act = f.decide(tag, vr)
+    if act is None:
+        return (tag, vr, long, _K_KEEP, None)
+    if act is f.drop:
+        return (tag, vr, long, -1, None)
+    if act[0] is f.quiet:
+        return (tag, vr, long, _K_QUIET, f.eng._quiet_note(tag, act[1]))
+    if act[0] is f.safe_check:
+        return (tag, vr, long, _K_SAFE, None)
+    return (tag, vr, long, _K_ACT, act)
 
 
 def _setup_class_constants(eng) -> None:
@@ -497,19 +577,14 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
         raise Fallback("transfer syntax")
     if 0x00020001 not in meta_values:
         raise Fallback("no file meta version")
-    recs = _records(data, pos, size)
-    by_tag = {r[0]: r for r in recs}
-    if PIXEL_DATA in by_tag and not eng._keeps_pixels(plan):
+    f = _File(data, None, eng, plan)
+    recs = f.scan(pos, size)
+    by_tag = {r[0]: r for r in recs if r[0] in _LOOKED_UP}
+    if not eng._keeps_pixels(plan) and any(r[6] == _K_PIXEL for r in recs):
         raise Fallback("the plan does not keep Pixel Data as is")
-
-    def raw_of(tag: int) -> bytes:
-        r = by_tag[tag]
-        return data[r[3]:r[4]]
-
-    text_ok = True
     cs = by_tag.get(_CHARSET)
     if cs is not None:
-        if cs[5] or raw_of(_CHARSET).strip(b" \0") not in _CHARSETS_OK:
+        if cs[5] or data[cs[3]:cs[4]].strip(b" \0") not in _CHARSETS_OK:
             raise Fallback("character set")
     read: set[int] = set()  # top-level elements the engine converts before its walk
 
@@ -535,9 +610,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
     if reason and profile.dicom_burned_in == "skip":
         return eng.DicomResult(_path(src), None, "skipped", f"possible burned-in text: {reason}", subject=subj)
     offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
-    ctx = eng._Ctx(plan, pseudo, subj, offset)
-    f = _File(data, ctx, eng, plan)
-    f.text_ok = text_ok
+    ctx = f.ctx = eng._Ctx(plan, pseudo, subj, offset)
     # identifying strings for free-text cleaning (dicom._collect_known)
     for t in eng._IDENT_SOURCES:
         r = by_tag.get(t)
@@ -555,39 +628,35 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
         read.add(_SOP_CLASS)
     # the walk, in file order
     out: list[tuple[int, object]] = []
-    new_uid: dict[int, bytes] = {}
+    append = out.append
+    seen, changes = ctx.seen, ctx.changes
+    view = memoryview(data)
     for rec in recs:
-        tag = rec[0]
-        if tag == PIXEL_DATA:
-            out.append((tag, memoryview(data)[rec[2]:rec[4]]))
+        kind = rec[6]
+        if kind == _K_QUIET:
+            key, entry = rec[7]
+            if key not in seen:
+                seen.add(key)
+                changes.append(entry)
             continue
-        act = f.decide(tag, rec[1])
-        if act is None:
+        tag = rec[0]
+        if kind == _K_KEEP:
             if tag in read:
                 if rec[1] not in _PLAIN and rec[1] not in _SPLIT_TEXT and rec[1] not in _SINGLE_TEXT \
                         and rec[1] != "UI":
                     raise Fallback("read and kept element needs pydicom")
-                b = _canonical(tag, rec[1], data[rec[3]:rec[4]])
-                out.append((tag, b))
-                if tag in (_SOP_CLASS, _SOP_INSTANCE, _STUDY_UID, _SERIES_UID):
-                    new_uid[tag] = b
+                append((tag, _canonical(tag, rec[1], data[rec[3]:rec[4]])))
             else:
-                out.append((tag, memoryview(data)[rec[2]:rec[4]]))
-                if tag in (_SOP_CLASS, _SOP_INSTANCE, _STUDY_UID, _SERIES_UID):
-                    new_uid[tag] = data[rec[2]:rec[4]]
-            continue
-        if act is f.drop:
-            continue
-        if act[0] is f.quiet:
-            ctx.note(tag, "remove", act[1])
-            continue
-        if act[0] is f.safe_check:
+                append((tag, view[rec[2]:rec[4]]))
+        elif kind == _K_ACT:
+            b = f.act(rec, rec[7])
+            if b is not None:
+                append((tag, b))
+        elif kind == _K_PIXEL:
+            append((tag, view[rec[2]:rec[4]]))
+        else:
             raise Fallback("retain_safe_private")
-        b = f.act(rec, act)
-        if b is not None:
-            out.append((tag, b))
-            if tag in (_SOP_CLASS, _SOP_INSTANCE, _STUDY_UID, _SERIES_UID):
-                new_uid[tag] = b
+    new_uid = {t: bytes(b) for t, b in out if t in _UID_WATCH}
     # method attributes (shared per plan), replacing any of the same tag
     method = _method_elements(eng, plan, profile.name)
     if any(t in _METHOD_TAGS for t, _ in out):
