@@ -24,6 +24,7 @@ from struct import Struct
 from ..pseudonym import shift_da, shift_dt
 from . import dicom_core
 from .dicom_core import Fallback, _pixel_end, write_parts_atomic
+from .dicom_dict import dictionary_vr
 
 _EXPLICIT = Struct("<HH2sH")
 _U32 = Struct("<I")
@@ -58,6 +59,7 @@ _ENCODABLE = _PLAIN | _SPLIT_TEXT | _SINGLE_TEXT | {"UI", "UR", "PN"}
 _DUMMY_TEXT = {"TM": "000000", "AS": "000Y", "CS": "REMOVED", "AE": "REMOVED", "PN": "REMOVED", "UR": ""}
 _CHARSETS_OK = (b"", b"ISO_IR 100")
 _TS_NATIVE = b"1.2.840.10008.1.2.1"
+_TS_IMPLICIT = b"1.2.840.10008.1.2"
 _TS_ENCAPSULATED = re.compile(rb"1\.2\.840\.10008\.1\.2\.(4\.\d+|5)\Z")
 _META_VRS = {0x00020001: "OB", 0x00020002: "UI", 0x00020003: "UI", 0x00020010: "UI", 0x00020012: "UI",
              0x00020013: "SH"}
@@ -78,7 +80,7 @@ def _eng():
 
 
 # ------------------------------------------------------------------ parsing
-def _scan_items(data, pos: int, size: int) -> int:
+def _scan_items(data, pos: int, size: int, implicit: bool = False) -> int:
     """End of an undefined-length sequence whose first item starts at ``pos``."""
     while pos + 8 <= size:
         group, elem, length = _ITEM_HDR.unpack_from(data, pos)
@@ -88,31 +90,36 @@ def _scan_items(data, pos: int, size: int) -> int:
         if tag != _ITEM:
             raise Fallback("malformed sequence")
         if length == _UNDEFINED:
-            pos = _scan_elements(data, pos + 8, size, True)
+            pos = _scan_elements(data, pos + 8, size, True, implicit)
         else:
             pos += 8 + length
     raise Fallback("truncated sequence")
 
 
-def _scan_elements(data, pos: int, size: int, in_item: bool) -> int:
+def _scan_elements(data, pos: int, size: int, in_item: bool, implicit: bool = False) -> int:
     """End of an undefined-length item (its delimiter included)."""
     while pos + 8 <= size:
-        group, elem, vr_bytes, length = _EXPLICIT.unpack_from(data, pos)
+        group, elem, length = _ITEM_HDR.unpack_from(data, pos)
         if group == 0xFFFE:
             if elem == 0xE00D and in_item:
                 return pos + 8
             raise Fallback("stray delimiter")
-        vr = _VRS.get(vr_bytes)
-        if vr is None:
-            raise Fallback("unknown VR")
-        if vr in _LONG_VRS:
-            length, hdr = _U32.unpack_from(data, pos + 8)[0], 12
+        if implicit:
+            hdr, is_seq = 8, True  # an undefined length can only be a sequence (checked below)
         else:
-            hdr = 8
+            vr = _VRS.get(data[pos + 4:pos + 6])
+            if vr is None:
+                raise Fallback("unknown VR")
+            if vr in _LONG_VRS:
+                length, hdr = _U32.unpack_from(data, pos + 8)[0], 12
+            else:
+                length, hdr = data[pos + 6] | data[pos + 7] << 8, 8
+            is_seq = vr == "SQ"
         if length == _UNDEFINED:
-            if vr != "SQ":
+            if not is_seq or implicit and _TAG.unpack_from(data, pos + hdr) not in ((0xFFFE, 0xE000),
+                                                                                   (0xFFFE, 0xE0DD)):
                 raise Fallback("undefined length outside a sequence")
-            pos = _scan_items(data, pos + hdr, size)
+            pos = _scan_items(data, pos + hdr, size, implicit)
         else:
             pos += hdr + length
     raise Fallback("truncated item")
@@ -155,7 +162,7 @@ def _records(data, pos: int, end: int) -> list[tuple]:
     return out
 
 
-def _items(data, vpos: int, end: int, undefined: bool) -> list[tuple[int, int, bool]]:
+def _items(data, vpos: int, end: int, undefined: bool, implicit: bool = False) -> list[tuple[int, int, bool]]:
     """``(body start, body end, undefined)`` of each item of a sequence value."""
     out = []
     pos = vpos
@@ -167,7 +174,7 @@ def _items(data, vpos: int, end: int, undefined: bool) -> list[tuple[int, int, b
         if tag != _ITEM:
             raise Fallback("malformed sequence")
         if length == _UNDEFINED:
-            stop = _scan_elements(data, pos + 8, end, True)
+            stop = _scan_elements(data, pos + 8, end, True, implicit)
             out.append((pos + 8, stop - 8, True))
         else:
             stop = pos + 8 + length
@@ -210,8 +217,10 @@ def _values(vr: str, raw: bytes) -> list[str]:
     return out
 
 
-def _element(tag: int, vr: str, data: bytes) -> bytes:
+def _element(tag: int, vr: str, data: bytes, implicit: bool = False) -> bytes:
     n = len(data)
+    if implicit:
+        return _ITEM_HDR.pack(tag >> 16, tag & 0xFFFF, n) + data
     if vr in _LONG_VRS:
         return _HDR_LONG.pack(tag >> 16, tag & 0xFFFF, _VR_BYTES[vr], n) + data
     if n > 0xFFFF:
@@ -222,10 +231,10 @@ def _element(tag: int, vr: str, data: bytes) -> bytes:
 _VR_BYTES = {v: k for k, v in _VRS.items()}
 
 
-def _encode(tag: int, vr: str, values: list[str] | None) -> bytes:
+def _encode(tag: int, vr: str, values: list[str] | None, implicit: bool = False) -> bytes:
     """A string element with ``values`` (None: empty), as the engine's writers encode it."""
     if not values:
-        return _element(tag, vr, b"")
+        return _element(tag, vr, b"", implicit)
     if vr not in _ENCODABLE:
         raise Fallback(f"new value for VR {vr}")
     text = "\\".join(values)
@@ -234,31 +243,33 @@ def _encode(tag: int, vr: str, values: list[str] | None) -> bytes:
     b = text.encode("ascii")
     if len(b) & 1:
         b += b"\0" if vr == "UI" else b" "
-    return _element(tag, vr, b)
+    return _element(tag, vr, b, implicit)
 
 
-def _canonical(tag: int, vr: str, raw: bytes) -> bytes:
+def _canonical(tag: int, vr: str, raw: bytes, implicit: bool = False) -> bytes:
     """A kept element the engine has read: re-encoded from its converted value (dicom._get)."""
     if not raw:
-        return _element(tag, vr, b"")
+        return _element(tag, vr, b"", implicit)
     if vr not in _PLAIN and vr not in _SPLIT_TEXT and vr not in _SINGLE_TEXT and vr != "UI":
         raise Fallback(f"read and kept element of VR {vr}")
-    return _encode(tag, vr, _items_of(vr, raw))
+    return _encode(tag, vr, _items_of(vr, raw), implicit)
 
 
 # ------------------------------------------------------------------ the walk
 class _File:
     """State of one file: the engine's context plus the bytes."""
 
-    __slots__ = ("data", "ctx", "eng", "decisions", "plan", "text_ok", "heads")
+    __slots__ = ("data", "ctx", "eng", "decisions", "plan", "text_ok", "heads", "implicit")
 
-    def __init__(self, data, ctx, eng, plan):
+    def __init__(self, data, ctx, eng, plan, implicit: bool = False):
         self.data, self.ctx, self.eng, self.plan = data, ctx, eng, plan
         self.decisions = plan.decisions
         self.text_ok = True
-        heads = plan.decisions.get("lean_heads")
+        self.implicit = implicit
+        key = "lean_heads_implicit" if implicit else "lean_heads"
+        heads = plan.decisions.get(key)
         if heads is None:
-            heads = plan.decisions["lean_heads"] = {}
+            heads = plan.decisions[key] = {}
         self.heads = heads
 
     def decide(self, tag: int, vr: str):
@@ -304,13 +315,14 @@ class _File:
         data, ctx = self.data, self.ctx
         action, why, value = act
         eng = self.eng
+        imp = self.implicit
         if action == eng.REMOVE:
             if (tag >> 16) % 2 == 0 and vr in _TEXT_VRS:
                 self.ident(tag, vr, data[vpos:end])
             ctx.note(tag, "remove", why)
             return None
-        if vr == "UN":
-            raise Fallback("action on a UN element")
+        if vr == "UN" or vr is None:
+            raise Fallback("action on an element of unknown VR")
         if action == eng.RECURSE or (vr == "SQ" and action in self.keep_structure):
             return self.sequence(rec)
         if vr == "SQ":
@@ -319,67 +331,68 @@ class _File:
                 return self.sequence(rec, empty=True)
             raise Fallback(f"{action} on a sequence")
         if action == eng.KEEP:
-            return _canonical(tag, vr, data[vpos:end])
+            return _canonical(tag, vr, data[vpos:end], imp)
         raw = data[vpos:end]
         if vr in _TEXT_VRS:
             if not self.text_ok and vr not in _PLAIN and vr != "UI":
                 raise Fallback("text under another character set")
             self.ident(tag, vr, raw)
         if action == eng.EMPTY:
-            out = _element(tag, vr, b"")
+            out = _element(tag, vr, b"", imp)
         elif action == eng.DUMMY or (action == eng.UID and vr != "UI"):
             out = self.dummy(tag, vr, raw)
         elif action == eng.UID or action == "remap_uid":
             if vr != "UI":
                 raise Fallback("remap_uid on a non-UI element")
-            out = _encode(tag, vr, self.remap(_values(vr, raw)))
+            out = _encode(tag, vr, self.remap(_values(vr, raw)), imp)
         elif action == eng.SHIFT:
             if vr in ("DA", "DT"):
                 vals = self.shift(vr, raw)
                 if vals is None:
                     why += " (unparsable: emptied)"
-                out = _encode(tag, vr, vals)
+                out = _encode(tag, vr, vals, imp)
             elif vr == "TM":
-                out = _canonical(tag, vr, raw)
+                out = _canonical(tag, vr, raw, imp)
             else:
-                out = _element(tag, vr, b"")
+                out = _element(tag, vr, b"", imp)
         elif action == eng.CLEAN:
             if vr not in _TEXT_VRS:
-                out = _element(tag, vr, b"")
+                out = _element(tag, vr, b"", imp)
             else:
-                out = _encode(tag, vr, [eng._clean_text(v, ctx) for v in _values(vr, raw)])
+                out = _encode(tag, vr, [eng._clean_text(v, ctx) for v in _values(vr, raw)], imp)
         elif action == eng.PSEUDO:
             if tag in (_PATIENT_ID, _PATIENT_NAME):
-                out = _encode(tag, vr, [f"sub-{ctx.subject}"])
+                out = _encode(tag, vr, [f"sub-{ctx.subject}"], imp)
             elif vr == "UI":
-                out = _encode(tag, vr, self.remap(_values(vr, raw)))
+                out = _encode(tag, vr, self.remap(_values(vr, raw)), imp)
             else:
                 token = ctx.pseudo.text_token(eng.keyword(tag) or f"{tag:08X}", "\\".join(_values(vr, raw)))
-                out = _encode(tag, vr, [token])
+                out = _encode(tag, vr, [token], imp)
         elif action == eng.REPLACE:
             if not isinstance(value, str) or vr not in _ENCODABLE:
                 raise Fallback("replace value needs pydicom")
-            out = _encode(tag, vr, [value] if value else None)
+            out = _encode(tag, vr, [value] if value else None, imp)
         else:
             raise Fallback(f"action {action}")
         ctx.note(tag, action, why)
         return out
 
     def dummy(self, tag: int, vr: str, raw: bytes) -> bytes:
+        imp = self.implicit
         if vr == "UI":
-            return _encode(tag, vr, self.remap(_values(vr, raw)))
+            return _encode(tag, vr, self.remap(_values(vr, raw)), imp)
         if vr in _BYTES_VRS:
-            return _element(tag, vr, b"\0\0")
+            return _element(tag, vr, b"\0\0", imp)
         if vr in ("DA", "DT") and self.plan.dates == "shift":
             vals = self.shift(vr, raw)
-            return _encode(tag, vr, vals)
+            return _encode(tag, vr, vals, imp)
         if vr in ("DA", "DT"):
-            return _encode(tag, vr, ["19000101" if vr == "DA" else "19000101000000"])
+            return _encode(tag, vr, ["19000101" if vr == "DA" else "19000101000000"], imp)
         if vr in ("IS", "DS"):
-            return _element(tag, vr, b"0 ")
+            return _element(tag, vr, b"0 ", imp)
         if vr in _ENCODABLE:
             text = _DUMMY_TEXT.get(vr, "REMOVED")
-            return _encode(tag, vr, [text] if text else None)
+            return _encode(tag, vr, [text] if text else None, imp)
         raise Fallback(f"dummy value for VR {vr}")
 
     def sequence(self, rec: tuple, empty: bool = False) -> bytes:
@@ -387,14 +400,14 @@ class _File:
         parts = []
         if not empty:
             data = self.data
-            for bstart, bend, item_undefined in _items(data, vpos, end, undefined):
+            for bstart, bend, item_undefined in _items(data, vpos, end, undefined, self.implicit):
                 body = self.item(bstart, bend)
                 if item_undefined:
                     parts.append(b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + body + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00")
                 else:
                     parts.append(b"\xfe\xff\x00\xe0" + _U32.pack(len(body)) + body)
         value = b"".join(parts)
-        head = _TAG.pack(tag >> 16, tag & 0xFFFF) + b"SQ\0\0"
+        head = _TAG.pack(tag >> 16, tag & 0xFFFF) + (b"" if self.implicit else b"SQ\0\0")
         if undefined:
             return head + b"\xff\xff\xff\xff" + value + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
         return head + _U32.pack(len(value)) + value
@@ -403,34 +416,43 @@ class _File:
         """The elements of ``data[pos:end]`` with the plan's decision, in file order:
         ``(tag, vr, start, value start, end, undefined, kind, payload)`` (dropped ones left out).
 
-        Decisions are cached per plan by the element's first six bytes (tag and VR), so the
-        usual element costs one slice, one dictionary lookup and one length read."""
-        data, heads = self.data, self.heads
+        Decisions are cached per plan by the element's first bytes (tag, and VR when explicit),
+        so the usual element costs one slice, one dictionary lookup and one length read."""
+        data, heads, implicit = self.data, self.heads, self.implicit
         out = []
         append = out.append
         last = -1
         while pos < end:
             if pos + 8 > end:
                 raise Fallback("trailing bytes")
-            head = data[pos:pos + 6]
-            e = heads.get(head)
-            if e is None:
-                e = heads[head] = _head_entry(self, head)
+            if implicit:
+                head = data[pos:pos + 4]
+                e = heads.get(head)
+                if e is None:
+                    e = heads[head] = _head_entry_implicit(self, head)
+                length = _U32.unpack_from(data, pos + 4)[0]
+                vpos = pos + 8
+            else:
+                head = data[pos:pos + 6]
+                e = heads.get(head)
+                if e is None:
+                    e = heads[head] = _head_entry(self, head)
+                if e[2]:
+                    length = _U32.unpack_from(data, pos + 8)[0]
+                    vpos = pos + 12
+                else:
+                    length = data[pos + 6] | data[pos + 7] << 8
+                    vpos = pos + 8
             tag = e[0]
             if tag <= last:
                 raise Fallback("elements out of order")
             last = tag
-            if e[2]:
-                length = _U32.unpack_from(data, pos + 8)[0]
-                vpos = pos + 12
-            else:
-                length = data[pos + 6] | data[pos + 7] << 8
-                vpos = pos + 8
             if length == _UNDEFINED:
                 if tag == PIXEL_DATA:
                     stop = _pixel_end(data, vpos, end)
-                elif e[1] == "SQ":
-                    stop = _scan_items(data, vpos, end)
+                elif e[1] == "SQ" or implicit and e[1] is None and vpos + 4 <= end and \
+                        _TAG.unpack_from(data, vpos) == (0xFFFE, 0xE000):
+                    stop = _scan_items(data, vpos, end, implicit)
                 else:
                     raise Fallback("undefined length outside a sequence")
                 undefined = True
@@ -440,7 +462,8 @@ class _File:
                     raise Fallback("truncated element")
                 undefined = False
             if e[3] >= 0:
-                append((tag, e[1], pos, vpos, stop, undefined, e[3], e[4]))
+                append((tag, "SQ" if undefined and tag != PIXEL_DATA else e[1], pos, vpos, stop, undefined, e[3],
+                        e[4]))
             pos = stop
         return out
 
@@ -474,6 +497,30 @@ def _first(pair):
 
 # Kinds of a scanned element (see _File.scan).
 _K_KEEP, _K_QUIET, _K_ACT, _K_PIXEL, _K_SAFE = range(5)
+
+
+def _head_entry_implicit(f: _File, head: bytes):
+    """:func:`_head_entry` for implicit VR: the VR is the dictionary's (None when unknown or
+    ambiguous, e.g. ``US or SS``); the decision is the one for an element read without VR."""
+    group, elem = _TAG.unpack_from(head)
+    tag = group << 16 | elem
+    if group == 0xFFFE:
+        raise Fallback("stray delimiter")
+    vr = dictionary_vr(tag)
+    if vr is not None and " " in vr:
+        vr = None
+    if tag == PIXEL_DATA:
+        return (tag, vr, False, _K_PIXEL, None)
+    act = f.decide(tag, None)
+    if act is None:
+        return (tag, vr, False, _K_KEEP, None)
+    if act is f.drop:
+        return (tag, vr, False, -1, None)
+    if act[0] is f.quiet:
+        return (tag, vr, False, _K_QUIET, f.eng._quiet_note(tag, act[1]))
+    if act[0] is f.safe_check:
+        return (tag, vr, False, _K_SAFE, None)
+    return (tag, vr, False, _K_ACT, act)
 
 
 def _head_entry(f: _File, head: bytes):
@@ -573,11 +620,14 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
     meta, pos = _meta(data, size)
     meta_values = {tag: data[a:b] for tag, a, b in meta}
     ts = meta_values.get(0x00020010, b"").rstrip(b"\0 ")
-    if ts != _TS_NATIVE and not _TS_ENCAPSULATED.match(ts):
+    implicit = ts == _TS_IMPLICIT
+    if ts != _TS_NATIVE and not implicit and not _TS_ENCAPSULATED.match(ts):
         raise Fallback("transfer syntax")
+    if implicit and pos + 6 <= size and data[pos + 4:pos + 6] in _VRS:
+        raise Fallback("implicit transfer syntax but explicit-looking data")
     if 0x00020001 not in meta_values:
         raise Fallback("no file meta version")
-    f = _File(data, None, eng, plan)
+    f = _File(data, None, eng, plan, implicit)
     recs = f.scan(pos, size)
     by_tag = {r[0]: r for r in recs if r[0] in _LOOKED_UP}
     if not eng._keeps_pixels(plan) and any(r[6] == _K_PIXEL for r in recs):
@@ -645,7 +695,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
                 if rec[1] not in _PLAIN and rec[1] not in _SPLIT_TEXT and rec[1] not in _SINGLE_TEXT \
                         and rec[1] != "UI":
                     raise Fallback("read and kept element needs pydicom")
-                append((tag, _canonical(tag, rec[1], data[rec[3]:rec[4]])))
+                append((tag, _canonical(tag, rec[1], data[rec[3]:rec[4]], implicit)))
             else:
                 append((tag, view[rec[2]:rec[4]]))
         elif kind == _K_ACT:
@@ -658,8 +708,10 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
             raise Fallback("retain_safe_private")
     new_uid = {t: bytes(b) for t, b in out if t in _UID_WATCH}
     # method attributes (shared per plan), replacing any of the same tag
-    method = _method_elements(eng, plan, profile.name)
+    method = _method_elements(eng, plan, profile.name, implicit)
     if any(t in _METHOD_TAGS for t, _ in out):
+        if implicit:
+            raise Fallback("earlier de-identification method attributes (implicit VR)")
         method = _with_prior_method(eng, plan, profile.name, ctx, out)
     out = [p for p in out if p[0] not in method] + list(method.items())
     out.sort(key=_first)
@@ -729,10 +781,10 @@ def _burned_in(eng, profile, sv) -> str | None:
 _METHOD_CACHE: dict = {}
 
 
-def _method_elements(eng, plan, profile_name: str) -> dict[int, bytes]:
+def _method_elements(eng, plan, profile_name: str, implicit: bool = False) -> dict[int, bytes]:
     """The de-identification method elements of ``plan`` (what ``dicom._add_method`` adds to a
     dataset that has none), encoded once per plan (explicit VR little endian)."""
-    key = (id(plan), profile_name)
+    key = (id(plan), profile_name, implicit)
     hit = _METHOD_CACHE.get(key)
     if hit is not None and hit[0] is plan:
         return hit[1]
@@ -740,17 +792,18 @@ def _method_elements(eng, plan, profile_name: str) -> dict[int, bytes]:
     codes = [eng.CID7050[n] for n in dict.fromkeys(names) if n in eng.CID7050]
     if plan.date_handling == "MODIFIED" and "retain_long_modified_dates" not in plan.options:
         codes.append(eng.CID7050["retain_long_modified_dates"])
+    imp = implicit
     items = []
     for value, meaning in codes:
-        body = _encode(0x00080100, "SH", [value]) + _encode(0x00080102, "SH", ["DCM"]) + _encode(
-            0x00080104, "LO", [meaning])
+        body = _encode(0x00080100, "SH", [value], imp) + _encode(0x00080102, "SH", ["DCM"], imp) + _encode(
+            0x00080104, "LO", [meaning], imp)
         items.append(b"\xfe\xff\x00\xe0" + _U32.pack(len(body)) + body)
     seq = b"".join(items)
     out = {
-        0x00120062: _encode(0x00120062, "CS", ["YES"]),
-        0x00120063: _encode(0x00120063, "LO", eng._method_text(plan, profile_name)),
-        0x00120064: _TAG.pack(0x0012, 0x0064) + b"SQ\0\0" + _U32.pack(len(seq)) + seq,
-        0x00280303: _encode(0x00280303, "CS", [plan.date_handling]),
+        0x00120062: _encode(0x00120062, "CS", ["YES"], imp),
+        0x00120063: _encode(0x00120063, "LO", eng._method_text(plan, profile_name), imp),
+        0x00120064: _TAG.pack(0x0012, 0x0064) + (b"" if imp else b"SQ\0\0") + _U32.pack(len(seq)) + seq,
+        0x00280303: _encode(0x00280303, "CS", [plan.date_handling], imp),
     }
     _METHOD_CACHE[key] = (plan, out)
     return out
