@@ -40,9 +40,21 @@ from .dicom_table import (  # noqa: F401 - the action names, for the lean path
     keyword,
 )
 
+# Part 10 encoding facts shared by the lean and raw paths.
 PIXEL_DATA = 0x7FE00010
+_CHARSET = 0x00080005
 _ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
+# Files up to this size are read at once; larger ones are memory-mapped by the raw path so that
+# the pixel data never enter the process (peak memory does not grow with file size).
+READ_WHOLE_MAX = 16 * 1024 * 1024
+# VRs with a 4-byte length in explicit VR encoding (PS3.5 7.1.2)
+_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
+_VRS = {
+    v.encode(): v
+    for v in ("AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR "
+              "US UT UV").split()
+}
 
 
 class Fallback(Exception):

@@ -23,7 +23,19 @@ from struct import Struct
 
 from ..pseudonym import shift_da, shift_dt
 from . import dicom_core
-from .dicom_core import Fallback, _pixel_end, write_parts_atomic
+from .dicom_core import (
+    _CHARSET,
+    _ITEM,
+    _LONG_VRS,
+    _SEQ_END,
+    _UNDEFINED,
+    _VRS,
+    PIXEL_DATA,
+    READ_WHOLE_MAX,
+    Fallback,
+    _pixel_end,
+    write_parts_atomic,
+)
 from .dicom_dict import dictionary_vr
 
 _EXPLICIT = Struct("<HH2sH")
@@ -33,18 +45,7 @@ _TAG = Struct("<HH")
 _HDR_SHORT = Struct("<HH2sH")
 _HDR_LONG = Struct("<HH2s2xI")
 _ITEM_HDR = Struct("<HHI")
-PIXEL_DATA = 0x7FE00010
-_CHARSET = 0x00080005
-_UNDEFINED = 0xFFFFFFFF
-_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-READ_WHOLE_MAX = 16 * 1024 * 1024
 
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
-_VRS = {
-    v.encode(): v
-    for v in ("AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR "
-              "US UT UV").split()
-}
 # Value families (how pydicom converts the raw value; see dicom._get and pydicom.values).
 _PLAIN = frozenset({"AE", "AS", "CS", "DA", "DT", "TM"})  # whole value right-stripped, split
 _SPLIT_TEXT = frozenset({"LO", "SH", "UC"})  # split, each part right-stripped
@@ -123,43 +124,6 @@ def _scan_elements(data, pos: int, size: int, in_item: bool, implicit: bool = Fa
         else:
             pos += hdr + length
     raise Fallback("truncated item")
-
-
-def _records(data, pos: int, end: int) -> list[tuple]:
-    """``(tag, vr, start, value start, end, undefined)`` of the elements in ``data[pos:end]``."""
-    out = []
-    last = -1
-    while pos < end:
-        if pos + 8 > end:
-            raise Fallback("trailing bytes")
-        group, elem, vr_bytes, length = _EXPLICIT.unpack_from(data, pos)
-        vr = _VRS.get(vr_bytes)
-        if vr is None:
-            raise Fallback("unknown VR")
-        if vr in _LONG_VRS:
-            length, hdr = _U32.unpack_from(data, pos + 8)[0], 12
-        else:
-            hdr = 8
-        tag = group << 16 | elem
-        if tag <= last or group == 0xFFFE:
-            raise Fallback("elements out of order or stray delimiter")
-        last = tag
-        vpos = pos + hdr
-        if length == _UNDEFINED:
-            if tag == PIXEL_DATA:
-                stop = _pixel_end(data, vpos, end)
-            elif vr == "SQ":
-                stop = _scan_items(data, vpos, end)
-            else:
-                raise Fallback("undefined length outside a sequence")
-            out.append((tag, vr, pos, vpos, stop, True))
-        else:
-            stop = vpos + length
-            if stop > end:
-                raise Fallback("truncated element")
-            out.append((tag, vr, pos, vpos, stop, False))
-        pos = stop
-    return out
 
 
 def _items(data, vpos: int, end: int, undefined: bool, implicit: bool = False) -> list[tuple[int, int, bool]]:
@@ -503,40 +467,28 @@ def _head_entry_implicit(f: _File, head: bytes):
     """:func:`_head_entry` for implicit VR: the VR is the dictionary's (None when unknown or
     ambiguous, e.g. ``US or SS``); the decision is the one for an element read without VR."""
     group, elem = _TAG.unpack_from(head)
-    tag = group << 16 | elem
-    if group == 0xFFFE:
-        raise Fallback("stray delimiter")
-    vr = dictionary_vr(tag)
-    if vr is not None and " " in vr:
-        vr = None
-    if tag == PIXEL_DATA:
-        return (tag, vr, False, _K_PIXEL, None)
-    act = f.decide(tag, None)
-    if act is None:
-        return (tag, vr, False, _K_KEEP, None)
-    if act is f.drop:
-        return (tag, vr, False, -1, None)
-    if act[0] is f.quiet:
-        return (tag, vr, False, _K_QUIET, f.eng._quiet_note(tag, act[1]))
-    if act[0] is f.safe_check:
-        return (tag, vr, False, _K_SAFE, None)
-    return (tag, vr, False, _K_ACT, act)
+    vr = dictionary_vr(group << 16 | elem)
+    return _entry(f, group, elem, None if vr is None or " " in vr else vr, None, False)
 
 
 def _head_entry(f: _File, head: bytes):
     """What the plan does with an element whose first six bytes (tag, VR) are ``head``:
-    ``(tag, vr, long form, kind, payload)``; None for an element dropped without a note."""
+    ``(tag, vr, long form, kind, payload)``; kind -1 for an element dropped without a note."""
     group, elem = _TAG.unpack_from(head)
     vr = _VRS.get(head[4:6])
     if vr is None:
         raise Fallback("unknown VR")
+    return _entry(f, group, elem, vr, vr, vr in _LONG_VRS)
+
+
+def _entry(f: _File, group: int, elem: int, vr: str | None, read_vr: str | None, long: bool):
+    """The cache entry of an element (``read_vr``: the VR as read, None when implicit)."""
     tag = group << 16 | elem
     if group == 0xFFFE:
         raise Fallback("stray delimiter")
-    long = vr in _LONG_VRS
     if tag == PIXEL_DATA:
         return (tag, vr, long, _K_PIXEL, None)
-    act = f.decide(tag, vr)
+    act = f.decide(tag, read_vr)
     if act is None:
         return (tag, vr, long, _K_KEEP, None)
     if act is f.drop:
@@ -830,7 +782,7 @@ def _with_prior_method(eng, plan, profile_name: str, ctx, out: list) -> dict[int
         bodies = []
         for bstart, bend, item_undefined in _items(element, 12, len(element), undefined):
             values = {}
-            for tag, vr, _start, vpos, end, _u in _records(element, bstart, bend):
+            for tag, vr, _start, vpos, end, *_ in _File(element, None, eng, plan).scan(bstart, bend):
                 if tag in (0x00080100, 0x00080102):
                     items = _items_of(vr, element[vpos:end]) if vr in _SPLIT_TEXT else None
                     if items is None or len(items) > 1:

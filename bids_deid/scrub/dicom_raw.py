@@ -34,21 +34,21 @@ from pydicom.uid import UID, ImplicitVRLittleEndian
 from pydicom.values import convert_string
 
 from ..atomic import atomic_open
-from .dicom_core import Fallback, _pixel_end, write_parts_atomic  # noqa: F401 - Fallback re-exported
+from .dicom_core import (  # noqa: F401 - Fallback and PIXEL_DATA re-exported
+    _CHARSET,
+    _ITEM,
+    _ITEM_END,
+    _LONG_VRS,
+    _SEQ_END,
+    _UNDEFINED,
+    _VRS,
+    PIXEL_DATA,
+    READ_WHOLE_MAX,
+    Fallback,
+    _pixel_end,
+    write_parts_atomic,
+)
 
-PIXEL_DATA = 0x7FE00010
-_CHARSET = 0x00080005
-_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_UNDEFINED = 0xFFFFFFFF
-# Files up to this size are read at once; larger ones are memory-mapped so that the pixel
-# data never enter the process (peak memory does not grow with file size).
-READ_WHOLE_MAX = 16 * 1024 * 1024
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
-_VRS = {
-    v.encode(): v
-    for v in ("AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR "
-              "US UT UV").split()
-}
 _TAG = Struct("<HH")
 _U16 = Struct("<H")
 _U32 = Struct("<I")
