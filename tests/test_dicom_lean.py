@@ -135,6 +135,35 @@ def test_prior_method_and_latin1(tmp_path, profile, pseudo):
     assert ("PatientName", "Müller^Jürgen") in lean.identifiers
 
 
+@pytest.mark.parametrize("options", [(), ("retain_institution_identity", "clean_descriptors")])
+def test_utf8_character_set(tmp_path, pseudo, options):
+    prof = _profile("utf8", options)
+    ds = _canary_dataset(10)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.PatientName = "Wéber^Zoë"
+    ds.InstitutionName = "Hôpital CANARY"
+    ds.StudyDescription = "CANARY étude"
+    src = _save(ds, tmp_path / "in.dcm")
+    try:
+        lean, raw = _lean_and_raw(src, tmp_path, prof, pseudo)
+    except Fallback as exc:  # a kept or cleaned non-ASCII text needs pydicom's writer
+        assert options and "non-ASCII" in str(exc)
+        return
+    _assert_same(lean, raw)
+    assert ("PatientName", "Wéber^Zoë") in lean.identifiers
+    assert pydicom.dcmread(lean.dst).SpecificCharacterSet == "ISO_IR 192"
+
+
+def test_invalid_utf8_is_declined(tmp_path, profile, pseudo):
+    ds = _canary_dataset(11)
+    ds.SpecificCharacterSet = "ISO_IR 192"
+    ds.add_new(0x00081030, "LO", "CANARY")  # StudyDescription, bytes replaced below
+    path = _save(ds, tmp_path / "in.dcm")
+    path.write_bytes(path.read_bytes().replace(b"CANARY\x20", b"CAN\xffRY ", 1))
+    with pytest.raises(Fallback):
+        dicom_lean.process(str(path), lambda *_: str(tmp_path / "o.dcm"), profile, pseudo, None, None, False, False)
+
+
 def test_encapsulated_pixels_and_trailing_elements(tmp_path, profile, pseudo):
     ds = _canary_dataset(6)
     ds.PixelData = encapsulate([b"\xff\xd8frame-one\xff\xd9", b"\xff\xd8frame-two\xff\xd9"])

@@ -58,7 +58,9 @@ _BYTES_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
 # pydicom's writer the same way for ASCII values.
 _ENCODABLE = _PLAIN | _SPLIT_TEXT | _SINGLE_TEXT | {"UI", "UR", "PN"}
 _DUMMY_TEXT = {"TM": "000000", "AS": "000Y", "CS": "REMOVED", "AE": "REMOVED", "PN": "REMOVED", "UR": ""}
-_CHARSETS_OK = (b"", b"ISO_IR 100")
+# Character sets the lean path reads (others, e.g. ISO 2022 escapes, take the raw path).
+_CHARSETS = {b"": "latin-1", b"ISO_IR 100": "latin-1", b"ISO_IR 192": "utf-8"}
+_CHARSET_VRS = frozenset({"LO", "SH", "UC", "LT", "ST", "UT", "PN"})
 _TS_NATIVE = b"1.2.840.10008.1.2.1"
 _TS_IMPLICIT = b"1.2.840.10008.1.2"
 _TS_ENCAPSULATED = re.compile(rb"1\.2\.840\.10008\.1\.2\.(4\.\d+|5)\Z")
@@ -150,17 +152,23 @@ def _items(data, vpos: int, end: int, undefined: bool, implicit: bool = False) -
 
 
 # ------------------------------------------------------------------ values
-def _text(raw: bytes) -> str:
-    if b"\x1b" in raw:
-        raise Fallback("escape sequence in text")
-    return raw.decode("latin-1")
+def _text(raw: bytes, codec: str = "latin-1") -> str:
+    if codec == "latin-1":
+        if b"\x1b" in raw:
+            raise Fallback("escape sequence in text")
+        return raw.decode("latin-1")
+    try:
+        return raw.decode(codec)
+    except UnicodeDecodeError:
+        raise Fallback("text not in the declared character set") from None
 
 
-def _items_of(vr: str, raw: bytes) -> list[str]:
-    """The string values pydicom would give (before ``str(v).strip()``)."""
+def _items_of(vr: str, raw: bytes, codec: str = "latin-1") -> list[str]:
+    """The string values pydicom would give (before ``str(v).strip()``); ``codec`` decodes the
+    VRs that follow the character set (the others are read as ISO 8859-1, as dicom._get does)."""
     if not raw:
         return []
-    s = _text(raw)
+    s = _text(raw, codec if vr in _CHARSET_VRS else "latin-1")
     if vr in _SPLIT_TEXT:
         return [p.rstrip("\0 ") for p in s.split("\\")]
     if vr in _SINGLE_TEXT:
@@ -171,10 +179,10 @@ def _items_of(vr: str, raw: bytes) -> list[str]:
     return items
 
 
-def _values(vr: str, raw: bytes) -> list[str]:
+def _values(vr: str, raw: bytes, codec: str = "latin-1") -> list[str]:
     """``dicom._values`` of the converted element."""
     out = []
-    for v in _items_of(vr, raw):
+    for v in _items_of(vr, raw, codec):
         v = v.strip()
         if v:
             out.append(v)
@@ -210,26 +218,26 @@ def _encode(tag: int, vr: str, values: list[str] | None, implicit: bool = False)
     return _element(tag, vr, b, implicit)
 
 
-def _canonical(tag: int, vr: str, raw: bytes, implicit: bool = False) -> bytes:
+def _canonical(tag: int, vr: str, raw: bytes, implicit: bool = False, codec: str = "latin-1") -> bytes:
     """A kept element the engine has read: re-encoded from its converted value (dicom._get)."""
     if not raw:
         return _element(tag, vr, b"", implicit)
     if vr not in _PLAIN and vr not in _SPLIT_TEXT and vr not in _SINGLE_TEXT and vr != "UI":
         raise Fallback(f"read and kept element of VR {vr}")
-    return _encode(tag, vr, _items_of(vr, raw), implicit)
+    return _encode(tag, vr, _items_of(vr, raw, codec), implicit)
 
 
 # ------------------------------------------------------------------ the walk
 class _File:
     """State of one file: the engine's context plus the bytes."""
 
-    __slots__ = ("data", "ctx", "eng", "decisions", "plan", "text_ok", "heads", "implicit")
+    __slots__ = ("data", "ctx", "eng", "decisions", "plan", "heads", "implicit", "codec")
 
     def __init__(self, data, ctx, eng, plan, implicit: bool = False):
         self.data, self.ctx, self.eng, self.plan = data, ctx, eng, plan
         self.decisions = plan.decisions
-        self.text_ok = True
         self.implicit = implicit
+        self.codec = "latin-1"  # of the text VRs: latin-1 (no or ISO_IR 100 character set) or utf-8
         key = "lean_heads_implicit" if implicit else "lean_heads"
         heads = plan.decisions.get(key)
         if heads is None:
@@ -246,7 +254,7 @@ class _File:
     def ident(self, tag: int, vr: str, raw: bytes) -> None:
         kind = "uid" if vr == "UI" else "date" if vr in ("DA", "DT") else (self.eng.keyword(tag) or "value")
         idents = self.ctx.identifiers
-        for v in _values(vr, raw):
+        for v in _values(vr, raw, self.codec):
             if len(v) >= 3:
                 idents.append((kind, v))
 
@@ -266,7 +274,7 @@ class _File:
         """Shifted DA/DT values; None if one does not parse (the element is then emptied)."""
         fn = shift_da if vr == "DA" else shift_dt
         out = []
-        for v in _values(vr, raw):
+        for v in _values(vr, raw, self.codec):
             s = fn(v, self.ctx.offset)
             if s is None:
                 return None
@@ -295,11 +303,9 @@ class _File:
                 return self.sequence(rec, empty=True)
             raise Fallback(f"{action} on a sequence")
         if action == eng.KEEP:
-            return _canonical(tag, vr, data[vpos:end], imp)
+            return _canonical(tag, vr, data[vpos:end], imp, self.codec)
         raw = data[vpos:end]
         if vr in _TEXT_VRS:
-            if not self.text_ok and vr not in _PLAIN and vr != "UI":
-                raise Fallback("text under another character set")
             self.ident(tag, vr, raw)
         if action == eng.EMPTY:
             out = _element(tag, vr, b"", imp)
@@ -308,7 +314,7 @@ class _File:
         elif action == eng.UID or action == "remap_uid":
             if vr != "UI":
                 raise Fallback("remap_uid on a non-UI element")
-            out = _encode(tag, vr, self.remap(_values(vr, raw)), imp)
+            out = _encode(tag, vr, self.remap(_values(vr, raw, self.codec)), imp)
         elif action == eng.SHIFT:
             if vr in ("DA", "DT"):
                 vals = self.shift(vr, raw)
@@ -316,21 +322,21 @@ class _File:
                     why += " (unparsable: emptied)"
                 out = _encode(tag, vr, vals, imp)
             elif vr == "TM":
-                out = _canonical(tag, vr, raw, imp)
+                out = _canonical(tag, vr, raw, imp, self.codec)
             else:
                 out = _element(tag, vr, b"", imp)
         elif action == eng.CLEAN:
             if vr not in _TEXT_VRS:
                 out = _element(tag, vr, b"", imp)
             else:
-                out = _encode(tag, vr, [eng._clean_text(v, ctx) for v in _values(vr, raw)], imp)
+                out = _encode(tag, vr, [eng._clean_text(v, ctx) for v in _values(vr, raw, self.codec)], imp)
         elif action == eng.PSEUDO:
             if tag in (_PATIENT_ID, _PATIENT_NAME):
                 out = _encode(tag, vr, [f"sub-{ctx.subject}"], imp)
             elif vr == "UI":
-                out = _encode(tag, vr, self.remap(_values(vr, raw)), imp)
+                out = _encode(tag, vr, self.remap(_values(vr, raw, self.codec)), imp)
             else:
-                token = ctx.pseudo.text_token(eng.keyword(tag) or f"{tag:08X}", "\\".join(_values(vr, raw)))
+                token = ctx.pseudo.text_token(eng.keyword(tag) or f"{tag:08X}", "\\".join(_values(vr, raw, self.codec)))
                 out = _encode(tag, vr, [token], imp)
         elif action == eng.REPLACE:
             if not isinstance(value, str) or vr not in _ENCODABLE:
@@ -344,7 +350,7 @@ class _File:
     def dummy(self, tag: int, vr: str, raw: bytes) -> bytes:
         imp = self.implicit
         if vr == "UI":
-            return _encode(tag, vr, self.remap(_values(vr, raw)), imp)
+            return _encode(tag, vr, self.remap(_values(vr, raw, self.codec)), imp)
         if vr in _BYTES_VRS:
             return _element(tag, vr, b"\0\0", imp)
         if vr in ("DA", "DT") and self.plan.dates == "shift":
@@ -546,9 +552,9 @@ def _meta_bytes(fields: dict[int, bytes]) -> bytes:
     return b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + _U32.pack(len(body)) + bytes(body)
 
 
-def _single(vr: str, raw: bytes) -> str:
+def _single(vr: str, raw: bytes, codec: str = "latin-1") -> str:
     """``str(value or "")`` of a converted single-valued element (Fallback when multi-valued)."""
-    items = _items_of(vr, raw)
+    items = _items_of(vr, raw, codec)
     if len(items) > 1:
         raise Fallback("multi-valued identifier element")
     return items[0] if items else ""
@@ -585,9 +591,12 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
     if not eng._keeps_pixels(plan) and any(r[6] == _K_PIXEL for r in recs):
         raise Fallback("the plan does not keep Pixel Data as is")
     cs = by_tag.get(_CHARSET)
+    codec = "latin-1"
     if cs is not None:
-        if cs[5] or data[cs[3]:cs[4]].strip(b" \0") not in _CHARSETS_OK:
+        name = data[cs[3]:cs[4]].strip(b" \0")
+        if cs[5] or name not in _CHARSETS:
             raise Fallback("character set")
+        codec = f.codec = _CHARSETS[name]
     read: set[int] = set()  # top-level elements the engine converts before its walk
 
     def sv(tag: int) -> str:
@@ -597,7 +606,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
         if r[5] or r[1] not in _ENCODABLE and r[1] not in ("IS", "DS"):
             raise Fallback("identifier element of an unusual VR")
         read.add(tag)
-        return _single(r[1], data[r[3]:r[4]])
+        return _single(r[1], data[r[3]:r[4]], codec)
 
     # subject, output name, burned-in check: as dicom._process_raw
     if subject is not None:
@@ -620,7 +629,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
             if r[1] not in _TEXT_VRS or r[5]:
                 raise Fallback("identifier source of an unusual VR")
             read.add(t)
-            for v in _values(r[1], data[r[3]:r[4]]):
+            for v in _values(r[1], data[r[3]:r[4]], codec):
                 for part in re.split(r"[\^=\\]", v) + [v]:
                     part = part.strip()
                     if len(part) >= 3:
@@ -647,7 +656,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
                 if rec[1] not in _PLAIN and rec[1] not in _SPLIT_TEXT and rec[1] not in _SINGLE_TEXT \
                         and rec[1] != "UI":
                     raise Fallback("read and kept element needs pydicom")
-                append((tag, _canonical(tag, rec[1], data[rec[3]:rec[4]], implicit)))
+                append((tag, _canonical(tag, rec[1], data[rec[3]:rec[4]], implicit, codec)))
             else:
                 append((tag, view[rec[2]:rec[4]]))
         elif kind == _K_ACT:
@@ -664,7 +673,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
     if any(t in _METHOD_TAGS for t, _ in out):
         if implicit:
             raise Fallback("earlier de-identification method attributes (implicit VR)")
-        method = _with_prior_method(eng, plan, profile.name, ctx, out)
+        method = _with_prior_method(eng, plan, profile.name, ctx, out, codec)
     out = [p for p in out if p[0] not in method] + list(method.items())
     out.sort(key=_first)
     # file meta (dicom._treat_meta)
@@ -761,7 +770,7 @@ def _method_elements(eng, plan, profile_name: str, implicit: bool = False) -> di
     return out
 
 
-def _with_prior_method(eng, plan, profile_name: str, ctx, out: list) -> dict[int, bytes]:
+def _with_prior_method(eng, plan, profile_name: str, ctx, out: list, codec: str = "latin-1") -> dict[int, bytes]:
     """Method elements for a file that already has some (an earlier de-identification), as
     ``dicom._add_method`` makes them: earlier method texts (cleaned) come first, earlier method
     codes are kept and only the missing ones are added."""
@@ -772,7 +781,7 @@ def _with_prior_method(eng, plan, profile_name: str, ctx, out: list) -> dict[int
         if element[4:6] != b"LO":
             raise Fallback("earlier DeidentificationMethod of another VR")
         raw = element[8:]
-        prior = _items_of("LO", raw) if raw else [""]
+        prior = _items_of("LO", raw, codec) if raw else [""]
         prior = [eng._clean_text(p, ctx)[:64] for p in prior]
         method[0x00120063] = _encode(0x00120063, "LO", prior + eng._method_text(plan, profile_name))
     if 0x00120064 in present:
@@ -784,7 +793,7 @@ def _with_prior_method(eng, plan, profile_name: str, ctx, out: list) -> dict[int
             values = {}
             for tag, vr, _start, vpos, end, *_ in _File(element, None, eng, plan).scan(bstart, bend):
                 if tag in (0x00080100, 0x00080102):
-                    items = _items_of(vr, element[vpos:end]) if vr in _SPLIT_TEXT else None
+                    items = _items_of(vr, element[vpos:end], codec) if vr in _SPLIT_TEXT else None
                     if items is None or len(items) > 1:
                         raise Fallback("earlier method code of an unusual form")
                     values[tag] = items[0] if items else ""
