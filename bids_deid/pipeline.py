@@ -376,23 +376,36 @@ def _face_in_pixels(path: Path) -> str | None:
 
     MR/CT images are withheld unless they are EPI (fMRI, diffusion, EPI fieldmaps: low
     resolution, no usable face surface); their defaced NIfTI is in the dataset instead.
+    The few values are read without pydicom when the file allows it (the same reader gave the
+    formats dispatch its values, so the file is read once); else pydicom reads them.
     """
-    import pydicom
+    from .scrub.dicom_lean import source_header
 
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True,
-                             specific_tags=["Modality", "ScanningSequence", "SequenceName", "ImageType"])
-    except Exception:  # unreadable here: the DICOM engine reports it
-        return None
-    modality = str(ds.get("Modality", "")).upper()
-    if modality not in ("MR", "CT", "PT", "NM"):
-        return None
-    def words(name: str) -> set[str]:
-        v = ds.get(name, "")
-        vals = list(v) if isinstance(v, list | tuple) or hasattr(v, "__iter__") and not isinstance(v, str) else [v]
-        return {str(x).upper() for x in vals}
+    values = source_header(path)
+    if values is not None:
+        modalities = {v.strip().upper() for v in values.get(0x00080060, [])}
+        scanning = {v.upper() for v in values.get(0x00180020, [])}
+        image_type = {v.upper() for v in values.get(0x00080008, [])}
+    else:
+        import pydicom
 
-    if modality == "MR" and ("EP" in words("ScanningSequence") or "EPI" in words("ImageType")):
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                 specific_tags=["Modality", "ScanningSequence", "SequenceName", "ImageType"])
+        except Exception:  # unreadable here: the DICOM engine reports it
+            return None
+
+        def words(name: str) -> set[str]:
+            v = ds.get(name, "")
+            vals = list(v) if isinstance(v, list | tuple) or hasattr(v, "__iter__") and not isinstance(v, str) else [v]
+            return {str(x).upper() for x in vals}
+
+        modalities, scanning, image_type = words("Modality"), words("ScanningSequence"), words("ImageType")
+    # any listed modality counts (a multi-valued Modality is invalid; privacy first)
+    modality = next((m for m in ("MR", "CT", "PT", "NM") if m in modalities), None)
+    if modality is None:
+        return None
+    if modality == "MR" and ("EP" in scanning or "EPI" in image_type):
         return None
     return f"{modality} image whose pixels may show the face: withheld while defacing is on"
 

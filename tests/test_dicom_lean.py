@@ -281,3 +281,56 @@ def test_tree_driver_does_not_import_pydicom(tmp_path, profile, pseudo):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# ------------------------------------------------------------------ reading a few values (App)
+def _pydicom_values(path: Path) -> dict[int, list[str]]:
+    ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+    out = {}
+    for tag in dicom_lean.SOURCE_TAGS:
+        if tag in ds:
+            v = ds[tag].value
+            vals = list(v) if isinstance(v, pydicom.multival.MultiValue) else [v]
+            out[tag] = [str(x) for x in vals if x is not None and str(x) != ""]
+    return out
+
+
+def _peeked(path: Path) -> dict[int, list[str]] | None:
+    got = dicom_lean.peek(path, dicom_lean.SOURCE_TAGS)
+    return None if got is None else {t: [v for v in vals if v] for t, vals in got.items()}
+
+
+@pytest.mark.parametrize("ts", [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
+def test_peek_reads_what_pydicom_reads(tmp_path, ts):
+    ds = _canary_dataset(12)
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "M", "ND"]
+    ds.ScanningSequence = ["GR", "IR"]
+    ds.SequenceName = "*tfl3d1"
+    ds.BurnedInAnnotation = "NO"
+    item = Dataset()
+    item.ReferencedSOPInstanceUID = "1.2.3.4.5"
+    ds.ReferencedImageSequence = Sequence([item])
+    ds["ReferencedImageSequence"].is_undefined_length = True
+    path = _save(ds, tmp_path / "a.dcm", ts)
+    assert _peeked(path) == _pydicom_values(path)
+    assert _peeked(path)[0x00080008] == ["ORIGINAL", "PRIMARY", "M", "ND"]
+
+
+@needs_shared
+def test_peek_and_face_check_agree_with_pydicom_on_shared_files(monkeypatch):
+    from bids_deid import pipeline
+
+    files = [p for p in dicom_tree.iter_files(DICOM_DIR) if engine.is_dicom(p)]
+    handled = 0
+    for path in files:
+        got = _peeked(path)
+        if got is None:
+            continue
+        handled += 1
+        assert got == _pydicom_values(path), path
+    assert handled >= len(files) - 6  # only files without a preamble are left to pydicom
+    # the App's face check decides the same through either reader
+    lean_answers = [pipeline._face_in_pixels(p) for p in files]
+    monkeypatch.setattr(dicom_lean, "source_header", lambda path: None)
+    assert [pipeline._face_in_pixels(p) for p in files] == lean_answers
+    assert any(lean_answers) and not all(lean_answers)  # the check can go both ways on this data

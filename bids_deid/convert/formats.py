@@ -208,17 +208,27 @@ def _source_dicom(run, t: FileTask, rel_src: str) -> bool:
     import pydicom
 
     from ..scrub.dicom import burned_in_reason, is_dicom
+    from ..scrub.dicom_lean import source_header
     from ..scrub.wsi import deidentify_wsi_dicom, is_dicom_wsi
 
     s = run.s
     if not is_dicom(t.src):
         return False
-    try:
-        # only what is_dicom_wsi and burned_in_reason look at: the engine parses the file itself
-        head = pydicom.dcmread(t.src, stop_before_pixels=True, force=True,
-                               specific_tags=["SOPClassUID", "Modality", "BurnedInAnnotation"])
-    except Exception:  # noqa: BLE001 - the engine reports unreadable files
-        return False
+    # only what is_dicom_wsi and burned_in_reason look at: the engine parses the file itself
+    values = source_header(t.src)  # read without pydicom when the file is a usual one
+    if values is not None:
+        head = pydicom.Dataset()
+        for tag, keyword in ((0x00080016, "SOPClassUID"), (0x00080060, "Modality"),
+                             (0x00280301, "BurnedInAnnotation")):
+            if tag in values:
+                vals = values[tag]
+                setattr(head, keyword, vals[0] if len(vals) == 1 else (vals or ""))
+    else:
+        try:
+            head = pydicom.dcmread(t.src, stop_before_pixels=True, force=True,
+                                   specific_tags=["SOPClassUID", "Modality", "BurnedInAnnotation"])
+        except Exception:  # noqa: BLE001 - the engine reports unreadable files
+            return False
     wsi = is_dicom_wsi(head)
     clean = getattr(s, "clean_pixels", False) and not wsi and burned_in_reason(head, s.profile)
     if not wsi and not clean:

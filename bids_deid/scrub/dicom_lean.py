@@ -816,3 +816,90 @@ def _with_prior_method(eng, plan, profile_name: str, ctx, out: list, codec: str 
         else:
             method[0x00120064] = head + _U32.pack(len(seq)) + seq
     return method
+
+
+# ------------------------------------------------------------------ reading a few values
+def peek(path, tags: frozenset[int]) -> dict[int, list[str]] | None:
+    """The values of the top-level elements ``tags`` of a DICOM file, read without pydicom.
+
+    Returns ``{tag: [values]}`` for the tags present (string values as pydicom gives them, not
+    stripped), or None when the file is not one this reader handles exactly (no preamble, big
+    endian, deflated, other character sets, malformed): the caller then asks pydicom.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(READ_WHOLE_MAX)
+        return _peek(head, tags)
+    except (Fallback, OSError, UnicodeDecodeError, IndexError, ValueError):
+        return None
+
+
+def _peek(data: bytes, tags: frozenset[int]) -> dict[int, list[str]]:
+    size = len(data)
+    meta, pos = _meta(data, size)
+    ts = dict((t, data[a:b]) for t, a, b in meta).get(0x00020010, b"").rstrip(b"\0 ")
+    implicit = ts == _TS_IMPLICIT
+    if ts != _TS_NATIVE and not implicit and not _TS_ENCAPSULATED.match(ts):
+        raise Fallback("transfer syntax")
+    last_wanted = max(tags)
+    codec = "latin-1"
+    out: dict[int, list[str]] = {}
+    last = -1
+    while pos + 8 <= size:
+        group, elem = _TAG.unpack_from(data, pos)
+        tag = group << 16 | elem
+        if tag <= last or group == 0xFFFE:
+            raise Fallback("elements out of order")
+        last = tag
+        if tag > last_wanted or tag == PIXEL_DATA:
+            break
+        if implicit:
+            vr = dictionary_vr(tag)
+            length, vpos = _U32.unpack_from(data, pos + 4)[0], pos + 8
+        else:
+            vr = _VRS.get(data[pos + 4:pos + 6])
+            if vr is None:
+                raise Fallback("unknown VR")
+            if vr in _LONG_VRS:
+                length, vpos = _U32.unpack_from(data, pos + 8)[0], pos + 12
+            else:
+                length, vpos = data[pos + 6] | data[pos + 7] << 8, pos + 8
+        if length == _UNDEFINED:
+            pos = _scan_items(data, vpos, size, implicit)
+            continue
+        end = vpos + length
+        if end > size:
+            raise Fallback("truncated element")
+        if tag == _CHARSET:
+            name = data[vpos:end].strip(b" \0")
+            if name not in _CHARSETS:
+                raise Fallback("character set")
+            codec = _CHARSETS[name]
+        if tag in tags:
+            if vr is None or vr not in _PLAIN and vr not in _CHARSET_VRS and vr != "UI":
+                raise Fallback("value of an unusual VR")
+            out[tag] = _items_of(vr, data[vpos:end], codec)
+        pos = end
+    return out
+
+
+# What the BIDS-App looks at before the engine, for each DICOM under sourcedata/ (whole-slide
+# check, burned-in risk, face in the pixels): SOPClassUID, Modality, BurnedInAnnotation,
+# ScanningSequence, SequenceName, ImageType.
+SOURCE_TAGS = frozenset({0x00080016, 0x00080060, 0x00280301, 0x00180020, 0x00180024, 0x00080008})
+_SOURCE_CACHE: dict = {}
+
+
+def source_header(path) -> dict[int, list[str]] | None:
+    """:func:`peek` of :data:`SOURCE_TAGS`, remembered for the last few files (the App asks
+    twice per file); None when pydicom must read the file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    key = (os.fspath(path), st.st_mtime_ns, st.st_size)
+    if key not in _SOURCE_CACHE:
+        if len(_SOURCE_CACHE) >= 8:
+            _SOURCE_CACHE.clear()
+        _SOURCE_CACHE[key] = peek(path, SOURCE_TAGS)
+    return _SOURCE_CACHE[key]
