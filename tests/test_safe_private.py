@@ -317,3 +317,24 @@ def test_philips_blocks_of_the_2026c_table(tmp_path, safe_profile, pseudo, impli
     assert {t for t in _private_tags(out) if t >> 16 == 0x2001} == {
         0x20010010, 0x20010011, 0x200110D0, 0x20011013, 0x20011101, 0x20011175}
     assert b"CANARY" not in raw.dst.read_bytes()
+
+
+def test_listed_text_is_kept_but_cleaned(safe_profile, pseudo, tmp_path):
+    """A listed text slot (Philips Graphic Marker Type, LO) keeps its words but loses this file's
+    identifiers and date-like strings; raw and full paths write the same bytes."""
+    ds = _canary_dataset()
+    ds.add_new(0x20010010, "LO", "Philips Imaging DD 001")
+    ds.add_new(0x20011050, "LO", "arrow CANARY-PID 20200102")  # PatientID and a date in a kept slot
+    ds.add_new(0x2001105A, "ST", "model for CANARY^NAME")
+    changes, _ = deidentify_dataset(ds, safe_profile, pseudo, "abc", -10)
+    assert ds[0x20011050].value == "arrow X X"
+    assert "CANARY" not in ds[0x2001105A].value
+    assert ds[0x20010010].value == "Philips Imaging DD 001"  # creators are never changed
+    assert {c["tag"]: c["action"] for c in changes}["(2001,1050)"] == "clean"
+    raw_ds = _canary_dataset()
+    raw_ds.add_new(0x20010010, "LO", "Philips Imaging DD 001")
+    raw_ds.add_new(0x20011050, "LO", "arrow CANARY-PID 20200102")
+    src = _save(raw_ds, tmp_path / "t.dcm", pydicom.uid.ExplicitVRLittleEndian)
+    full, raw = _both(src, tmp_path, safe_profile, pseudo)
+    _assert_same(full, raw)
+    assert b"arrow X X" in raw.dst.read_bytes()
