@@ -338,3 +338,14 @@ def test_listed_text_is_kept_but_cleaned(safe_profile, pseudo, tmp_path):
     full, raw = _both(src, tmp_path, safe_profile, pseudo)
     _assert_same(full, raw)
     assert b"arrow X X" in raw.dst.read_bytes()
+
+
+def test_listed_text_read_implicit_is_cleaned_too(safe_profile, pseudo, tmp_path):
+    ds = _canary_dataset()
+    ds.add_new(0x20010010, "LO", "Philips Imaging DD 001")
+    ds.add_new(0x20011050, "LO", "arrow CANARY-PID 20200102")
+    src = _save(ds, tmp_path / "i.dcm", pydicom.uid.ImplicitVRLittleEndian)
+    full, raw = _both(src, tmp_path, safe_profile, pseudo)
+    _assert_same(full, raw)
+    out = raw.dst.read_bytes()
+    assert b"CANARY-PID" not in out and b"20200102" not in out

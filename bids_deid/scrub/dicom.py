@@ -287,10 +287,6 @@ def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ct
     ctx.note(tag, action, why)
 
 
-# Text VRs of kept safe-private elements that are cleaned like descriptions (creators never are).
-_CLEANED_PRIVATE_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC"})
-
-
 def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
     """Treat every element of ``ds`` (and of its sequences) in place.
 
@@ -337,9 +333,10 @@ def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
                 _apply(ds, itag, RECURSE, why, None, ctx, tag)
             elif how == safe_private.KEEP_UID and "retain_uids" not in plan.options:
                 _apply(ds, itag, UID, why + " (UID remapped)", None, ctx, tag)
-            elif itag & 0xFF00 and elems[tag].VR in _CLEANED_PRIVATE_VRS:
+            elif how == safe_private.KEEP_TEXT:
                 # listed free text (e.g. Philips labels): kept, but cleaned of this file's
-                # identifiers, date-like strings and long digit runs (privacy first)
+                # identifiers, date-like strings and long digit runs (privacy first); read as
+                # implicit VR or UN it is cleaned when pydicom knows its VR, else emptied
                 _apply(ds, itag, CLEAN, why + " (text cleaned)", None, ctx, tag)
             else:
                 ctx.note(itag, KEEP, why)

@@ -44,6 +44,7 @@ KEEP_AS_IS = "keep"
 KEEP_SEQUENCE = "sequence"
 KEEP_UID = "uid"
 KEEP_SANITIZE_CSA = "sanitize_csa"
+KEEP_TEXT = "text"  # a listed free-text slot: kept, but cleaned by the engine
 TABLE_WHY = "retain_safe_private: PS3.15 Table E.3.10-1"
 DATA_DIR = Path(__file__).resolve().parents[1] / "data"
 # Packaged sets a profile can name in dicom.keep_private.
@@ -223,7 +224,12 @@ def _how(row: SafePrivate, tag: int) -> str:
         return KEEP_AS_IS  # the creator element
     if row.action == KEEP_SANITIZE_CSA:
         return KEEP_SANITIZE_CSA
+    if row.vr in _FREE_TEXT_VRS:
+        return KEEP_TEXT
     return KEEP_SEQUENCE if row.vr == "SQ" else KEEP_UID if row.vr == "UI" else KEEP_AS_IS
+
+
+_FREE_TEXT_VRS = frozenset({"LO", "SH", "LT", "ST", "UT", "UC"})
 
 
 def block_actions(elements: dict[int, tuple[str | None, object]],
@@ -242,7 +248,7 @@ def block_actions(elements: dict[int, tuple[str | None, object]],
     Returns
     -------
     dict
-        ``{tag: KEEP_AS_IS | KEEP_SEQUENCE | KEEP_UID | KEEP_SANITIZE_CSA}`` for every element to
+        ``{tag: KEEP_AS_IS | KEEP_TEXT | KEEP_SEQUENCE | KEEP_UID | KEEP_SANITIZE_CSA}`` for every element to
         keep (creators included); elements not in it are removed.
     """
     rows = _kept_rows(elements, index() if table is None else table)
