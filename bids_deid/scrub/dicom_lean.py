@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 from struct import Struct
 
 from ..pseudonym import shift_da, shift_dt
@@ -50,7 +51,6 @@ _ITEM_HDR = Struct("<HHI")
 _PLAIN = frozenset({"AE", "AS", "CS", "DA", "DT", "TM"})  # whole value right-stripped, split
 _SPLIT_TEXT = frozenset({"LO", "SH", "UC"})  # split, each part right-stripped
 _SINGLE_TEXT = frozenset({"LT", "ST", "UT"})  # one value, right-stripped
-_NUMBER_TEXT = frozenset({"IS", "DS", "PN"})  # pydicom objects: read for identifiers only
 _TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "CS", "AS", "UR", "DA", "DT", "TM", "UI",
                        "IS", "DS"})
 _BYTES_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
@@ -76,10 +76,6 @@ _UID_WATCH = frozenset({_SOP_CLASS, _SOP_INSTANCE, _STUDY_UID, _SERIES_UID})
 _LOOKED_UP = frozenset({_CHARSET, _PATIENT_ID, _PATIENT_NAME, _SERIES_UID, _SOP_INSTANCE, _SOP_CLASS, _BURNED_IN,
                         _MODALITY, *dicom_core._IDENT_SOURCES})
 _MISS = object()
-
-def _eng():
-    """The engine's shared decisions and state (:mod:`bids_deid.scrub.dicom_core`)."""
-    return dicom_core
 
 
 # ------------------------------------------------------------------ parsing
@@ -232,6 +228,12 @@ class _File:
     """State of one file: the engine's context plus the bytes."""
 
     __slots__ = ("data", "ctx", "eng", "decisions", "plan", "heads", "implicit", "codec")
+    # the engine's markers, compared by identity in the hot loops
+    drop = dicom_core._DROP
+    quiet = dicom_core._QUIET_REMOVE
+    safe_check = dicom_core._SAFE_CHECK
+    keep_structure = frozenset({dicom_core.KEEP, dicom_core.CLEAN, dicom_core.SHIFT, dicom_core.UID, dicom_core.DUMMY,
+                                dicom_core.PSEUDO})
 
     def __init__(self, data, ctx, eng, plan, implicit: bool = False):
         self.data, self.ctx, self.eng, self.plan = data, ctx, eng, plan
@@ -506,13 +508,6 @@ def _entry(f: _File, group: int, elem: int, vr: str | None, read_vr: str | None,
     return (tag, vr, long, _K_ACT, act)
 
 
-def _setup_class_constants(eng) -> None:
-    _File.drop = eng._DROP
-    _File.quiet = eng._QUIET_REMOVE
-    _File.safe_check = eng._SAFE_CHECK
-    _File.keep_structure = frozenset({eng.KEEP, eng.CLEAN, eng.SHIFT, eng.UID, eng.DUMMY, eng.PSEUDO})
-
-
 # ------------------------------------------------------------------ the file
 def _meta(data, size: int) -> tuple[list[tuple[int, int, int]], int]:
     """File meta records ``(tag, value start, value end)`` and where the dataset starts."""
@@ -565,9 +560,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
 
     Raises :class:`Fallback` (nothing written) for a file this path does not handle exactly.
     """
-    eng = _eng()
-    if not hasattr(_File, "drop"):
-        _setup_class_constants(eng)
+    eng = dicom_core
     plan = eng.compile_plan(profile)
     with open(src, "rb") as fh:
         size = os.fstat(fh.fileno()).st_size
@@ -616,10 +609,10 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
         subj = pseudo.subject(pid or "unknown")
     dst = dst_for(subj, sv(_SERIES_UID), sv(_SOP_INSTANCE))
     if not overwrite and os.path.exists(dst):
-        return eng.DicomResult(_path(src), _path(dst), "exists", "already written", subject=subj)
+        return eng.DicomResult(Path(src), Path(dst), "exists", "already written", subject=subj)
     reason = _burned_in(eng, profile, sv)
     if reason and profile.dicom_burned_in == "skip":
-        return eng.DicomResult(_path(src), None, "skipped", f"possible burned-in text: {reason}", subject=subj)
+        return eng.DicomResult(Path(src), None, "skipped", f"possible burned-in text: {reason}", subject=subj)
     offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
     ctx = f.ctx = eng._Ctx(plan, pseudo, subj, offset)
     # identifying strings for free-text cleaning (dicom._collect_known)
@@ -704,7 +697,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
     write_parts_atomic(parts, dst, fsync)
     ctx.identifiers = list(dict.fromkeys(ctx.identifiers))
     res = eng.DicomResult(
-        _path(src), _path(dst), "written", "ok", ctx.changes, ctx.identifiers, subj,
+        Path(src), Path(dst), "written", "ok", ctx.changes, ctx.identifiers, subj,
         _result_uid(new_uid.get(_STUDY_UID)), _result_uid(new_uid.get(_SERIES_UID)),
     )
     res.__dict__["_ckey"] = tuple(map(id, ctx.changes))
@@ -715,12 +708,6 @@ def _result_uid(element: bytes | None) -> str | None:
     if element is None:
         return None
     return _single("UI", bytes(element[8:])) or None
-
-
-def _path(p):
-    from pathlib import Path
-
-    return Path(p)
 
 
 def _burned_in(eng, profile, sv) -> str | None:
