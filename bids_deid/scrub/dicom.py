@@ -81,6 +81,7 @@ from .dicom_core import (  # noqa: F401 - re-exported: the engine's shared decis
     _method_text,
     _quiet_note,
     _tag_label,
+    burned_in_rule,
 )
 from .dicom_raw import read_raw, write_raw_file
 from .dicom_table import (
@@ -508,18 +509,7 @@ def _treat_meta(ds: Dataset, meta: FileMetaDataset, ctx: _Ctx) -> None:
 # ------------------------------------------------------------------ files
 def burned_in_reason(ds: Dataset, profile: Profile) -> str | None:
     """Why ``ds`` may carry burned-in text, or None."""
-    flag = _sv(ds, 0x00280301).strip().upper()
-    if flag == "YES":
-        return "BurnedInAnnotation is YES"
-    if flag == "NO":
-        return None
-    modality = _sv(ds, 0x00080060).strip().upper()
-    sop_mod = _SOP_MODALITY.get(_sv(ds, 0x00080016))
-    mods = {m.upper() for m in profile.dicom_burned_in_modalities}
-    for m in (modality, sop_mod):
-        if m and m in mods:
-            return f"modality {m} may carry burned-in text (BurnedInAnnotation not NO)"
-    return None
+    return burned_in_rule(lambda tag: _sv(ds, tag), profile)
 
 
 def is_dicom(path: Path) -> bool:

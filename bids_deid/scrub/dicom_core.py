@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from struct import Struct
 
 from .. import __version__
 from ..atomic import TMP_PREFIX
@@ -55,6 +56,43 @@ _VRS = {
     for v in ("AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR "
               "US UT UV").split()
 }
+_TAG = Struct("<HH")
+_U16 = Struct("<H")
+_U32 = Struct("<I")
+_IMPLICIT = Struct("<HHI")  # implicit VR element header; also an item or delimiter header
+_EXPLICIT = Struct("<HH2sH")  # explicit VR element header, 2-byte length
+_EXPLICIT_LONG = Struct("<HH2s2xI")  # explicit VR element header, 4-byte length
+
+
+def element_bytes(tag: int, vr: str, data: bytes, implicit: bool) -> bytes | None:
+    """Header + ``data`` of one element (even-length ``data``); None when ``data`` is too long
+    for a 2-byte length."""
+    n = len(data)
+    if implicit:
+        return _IMPLICIT.pack(tag >> 16, tag & 0xFFFF, n) + data
+    if vr in _LONG_VRS:
+        return _EXPLICIT_LONG.pack(tag >> 16, tag & 0xFFFF, vr.encode(), n) + data
+    if n > 0xFFFF:
+        return None
+    return _EXPLICIT.pack(tag >> 16, tag & 0xFFFF, vr.encode(), n) + data
+
+
+# The file meta elements the engine writes, with their VRs.
+_META_VRS = {0x00020001: "OB", 0x00020002: "UI", 0x00020003: "UI", 0x00020010: "UI", 0x00020012: "UI",
+             0x00020013: "SH"}
+
+
+def meta_group(fields: dict[int, bytes]) -> bytes:
+    """Group 0002 (with its group length) as pydicom's ``write_file_meta_info`` writes it, from
+    the values of :data:`_META_VRS` elements (padded here: OB and UI with NUL, SH with a space)."""
+    body = bytearray()
+    for tag in sorted(fields):
+        vr = _META_VRS[tag]
+        value = fields[tag]
+        if len(value) % 2:
+            value += b"\0" if vr in ("OB", "UI") else b" "
+        body += element_bytes(tag, vr, value, False)
+    return b"\x02\x00\x00\x00UL\x04\x00" + _U32.pack(len(body)) + bytes(body)
 
 
 class Fallback(Exception):
@@ -64,8 +102,7 @@ class Fallback(Exception):
 def _pixel_end(data, pos: int, size: int) -> int:
     """End of encapsulated pixel data whose items start at ``pos``."""
     while pos + 8 <= size:
-        group, elem = int.from_bytes(data[pos:pos + 2], "little"), int.from_bytes(data[pos + 2:pos + 4], "little")
-        length = int.from_bytes(data[pos + 4:pos + 8], "little")
+        group, elem, length = _IMPLICIT.unpack_from(data, pos)
         tag = group << 16 | elem
         if tag == _ITEM:
             pos += 8 + length
@@ -399,3 +436,18 @@ def _keeps_pixels(plan: Plan) -> bool:
     return ok
 
 
+def burned_in_rule(sv, profile) -> str | None:
+    """Why a dataset may carry burned-in text, or None; ``sv(tag)`` gives an element's value as
+    ``str(value or "")`` (each path reads values its own way)."""
+    flag = sv(0x00280301).strip().upper()
+    if flag == "YES":
+        return "BurnedInAnnotation is YES"
+    if flag == "NO":
+        return None
+    modality = sv(0x00080060).strip().upper()
+    sop_mod = _SOP_MODALITY.get(sv(0x00080016))
+    mods = {m.upper() for m in profile.dicom_burned_in_modalities}
+    for m in (modality, sop_mod):
+        if m and m in mods:
+            return f"modality {m} may carry burned-in text (BurnedInAnnotation not NO)"
+    return None

@@ -20,32 +20,32 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from struct import Struct
 
 from ..pseudonym import shift_da, shift_dt
 from . import dicom_core
 from .dicom_core import (
     _CHARSET,
+    _EXPLICIT,
     _ITEM,
     _LONG_VRS,
+    _META_VRS,
     _SEQ_END,
+    _TAG,
+    _U32,
     _UNDEFINED,
     _VRS,
     PIXEL_DATA,
     READ_WHOLE_MAX,
     Fallback,
     _pixel_end,
+    burned_in_rule,
+    element_bytes,
+    meta_group,
     write_parts_atomic,
 )
 from .dicom_dict import dictionary_vr
 
-_EXPLICIT = Struct("<HH2sH")
-_U32 = Struct("<I")
-_U16 = Struct("<H")
-_TAG = Struct("<HH")
-_HDR_SHORT = Struct("<HH2sH")
-_HDR_LONG = Struct("<HH2s2xI")
-_ITEM_HDR = Struct("<HHI")
+_ITEM_HDR = dicom_core._IMPLICIT  # item and delimiter headers have the implicit element form
 
 # Value families (how pydicom converts the raw value; see dicom._get and pydicom.values).
 _PLAIN = frozenset({"AE", "AS", "CS", "DA", "DT", "TM"})  # whole value right-stripped, split
@@ -64,8 +64,6 @@ _CHARSET_VRS = frozenset({"LO", "SH", "UC", "LT", "ST", "UT", "PN"})
 _TS_NATIVE = b"1.2.840.10008.1.2.1"
 _TS_IMPLICIT = b"1.2.840.10008.1.2"
 _TS_ENCAPSULATED = re.compile(rb"1\.2\.840\.10008\.1\.2\.(4\.\d+|5)\Z")
-_META_VRS = {0x00020001: "OB", 0x00020002: "UI", 0x00020003: "UI", 0x00020010: "UI", 0x00020012: "UI",
-             0x00020013: "SH"}
 _META_KEEP = frozenset(_META_VRS)
 _PATIENT_ID, _PATIENT_NAME = 0x00100020, 0x00100010
 _SOP_CLASS, _SOP_INSTANCE, _SERIES_UID, _STUDY_UID = 0x00080016, 0x00080018, 0x0020000E, 0x0020000D
@@ -186,17 +184,10 @@ def _values(vr: str, raw: bytes, codec: str = "latin-1") -> list[str]:
 
 
 def _element(tag: int, vr: str, data: bytes, implicit: bool = False) -> bytes:
-    n = len(data)
-    if implicit:
-        return _ITEM_HDR.pack(tag >> 16, tag & 0xFFFF, n) + data
-    if vr in _LONG_VRS:
-        return _HDR_LONG.pack(tag >> 16, tag & 0xFFFF, _VR_BYTES[vr], n) + data
-    if n > 0xFFFF:
+    b = element_bytes(tag, vr, data, implicit)
+    if b is None:
         raise Fallback("value too long for its VR")
-    return _HDR_SHORT.pack(tag >> 16, tag & 0xFFFF, _VR_BYTES[vr], n) + data
-
-
-_VR_BYTES = {v: k for k, v in _VRS.items()}
+    return b
 
 
 def _encode(tag: int, vr: str, values: list[str] | None, implicit: bool = False) -> bytes:
@@ -533,18 +524,8 @@ def _meta(data, size: int) -> tuple[list[tuple[int, int, int]], int]:
 
 
 def _meta_bytes(fields: dict[int, bytes]) -> bytes:
-    body = bytearray()
-    for tag in sorted(fields):
-        vr = _META_VRS[tag]
-        value = fields[tag]
-        if len(value) % 2:
-            value += b"\0" if vr in ("OB", "UI") else b" "
-        if vr == "OB":
-            body += _TAG.pack(tag >> 16, tag & 0xFFFF) + b"OB\0\0" + _U32.pack(len(value))
-        else:
-            body += _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode() + _U16.pack(len(value))
-        body += value
-    return b"\x00" * 128 + b"DICM" + b"\x02\x00\x00\x00UL\x04\x00" + _U32.pack(len(body)) + bytes(body)
+    """Zeroed preamble, ``DICM`` and group 0002."""
+    return b"\x00" * 128 + b"DICM" + meta_group(fields)
 
 
 def _single(vr: str, raw: bytes, codec: str = "latin-1") -> str:
@@ -610,7 +591,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
     dst = dst_for(subj, sv(_SERIES_UID), sv(_SOP_INSTANCE))
     if not overwrite and os.path.exists(dst):
         return eng.DicomResult(Path(src), Path(dst), "exists", "already written", subject=subj)
-    reason = _burned_in(eng, profile, sv)
+    reason = burned_in_rule(sv, profile)  # sv marks what it reads
     if reason and profile.dicom_burned_in == "skip":
         return eng.DicomResult(Path(src), None, "skipped", f"possible burned-in text: {reason}", subject=subj)
     offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
@@ -710,23 +691,25 @@ def _result_uid(element: bytes | None) -> str | None:
     return _single("UI", bytes(element[8:])) or None
 
 
-def _burned_in(eng, profile, sv) -> str | None:
-    """dicom.burned_in_reason, reading through ``sv`` (which marks the elements it reads)."""
-    flag = sv(_BURNED_IN).strip().upper()
-    if flag == "YES":
-        return "BurnedInAnnotation is YES"
-    if flag == "NO":
-        return None
-    modality = sv(_MODALITY).strip().upper()
-    sop_mod = eng._SOP_MODALITY.get(sv(_SOP_CLASS))
-    mods = {m.upper() for m in profile.dicom_burned_in_modalities}
-    for m in (modality, sop_mod):
-        if m and m in mods:
-            return f"modality {m} may carry burned-in text (BurnedInAnnotation not NO)"
-    return None
-
-
 _METHOD_CACHE: dict = {}
+
+
+def _code_items(eng, plan, have: set, implicit: bool) -> list[bytes]:
+    """Items of DeidentificationMethodCodeSequence (CID 7050) that ``plan`` adds to a file whose
+    sequence already holds the ``(CodeValue, CodingSchemeDesignator)`` pairs ``have``, as
+    ``dicom._add_method`` adds them."""
+    names = ("basic", *plan.options, *(("retain_safe_private",) if getattr(plan, "private_keep", ()) else ()))
+    codes = [eng.CID7050[n] for n in dict.fromkeys(names) if n in eng.CID7050 and (eng.CID7050[n][0], "DCM")
+             not in have]
+    if (plan.date_handling == "MODIFIED" and ("113107", "DCM") not in have
+            and "retain_long_modified_dates" not in plan.options):
+        codes.append(eng.CID7050["retain_long_modified_dates"])
+    items = []
+    for value, meaning in codes:
+        body = (_encode(0x00080100, "SH", [value], implicit) + _encode(0x00080102, "SH", ["DCM"], implicit)
+                + _encode(0x00080104, "LO", [meaning], implicit))
+        items.append(b"\xfe\xff\x00\xe0" + _U32.pack(len(body)) + body)
+    return items
 
 
 def _method_elements(eng, plan, profile_name: str, implicit: bool = False) -> dict[int, bytes]:
@@ -736,17 +719,8 @@ def _method_elements(eng, plan, profile_name: str, implicit: bool = False) -> di
     hit = _METHOD_CACHE.get(key)
     if hit is not None and hit[0] is plan:
         return hit[1]
-    names = ("basic", *plan.options, *(("retain_safe_private",) if getattr(plan, "private_keep", ()) else ()))
-    codes = [eng.CID7050[n] for n in dict.fromkeys(names) if n in eng.CID7050]
-    if plan.date_handling == "MODIFIED" and "retain_long_modified_dates" not in plan.options:
-        codes.append(eng.CID7050["retain_long_modified_dates"])
     imp = implicit
-    items = []
-    for value, meaning in codes:
-        body = _encode(0x00080100, "SH", [value], imp) + _encode(0x00080102, "SH", ["DCM"], imp) + _encode(
-            0x00080104, "LO", [meaning], imp)
-        items.append(b"\xfe\xff\x00\xe0" + _U32.pack(len(body)) + body)
-    seq = b"".join(items)
+    seq = b"".join(_code_items(eng, plan, set(), imp))
     out = {
         0x00120062: _encode(0x00120062, "CS", ["YES"], imp),
         0x00120063: _encode(0x00120063, "LO", eng._method_text(plan, profile_name), imp),
@@ -786,16 +760,7 @@ def _with_prior_method(eng, plan, profile_name: str, ctx, out: list, codec: str 
                     values[tag] = items[0] if items else ""
             have.add((values.get(0x00080100), values.get(0x00080102)))
             bodies.append(element[bstart - 8:bend + (8 if item_undefined else 0)])
-        names = ("basic", *plan.options, *(("retain_safe_private",) if getattr(plan, "private_keep", ()) else ()))
-        codes = [eng.CID7050[n] for n in dict.fromkeys(names) if n in eng.CID7050 and (eng.CID7050[n][0], "DCM")
-                 not in have]
-        if (plan.date_handling == "MODIFIED" and ("113107", "DCM") not in have
-                and "retain_long_modified_dates" not in plan.options):
-            codes.append(eng.CID7050["retain_long_modified_dates"])
-        for value, meaning in codes:
-            body = _encode(0x00080100, "SH", [value]) + _encode(0x00080102, "SH", ["DCM"]) + _encode(
-                0x00080104, "LO", [meaning])
-            bodies.append(b"\xfe\xff\x00\xe0" + _U32.pack(len(body)) + body)
+        bodies.extend(_code_items(eng, plan, have, False))
         seq = b"".join(bodies)
         head = _TAG.pack(0x0012, 0x0064) + b"SQ\0\0"
         if undefined:

@@ -18,7 +18,6 @@ import mmap
 import os
 from bisect import bisect_right
 from dataclasses import dataclass, field
-from struct import Struct
 from typing import IO
 
 from pydicom.charset import convert_encodings, default_encoding
@@ -36,24 +35,26 @@ from pydicom.values import convert_string
 from ..atomic import atomic_open
 from .dicom_core import (  # noqa: F401 - Fallback and PIXEL_DATA re-exported
     _CHARSET,
+    _EXPLICIT,
+    _IMPLICIT,
     _ITEM,
     _ITEM_END,
     _LONG_VRS,
+    _META_VRS,
     _SEQ_END,
+    _TAG,
+    _U16,
+    _U32,
     _UNDEFINED,
     _VRS,
     PIXEL_DATA,
     READ_WHOLE_MAX,
     Fallback,
     _pixel_end,
+    element_bytes,
+    meta_group,
     write_parts_atomic,
 )
-
-_TAG = Struct("<HH")
-_U16 = Struct("<H")
-_U32 = Struct("<I")
-_IMPLICIT = Struct("<HHI")
-_EXPLICIT = Struct("<HH2sH")
 
 
 @dataclass
@@ -277,35 +278,25 @@ def _copy_range(raw: RawFile, out: IO[bytes], start: int, end: int) -> None:
         os.lseek(dst, 0, os.SEEK_END)
 
 
-_META_VRS = {0x00020001: "OB", 0x00020002: "UI", 0x00020003: "UI", 0x00020010: "UI", 0x00020012: "UI",
-              0x00020013: "SH"}
 _META_REQUIRED = (0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012)
 
 
 def _encode_meta(meta: FileMetaDataset) -> bytes | None:
     """Group 0002 as pydicom's ``write_file_meta_info(enforce_standard=True)`` writes it, for the
     usual elements only; None when anything else is there (pydicom then writes it)."""
-    body = bytearray()
     tags = sorted(int(t) for t in meta._dict if int(t) != 0x00020000)
     if any(t not in _META_VRS for t in tags) or any(t not in tags for t in _META_REQUIRED):
         return None
+    fields = {}
     for tag in tags:
         value = meta[tag].value
-        vr = _META_VRS[tag]
-        if vr == "OB":
-            data = bytes(value or b"")
-            pad = b"\x00"
+        if _META_VRS[tag] == "OB":
+            fields[tag] = bytes(value or b"")
+        elif isinstance(value, str):
+            fields[tag] = value.encode("ascii")
         else:
-            if not isinstance(value, str):
-                return None
-            data = value.encode("ascii")
-            pad = b"\x00" if vr == "UI" else b" "
-        if len(data) % 2:
-            data += pad
-        body += _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode()
-        body += (b"\x00\x00" + _U32.pack(len(data))) if vr == "OB" else _U16.pack(len(data))
-        body += data
-    return b"\x02\x00\x00\x00UL\x04\x00" + _U32.pack(len(body)) + bytes(body)
+            return None
+    return meta_group(fields)
 
 
 # VRs whose str values pydicom writes as ASCII joined by backslashes (write_string family) and
@@ -338,14 +329,7 @@ def _fast_element(tag: int, element: DataElement, implicit: bool, text_ok: bool)
         data = text.encode("ascii")
         if len(data) & 1:
             data += b"\0" if vr == "UI" else b" "
-    n = len(data)
-    if implicit:
-        return _IMPLICIT.pack(tag >> 16, tag & 0xFFFF, n) + data
-    if vr in _LONG_VRS:
-        return _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode() + b"\0\0" + _U32.pack(n) + data
-    if n > 0xFFFF:
-        return None
-    return _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode() + _U16.pack(n) + data
+    return element_bytes(tag, vr, data, implicit)
 
 
 def _raw_element_bytes(tag: int, el: RawDataElement, implicit: bool) -> bytes | None:
@@ -353,17 +337,10 @@ def _raw_element_bytes(tag: int, el: RawDataElement, implicit: bool) -> bytes | 
     value = el.value
     if value is None or el.length == _UNDEFINED:
         return None
-    n = len(value)
-    if implicit:
-        return _IMPLICIT.pack(tag >> 16, tag & 0xFFFF, n) + value
     vr = el.VR
-    if vr is None:
+    if vr is None and not implicit:
         return None
-    if vr in _LONG_VRS:
-        return _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode() + b"\0\0" + _U32.pack(n) + value
-    if n > 0xFFFF:
-        return None
-    return _TAG.pack(tag >> 16, tag & 0xFFFF) + vr.encode() + _U16.pack(n) + value
+    return element_bytes(tag, vr, value, implicit)
 
 
 def _sequence_bytes(tag: int, element: DataElement, implicit: bool, text_ok: bool) -> bytes | None:
