@@ -2,8 +2,11 @@
 
 dcm2niix splits a folder into series itself, so one call per folder (instead of one
 per series) saves a process start and a second header pass per series. Outputs are
-named ``%j`` (SeriesInstanceUID, private work folder only) plus dcm2niix's own
-postfixes (``_e2``, ``_ph``, ``_i00002`` ...), which is how they are mapped back.
+named ``%j_%s`` (SeriesInstanceUID and SeriesNumber, private work folder only) plus
+dcm2niix's own postfixes (``_e2``, ``_ph``, ``_i00002``, ``a`` for a second image of the
+same name ...), which is how they are mapped back: one UID may hold several series
+numbers (e.g. copies of one series in several transfer syntaxes), and each becomes its
+own series.
 
 Two ways in:
 
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import subprocess
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +34,7 @@ MAX_DEPTH = 9  # dcm2niix searches at most 9 folder levels below its input
 
 
 def dcm2niix_cmd(exe: str, in_dir: Path, out_dir: Path, *, compress: bool = True) -> list[str]:
-    """The dcm2niix command line: anonymized BIDS sidecar, outputs named by SeriesInstanceUID.
+    """The dcm2niix command line: anonymized BIDS sidecar, outputs named ``<SeriesInstanceUID>_<SeriesNumber>``.
 
     Parameters
     ----------
@@ -46,7 +50,7 @@ def dcm2niix_cmd(exe: str, in_dir: Path, out_dir: Path, *, compress: bool = True
     list of str
     """
     return [exe, "-b", "y", "-ba", "y", "-z", "y" if compress else "n", "-d", str(MAX_DEPTH),
-            "-f", "%j", "-w", "1", "-o", str(out_dir), str(in_dir)]
+            "-f", "%j_%s", "-w", "1", "-o", str(out_dir), str(in_dir)]
 
 
 def start_folder(exe: str, in_dir: Path, out_dir: Path, *, compress: bool = True) -> subprocess.Popen:
@@ -61,16 +65,39 @@ def start_folder(exe: str, in_dir: Path, out_dir: Path, *, compress: bool = True
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def index_outputs(out_dir: Path) -> dict[str, list[dict]]:
-    """dcm2niix outputs of a ``%j`` run grouped by SeriesInstanceUID.
+_KEY_RE = re.compile(r"^(.+?_\d+)(\D.*)?$")
+
+
+def conversion_key(uid: str, series_number) -> str | None:
+    """The name stem dcm2niix gives a series with ``-f %j_%s`` (None when it cannot be predicted)."""
+    try:
+        number = float(series_number)
+    except (TypeError, ValueError):
+        return None
+    if not uid or not number.is_integer() or number < 0 or not re.fullmatch(r"[0-9.]+", uid):
+        return None
+    return f"{uid}_{int(number)}"
+
+
+def index_outputs(out_dir: Path, keys: Iterable[str] | None = None) -> dict[str, list[dict]]:
+    """dcm2niix outputs of a ``%j_%s`` run grouped by ``<uid>_<series number>``.
+
+    Parameters
+    ----------
+    out_dir : Path
+        dcm2niix output folder.
+    keys : iterable of str, optional
+        The expected keys (:func:`conversion_key`); a name is matched to the longest key it
+        starts with. Without them the key is the name up to the series number.
 
     Returns
     -------
     dict
-        ``{uid: [{"nii", "json", "bval", "bvec", "postfix"}, ...]}`` in name order;
+        ``{key: [{"nii", "json", "bval", "bvec", "postfix"}, ...]}`` in name order;
         ``json``/``bval``/``bvec`` are None when absent. ``postfix`` is the part of the
-        name after the UID (``""``, ``"_e2"``, ``"_ph"``, ...).
+        name after the key (``""``, ``"_e2"``, ``"_ph"``, ``"a"``, ...).
     """
+    known = sorted(set(keys or ()), key=len, reverse=True)
     index: dict[str, list[dict]] = {}
     try:
         names = sorted(os.listdir(out_dir))
@@ -84,7 +111,10 @@ def index_outputs(out_dir: Path) -> dict[str, list[dict]]:
             stem = name[: -len(".nii")]
         else:
             continue
-        uid = stem.split("_", 1)[0]
+        uid = next((k for k in known if stem.startswith(k) and not stem[len(k):len(k) + 1].isdigit()), None)
+        if uid is None:
+            m = _KEY_RE.match(stem)
+            uid = m.group(1) if m else stem
         out = {"nii": out_dir / name, "postfix": stem[len(uid):]}
         for ext in ("json", "bval", "bvec"):
             out[ext] = out_dir / f"{stem}.{ext}" if f"{stem}.{ext}" in present else None
@@ -121,7 +151,7 @@ def convert_one(paths: list[str], work: Path, exe: str, *, compress: bool = True
 
 
 def convert_links(series: Iterable[tuple[str, list[str]]], work: Path, exe: str, n_cpus: int = 1, *,
-                  compress: bool = True) -> dict[str, list[dict]]:
+                  compress: bool = True, keys: Iterable[str] | None = None) -> dict[str, list[dict]]:
     """Link each series' files into ``work/in<k>/<token>/`` and convert with one dcm2niix per bin.
 
     Parameters
@@ -136,13 +166,16 @@ def convert_links(series: Iterable[tuple[str, list[str]]], work: Path, exe: str,
         Number of dcm2niix processes (series are spread over them by instance count).
     compress : bool
         gzip the images.
+    keys : iterable of str, optional
+        The expected output keys (see :func:`index_outputs`).
 
     Returns
     -------
     dict
-        Merged :func:`index_outputs` of every bin, keyed by SeriesInstanceUID.
+        Merged :func:`index_outputs` of every bin, keyed by ``<uid>_<series number>``.
     """
     bins = _split(list(series), n_cpus)
+    keys = list(keys or ())
 
     def run(k: int) -> dict[str, list[dict]]:
         in_dir, out_dir = work / f"in{k}", work / f"out{k}"
@@ -156,7 +189,7 @@ def convert_links(series: Iterable[tuple[str, list[str]]], work: Path, exe: str,
                             stderr=subprocess.DEVNULL, check=False).returncode
         if rc:
             log.debug("dcm2niix exit %s on bin %s", rc, k)
-        return index_outputs(out_dir)
+        return index_outputs(out_dir, keys)
 
     merged: dict[str, list[dict]] = {}
     if len(bins) == 1:

@@ -28,12 +28,13 @@ from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pydicom
 
-from ..atomic import atomic_write_text
+from ..atomic import atomic_open, atomic_write_text
 from ..errors import InputError
 from ..pseudonym import Pseudonymizer
-from .batch import MAX_DEPTH, convert_links, convert_one, depth_below, index_outputs, start_folder
+from .batch import MAX_DEPTH, conversion_key, convert_links, convert_one, depth_below, index_outputs, start_folder
 from .classify import Guess, HeuristicRule, bids_name, classify, load_heuristic, phase_dir_label, sanitize_label
 from .fasthdr import fast_header
 from .fmap import intended_for
@@ -45,6 +46,7 @@ pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 log = logging.getLogger(__name__)
 
 WORK_DIR_NAME = ".bids-deid-work"
+UNPACK_DIR_NAME = ".bids-deid-unpacked"  # gzip-compressed DICOM, unpacked (the staging tree links to them)
 BIDS_VERSION = "1.10.0"
 
 _ID_TAGS = (
@@ -89,6 +91,9 @@ _CLASS_TAGS = (
     "BitsAllocated",
     "SamplesPerPixel",
     "NumberOfFrames",
+    "AcquisitionTime",
+    "PatientSex",
+    "PatientAge",
 )
 HEADER_TAGS = list(dict.fromkeys(_ID_TAGS + _DATE_TAGS + _CLASS_TAGS))
 _HEADER_TAGS_T = tuple(HEADER_TAGS)
@@ -104,6 +109,29 @@ _NON_IMAGE_SOP_PREFIXES = (
 )
 _DICOMDIR_SOP = "1.2.840.10008.1.3.10"
 _UNCOMPRESSED_TS = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+_ENHANCED_IMAGE_SOP = ("1.2.840.10008.5.1.4.1.1.4.1", "1.2.840.10008.5.1.4.1.1.4.4")  # Enhanced / Legacy Converted
+_SOP_NAMES = {
+    "1.2.840.10008.5.1.4.1.1.66": "Raw Data Storage",
+    "1.2.840.10008.5.1.4.1.1.7": "Secondary Capture",
+    "1.2.840.10008.5.1.4.1.1.11.1": "Grayscale Softcopy Presentation State",
+    "1.2.840.10008.5.1.4.1.1.4.2": "MR Spectroscopy",
+}
+
+
+def _sop_kind(fields: dict) -> str:
+    """``"image"`` (classic image storage), ``"enhanced"`` (multi-frame MR) or the SOP class of a non-image object."""
+    sop = str(fields.get("SOPClassUID") or "")
+    if sop in _ENHANCED_IMAGE_SOP:
+        return "enhanced"
+    if sop.startswith(_NON_IMAGE_SOP_PREFIXES) or sop.startswith("1.3.46.670589.11.0.0.12."):  # Philips private
+        return sop or "unknown"
+    return "image"
+
+
+def _sop_name(kind: str) -> str:
+    if kind.startswith("1.3.46.670589.11.0.0.12."):
+        return "Philips private series data"
+    return _SOP_NAMES.get(kind, f"SOP class {kind}" if re.fullmatch(r"[0-9.]{1,64}", kind) else "unknown SOP class")
 
 
 # ---------------------------------------------------------------- public API
@@ -261,7 +289,7 @@ def _walk(root: Path):
             dirs[:] = []
             continue
         seen.add(real)
-        dirs[:] = sorted(d for d in dirs if d != WORK_DIR_NAME)
+        dirs[:] = sorted(d for d in dirs if d not in (WORK_DIR_NAME, UNPACK_DIR_NAME))
         for name in sorted(files):
             yield Path(dirpath) / name
 
@@ -395,14 +423,58 @@ def read_header(path: Path) -> dict:
     return rec
 
 
-def discover(raw_dir: Path, n_cpus: int = 1) -> list[dict]:
-    """Header records of every file under ``raw_dir`` (see :func:`read_header`)."""
+def discover(raw_dir: Path, n_cpus: int = 1, unpack_dir: Path | None = None) -> list[dict]:
+    """Header records of every file under ``raw_dir`` (see :func:`read_header`).
+
+    gzip-compressed files (``IM_0001.gz``, ``*.dcm.gz``) that hold DICOM are unpacked into
+    ``unpack_dir`` (private) and read from there: their records have ``unpacked`` True,
+    ``path`` the unpacked copy and ``source`` the original file.
+    """
     files = [str(f) for f in _walk(Path(raw_dir))]
+    packed: dict[str, str] = {}
+    if unpack_dir is not None:
+        for i, f in enumerate(files):
+            target = _gunzip_dicom(Path(f), Path(unpack_dir), i)
+            if target is not None:
+                packed[target] = f
+                files[i] = target
     if n_cpus > 1 and len(files) > 1000:  # the header pass is ~0.25 ms/file: a pool pays off late
         chunk = max(16, len(files) // (n_cpus * 8))
         with ProcessPoolExecutor(max_workers=n_cpus) as pool:
-            return list(pool.map(read_header, files, chunksize=chunk))
-    return [read_header(Path(f)) for f in files]
+            records = list(pool.map(read_header, files, chunksize=chunk))
+    else:
+        records = [read_header(Path(f)) for f in files]
+    for r in records:
+        src = packed.get(r["path"])
+        if src is not None:
+            if r["kind"] == "dicom":
+                r.update(unpacked=True, source=src, folder=str(Path(src).parent))
+            else:  # not DICOM after all: reported as the original file
+                r.update(path=src, folder=str(Path(src).parent), kind="other" if r["kind"] != "corrupt" else "corrupt")
+    return records
+
+
+def _gunzip_dicom(path: Path, unpack_dir: Path, index: int) -> str | None:
+    """Unpack a gzip file whose content starts like DICOM; the unpacked path, or None."""
+    import gzip
+    import zlib
+
+    try:
+        with open(path, "rb") as fh:
+            if fh.read(2) != b"\x1f\x8b":
+                return None
+        with gzip.open(path, "rb") as gz:
+            head = gz.read(132)
+            if not (head[128:132] == b"DICM" or head[:2] in (b"\x08\x00", b"\x02\x00")):
+                return None
+            unpack_dir.mkdir(parents=True, exist_ok=True)
+            target = unpack_dir / f"{index:07d}.dcm"
+            with open(target, "wb") as out:
+                out.write(head)
+                shutil.copyfileobj(gz, out, 1 << 20)
+    except (OSError, EOFError, zlib.error):
+        return None
+    return str(target)
 
 
 # ---------------------------------------------------------------- identifiers
@@ -502,6 +574,8 @@ class _Series:
     session: str | None
     token: str
     uid: str
+    key: str | None  # dcm2niix output stem ``<uid>_<series number>`` (None: not predictable)
+    kind: str  # "image", "enhanced" or the SOP class UID of a non-image object
     modality: str
     number: float
     time: str
@@ -572,29 +646,30 @@ def _convert_all(to_convert: list[_Series], all_series: list[_Series], records: 
     the rest are converted from links, batched, and one by one when batching cannot map
     them back (shared or missing SeriesInstanceUID).
     """
+    keys = [s.key for s in to_convert if s.key]
     index: dict[str, list[dict]] = {}
     if early is not None:
         early.wait()
-        index = index_outputs(work / "all")
-    uid_count = Counter(s.uid for s in all_series)
+        index = index_outputs(work / "all", keys)
+    key_count = Counter(s.key for s in to_convert)
     bad_folders = {r["folder"] for r in records if r["kind"] == "corrupt"}
     rest: list[_Series] = []
     for s in to_convert:
-        outs = index.get(s.uid)
-        if (outs and uid_count[s.uid] == 1 and not s.deduped
-                and all(r["folder"] not in bad_folders and depth_below(r["path"], raw_dir) < MAX_DEPTH
-                        for r in s.records)):
+        outs = index.get(s.key) if s.key else None
+        if (outs and key_count[s.key] == 1 and not s.deduped
+                and all(not r.get("unpacked") and r["folder"] not in bad_folders
+                        and depth_below(r["path"], raw_dir) < MAX_DEPTH for r in s.records)):
             _take_outputs(s, outs)
         else:
             rest.append(s)
-    batchable = [s for s in rest if uid_count[s.uid] == 1 and "/" not in s.uid]
+    batchable = [s for s in rest if s.key and key_count[s.key] == 1]
     singles = [s for s in rest if s not in batchable]
     if batchable:
         idx = convert_links([(s.token, [r["path"] for r in s.records]) for s in batchable], work / "links", exe,
-                            n_cpus, compress=compress)
+                            n_cpus, compress=compress, keys=keys)
         for s in batchable:
-            if idx.get(s.uid):
-                _take_outputs(s, idx[s.uid])
+            if idx.get(s.key):
+                _take_outputs(s, idx[s.key])
             else:
                 singles.append(s)
     if singles:
@@ -731,7 +806,8 @@ def stage_raw(
         early = start_folder(exe, raw_dir, work / "all", compress=not dry_run)
     try:
         return _stage_raw(raw_dir, staging_dir, pseudo, participants=participants, heuristic=heuristic,
-                          n_cpus=n_cpus, dry_run=dry_run, sourcedata=sourcedata, _work=work, _exe=exe, _early=early)
+                          n_cpus=n_cpus, dry_run=dry_run, sourcedata=sourcedata, _work=work, _exe=exe, _early=early,
+                          _unpack=work / "unpacked" if dry_run else staging_dir / UNPACK_DIR_NAME)
     finally:
         if early is not None and early.poll() is None:
             early.kill()
@@ -759,12 +835,13 @@ def _stage_raw(
     _work: Path,
     _exe: str,
     _early,
+    _unpack: Path,
 ) -> StageResult:
     """:func:`stage_raw` inside its work folder (``_early``: the background whole-folder dcm2niix or None)."""
     rules = load_heuristic(heuristic) if heuristic else None
     n_cpus = max(1, int(n_cpus or 1))
     result = StageResult()
-    records = discover(raw_dir, n_cpus)
+    records = discover(raw_dir, n_cpus, unpack_dir=_unpack)
 
     kinds = Counter(r["kind"] for r in records)
     handled_other = _other_files(records)  # Analyze/MINC/PAR/slides and their data halves are not ignored
@@ -799,12 +876,15 @@ def _stage_raw(
     if no_pid:
         result.problems.append(f"{no_pid} DICOM file(s) without PatientID (grouped by PatientName)")
 
-    tree: dict[str, dict[str, dict[str, list[dict]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    # A series is (SeriesInstanceUID, SeriesNumber, kind of object): one UID may hold several
+    # series numbers (copies in several transfer syntaxes) and several SOP classes (raw data,
+    # presentation states or Enhanced next to classic images): each part is staged on its own.
+    tree: dict[str, dict[str, dict[tuple, list[dict]]]] = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
     for r in dicoms:
         f = r["fields"]
         study = str(f.get("StudyInstanceUID") or "unknown-study")
-        ser = str(f.get("SeriesInstanceUID") or f"{study}/{f.get('SeriesNumber')}/{f.get('Modality')}")
-        tree[r["pid"]][study][ser].append(r)
+        uid = str(f.get("SeriesInstanceUID") or f"{study}/{f.get('SeriesNumber')}/{f.get('Modality')}")
+        tree[r["pid"]][study][(uid, str(f.get("SeriesNumber") or ""), _sop_kind(f))].append(r)
 
     twix_recs = [r for r in records if r["kind"] == "twix"]
     twix_by_pid: dict[str, list[tuple[dict, list[tuple[str, str]]]]] = defaultdict(list)
@@ -846,14 +926,17 @@ def _stage_raw(
             ses = f"{si:02d}" if len(ordered) > 1 else None
             sdate = str(next(iter(sers.values()))[0]["fields"].get("StudyDate") or "")
             sessions_of[label].append((ses, sdate))
-            for uid, recs in sers.items():
+            parts_of = Counter(k[0] for k in sers)
+            for (uid, _sn, kind), recs in sers.items():
                 ids.extend(recs)
                 f0 = recs[0]["fields"]
                 s = _Series(
                     subject=label,
                     session=ses,
-                    token=pseudo.text_token("series", uid),
+                    token=pseudo.text_token("series", uid if parts_of[uid] == 1 else f"{uid}/{_sn}/{kind}"),
                     uid=uid,
+                    key=conversion_key(uid, f0.get("SeriesNumber")),
+                    kind=kind,
                     modality=sanitize_label(f0.get("Modality") or "OT").upper() or "OT",
                     number=_num(f0.get("SeriesNumber")),
                     time=str(f0.get("SeriesTime") or ""),
@@ -872,11 +955,10 @@ def _stage_raw(
     # plan: which series are converted
     to_convert: list[_Series] = []
     for s in series_list:
-        sop = str(s.records[0]["fields"].get("SOPClassUID") or "")
         if s.modality != "MR":
             s.action, s.reason = "sourcedata", f"modality {s.modality} is not converted to BIDS"
-        elif sop.startswith(_NON_IMAGE_SOP_PREFIXES):
-            s.action, s.reason = "sourcedata", "non-image MR object"
+        elif s.kind not in ("image", "enhanced"):
+            s.action, s.reason = "sourcedata", f"non-image MR object ({_sop_name(s.kind)})"
         else:
             to_convert.append(s)
         if s.modality == "SM":
@@ -994,11 +1076,46 @@ def _place_outputs(by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict
                 side["IntendedFor"] = [f"bids::{t['rel']}" for t in intended_for(o, g.suffix or "", targets)]
             if g.suffix == "phasediff" and ("EchoTime1" not in side or "EchoTime2" not in side):
                 _fill_echo_times(side, s, items)
-            os.replace(o["nii"], dest)
+            if g.suffix in _TIME_SERIES and _single_volume_to_4d(Path(o["nii"]), dest, side.get("RepetitionTime")):
+                o["problem"] = "one volume: written as a 4D run of length 1"
+            else:
+                os.replace(o["nii"], dest)
             _write_sidecar(dest.with_name(dest.name[: -len(".nii.gz")] + ".json"), side)
             for ext in ("bval", "bvec"):
                 if o.get(ext) is not None:
                     os.replace(o[ext], dest.with_name(dest.name[: -len(".nii.gz")] + f".{ext}"))
+
+
+_TIME_SERIES = ("bold", "asl", "cbv", "phase")  # BIDS wants these 4D
+
+
+def _single_volume_to_4d(src: Path, dest: Path, tr) -> bool:
+    """Write a 3D image as 4D with one volume (BIDS time series are 4D); False when it is not 3D.
+
+    Voxels (stored values and scaling) and the affine are unchanged; only the header's
+    dimensions (and the TR in pixdim[4]) change.
+    """
+    import gzip
+
+    import nibabel as nib  # noqa: PLC0415
+
+    img = nib.load(str(src))
+    if len(img.shape) != 3:
+        return False
+    hdr = img.header.copy()
+    data = np.asanyarray(img.dataobj.get_unscaled())[..., np.newaxis]
+    out = nib.Nifti1Image(data, img.affine, header=hdr)
+    slope, inter = img.header["scl_slope"], img.header["scl_inter"]
+    out.header["scl_slope"], out.header["scl_inter"] = slope, inter
+    zooms = list(img.header.get_zooms()) + [float(tr) if isinstance(tr, int | float) else 1.0]
+    out.header.set_zooms(zooms)
+    out.header.set_xyzt_units(*img.header.get_xyzt_units()[:1], "sec")
+    out.set_qform(img.get_qform(), int(img.header["qform_code"]))
+    out.set_sform(img.get_sform(), int(img.header["sform_code"]))
+    with atomic_open(dest, "wb") as fh, gzip.GzipFile(filename="", fileobj=fh, mode="wb", mtime=0,
+                                                      compresslevel=6) as gz:
+        gz.write(out.to_bytes())
+    return True
 
 
 def _fill_echo_times(side: dict, s: _Series, items: list[tuple[_Series, dict]]) -> None:
