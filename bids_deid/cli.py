@@ -56,7 +56,11 @@ def build_parser() -> argparse.ArgumentParser:
     deid.add_argument("--write-defacemask", action="store_true", help="write BIDS *_defacemask.nii.gz files")
     deid.add_argument("--sourcedata", choices=["dicom", "none"], default="dicom",
                       help="write de-identified DICOM to sourcedata/ (default) or none")
-    deid.add_argument("--heuristic", type=Path, metavar="PATH", help="raw input: YAML rules that name series")
+    deid.add_argument("--heuristic", type=Path, metavar="PATH|reproin",
+                      help="raw input: YAML rules that name series, or 'reproin' for ReproIn series names")
+    deid.add_argument("--skip-series-policy", choices=["sourcedata", "drop"], default="sourcedata",
+                      help="raw input: MR series without a BIDS name (localizers, derived, unknown) are kept "
+                           "de-identified in sourcedata/dicom (default) or dropped (listed in the private report)")
     deid.add_argument("--clean-pixels", action="store_true",
                       help="black out burned-in text (OCR) in DICOM that would be left out as a burned-in risk")
 
@@ -110,7 +114,8 @@ def _settings(args: argparse.Namespace):
         skip_validation=args.skip_bids_validation, dataset_type=args.dataset_type, dry_run=args.dry_run,
         verbose=bool(args.verbose), deface_method=args.deface_method or profile.deface_method,
         template=args.template, write_defacemask=args.write_defacemask, sourcedata=args.sourcedata,
-        input_type=args.input_type, heuristic=args.heuristic, progress=sys.stderr.isatty(),
+        input_type=args.input_type, heuristic=args.heuristic,
+        skip_series_policy=args.skip_series_policy, progress=sys.stderr.isatty(),
         clean_pixels=args.clean_pixels,
     )
 

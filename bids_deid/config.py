@@ -32,6 +32,7 @@ class Settings:
     sourcedata: str = "dicom"
     input_type: str = "bids"
     heuristic: Path | None = None
+    skip_series_policy: str = "sourcedata"  # raw input: series without a BIDS name -> sourcedata | drop
     progress: bool = True
     labels_pseudonymized: bool = False  # raw input: staging labels are already pseudonyms
     clean_pixels: bool = False  # OCR + blackout of burned-in text instead of leaving such DICOM out

@@ -645,6 +645,7 @@ def run_raw_participant(s: Settings) -> list[dict]:
     from dataclasses import replace
 
     from .convert.raw import stage_raw
+    from .convert.sidecar_keep import keep_rules
 
     pseudo = Pseudonymizer(s.key)
     check_deface_method(s)
@@ -658,7 +659,8 @@ def run_raw_participant(s: Settings) -> list[dict]:
         # While defacing, series that became BIDS images keep their (facial) DICOM out of sourcedata.
         sourcedata = s.sourcedata if s.deface_method == "none" else "non-bids-only"
         res = stage_raw(s.bids_dir, job / "staging", pseudo, participants=set(s.participants or ()) or None,
-                        heuristic=s.heuristic, n_cpus=s.n_cpus, dry_run=s.dry_run, sourcedata=sourcedata)
+                        heuristic=s.heuristic, n_cpus=s.n_cpus, dry_run=s.dry_run, sourcedata=sourcedata,
+                        skip_policy=s.skip_series_policy)
         if s.dry_run:
             return [{"subject": "(raw input)", "original": "(raw input)",
                      "plan": [f"  {r.get('action', '?'):10} {r.get('bids_name') or r.get('series_token')}"
@@ -670,23 +672,58 @@ def run_raw_participant(s: Settings) -> list[dict]:
         for label, idents in res.identifiers.items():
             write_json(s.private_dir / "identifiers" / f"sub-{label}.raw.json", sorted({tuple(x) for x in idents}))
         batch = pseudo.text_token("rawbatch", ",".join(sorted(res.subjects.values())))
-        write_json(s.private_dir / "state" / f"_raw-{batch}.json", {"records": {
-            f"raw series {r.get('series_token')}": {"status": "converted" if r.get("action") == "bids" else
-                                                    str(r.get("action")), "reason": r.get("reason", ""),
-                                                    "bids_name": r.get("bids_name")} for r in res.series},
-            "problems": res.problems})
+        records = {f"raw series {r.get('series_token')}": _series_record(r, s.sourcedata) for r in res.series}
+        counts = {k: sum(1 for v in records.values() if v["status"] == k) for k in ("converted", "sourcedata",
+                                                                                     "left out")}
+        write_json(s.private_dir / "state" / f"_raw-{batch}.json", {"records": records, "problems": res.problems,
+                                                                    "series_counts": counts})
         staging = job / "staging"
         if not list(staging.glob("sub-*")) and not list(staging.glob("sourcedata/*/sub-*")):
             raise InputError("no participant could be converted from the raw input; see the problems in the report")
         inner = replace(s, bids_dir=staging, work_dir=job / "work", participants=None, sessions=s.sessions,
-                        profile=replace(s.profile, subjects="keep", sessions="keep"), labels_pseudonymized=True,
+                        profile=replace(s.profile, subjects="keep", sessions="keep",
+                                        sidecar_rules=keep_rules() + tuple(s.profile.sidecar_rules)),
+                        labels_pseudonymized=True,
                         skip_validation=True)
         subjects = set(list_subjects(staging))  # and those with only sourcedata (CT, twix, ...)
         subjects |= {p.name[4:] for p in staging.glob("sourcedata/*/sub-*") if p.is_dir()}
-        return [_run_subject(inner, subj) for subj in sorted(subjects)]
+        results = [_run_subject(inner, subj) for subj in sorted(subjects)]
+        _forget_kept_names(s.private_dir, sorted(subjects))
+        return results
     finally:
         if not s.dry_run:
             shutil.rmtree(job, ignore_errors=True)
+
+
+def _series_record(r: dict, sourcedata: str) -> dict:
+    """Private record of one raw series: converted, kept in sourcedata, or left out (with why)."""
+    action = r.get("action")
+    status = {"bids": "converted", "sourcedata": "sourcedata"}.get(str(action), "left out")
+    reason = str(r.get("reason", ""))
+    if status == "sourcedata" and sourcedata == "none":
+        status, reason = "left out", f"{reason} (not written: --sourcedata none)"
+    rec = {"status": status, "reason": reason, "bids_name": r.get("bids_name")}
+    for k in ("series_number", "description", "images", "partial"):
+        if r.get(k) not in (None, ""):
+            rec[k] = r[k]
+    return rec
+
+
+def _forget_kept_names(private_dir: Path, subjects: list[str]) -> None:
+    """Series/protocol names the raw conversion kept (already clean of every identifier) are no audit needles."""
+    from .convert.sidecar_keep import FREE_TEXT, clean_text
+
+    for subj in subjects:
+        path = private_dir / "identifiers" / f"sub-{subj}.json"
+        idents = read_json(path, None)
+        if not idents:
+            continue
+        values = [v for k, v in idents if k.split(":")[-1] not in FREE_TEXT and ":" not in k
+                  and not k.endswith("Time") and k not in ("uid", "date")]
+        kept = [[k, v] for k, v in idents
+                if not (k.split(":")[-1] in FREE_TEXT and clean_text(v, values) == v.strip())]
+        if len(kept) != len(idents):
+            write_json(path, kept)
 
 
 def run(s: Settings) -> dict:

@@ -71,7 +71,7 @@ def test_rules(fields, datatype, suffix):
         f(SeriesDescription="t1_mprage", ImageType=["DERIVED", "PRIMARY", "MPR"]),
         f(SeriesDescription="ep2d_bold_moco", ImageType=["ORIGINAL", "PRIMARY", "MOCO"]),
         f(SeriesDescription="diff_ADC", ImageType=["DERIVED", "PRIMARY", "ADC"]),
-        f(SeriesDescription="t1", BidsGuess=["derived", "_run-1"]),
+        f(SeriesDescription="series 7", BidsGuess=["derived", "_run-1"]),  # no rule knows it: the guess decides
         {"Modality": "CT", "SeriesDescription": "head"},
         f(SeriesDescription="mystery series"),
     ],
@@ -79,6 +79,21 @@ def test_rules(fields, datatype, suffix):
 def test_skipped(fields):
     g = classify(fields)
     assert g.skipped and g.reason
+
+
+def test_rules_win_over_bidsguess_and_both_are_reported():
+    # an EPI time series (XA30 BOLD) that dcm2niix guessed as dwi: no b-values, 200 volumes
+    g = classify(f(SeriesDescription="cmrr_mbep2d_bold", ScanningSequence="EP", _n_vols=200,
+                   BidsGuess=["dwi", "_acq-cmrr_dwi"]))
+    assert (g.datatype, g.suffix) == ("func", "bold")
+    assert "dcm2niix guessed dwi/dwi" in g.reason
+    # an ORIGINAL diffusion series with b-values that dcm2niix called derived
+    g = classify(f(SeriesDescription="DTI 30dir", ScanningSequence="EP", _has_bval=True, _bmax=1000.0,
+                   BidsGuess=["derived", "_dwi"]))
+    assert (g.datatype, g.suffix) == ("dwi", "dwi")
+    # a GE/Philips B0 map in Hz is a direct field map
+    g = classify(f(SeriesDescription="B0 map", ScanningSequence="GR", Units="Hz"))
+    assert (g.datatype, g.suffix) == ("fmap", "fieldmap")
 
 
 def test_bidsguess_used_and_run_acq_dropped():

@@ -47,6 +47,7 @@ _ALLOWED = {
     "bold": {"task", "acq", "ce", "rec", "dir", "run", "echo", "part"},
     "sbref": {"task", "acq", "ce", "rec", "dir", "run", "echo", "part"},
     "dwi": {"acq", "rec", "dir", "run", "part"},
+    "cbv": {"task", "acq", "ce", "rec", "dir", "run", "echo", "part"},
     "epi": {"acq", "ce", "dir", "run"},
     "magnitude1": {"acq", "run"},
     "magnitude2": {"acq", "run"},
@@ -266,16 +267,49 @@ def _skip_reason(fields: dict) -> str | None:
         return "derived image"
     if any(x in itype for x in ("ADC", "FA", "TRACEW", "TENSOR", "EXP", "PROJECTION IMAGE", "SCREENSHOT")):
         return "derived image"
+    return None
+
+
+def _guess_skip(fields: dict) -> str | None:
+    """dcm2niix's own verdict that an image is no raw data (used only when the rules have no opinion)."""
     guess = fields.get("BidsGuess")
     if isinstance(guess, list) and guess and str(guess[0]) in ("derived", "discard", "localizer"):
         return f"dcm2niix BidsGuess '{guess[0]}'"
     return None
 
 
+def _guess_text(fields: dict) -> str | None:
+    guess = fields.get("BidsGuess")
+    if not (isinstance(guess, list) and guess):
+        return None
+    parts = [p for p in str(guess[-1]).split("_") if p] if len(guess) > 1 else []
+    return sanitize_label(guess[0]) + ("/" + sanitize_label(parts[-1]) if parts else "")
+
+
 def _is_phase(fields: dict) -> bool:
     itype = [x.upper() for x in _as_list(fields.get("ImageType"))]
     postfix = str(fields.get("_postfix") or "")
     return "P" in itype or "PHASE" in itype or "_ph" in postfix
+
+
+def is_direct_fieldmap(fields: dict) -> bool:
+    """A B0 map in Hz or rad/s (GE, Philips): dcm2niix writes ``Units``; ImageType says B0/FIELD_MAP."""
+    itype = [x.upper() for x in _as_list(fields.get("ImageType"))]
+    postfix = str(fields.get("_postfix") or "").lower()
+    units = str(fields.get("Units") or "").strip().lower()
+    return (units in ("hz", "rad/s") or "fieldmap" in postfix or "FIELDMAP" in itype or "FIELD_MAP" in itype
+            or ("B0" in itype and "M" not in itype))
+
+
+def _part_of(fields: dict) -> str | None:
+    """``real``/``imag`` for the real and imaginary images dcm2niix writes (postfix or ImageType)."""
+    itype = [x.upper() for x in _as_list(fields.get("ImageType"))]
+    postfix = str(fields.get("_postfix") or "").lower()
+    if "_real" in postfix or "REAL" in itype:
+        return "real"
+    if "_imag" in postfix or "IMAGINARY" in itype:
+        return "imag"
+    return None
 
 
 def _from_bidsguess(fields: dict) -> Guess | None:
@@ -306,26 +340,39 @@ def _fmap_field_kind(fields: dict) -> bool:
 
 
 def _from_rules(fields: dict) -> Guess | None:
+    """Header rules: ImageType, ScanningSequence, SequenceVariant, volumes, b-values, TE/TI, names."""
     text = _text(fields)
     itype = [x.upper() for x in _as_list(fields.get("ImageType"))]
     seq = {x.upper() for x in _as_list(fields.get("ScanningSequence"))}
     var = {x.upper() for x in _as_list(fields.get("SequenceVariant"))}
+    seqname = str(fields.get("SequenceName") or "").lower()
     te = _num(fields.get("EchoTime"))
     ti = _num(fields.get("InversionTime"))
-    epi = "EP" in seq or "EPI" in itype or re.search(r"\bepi\b|ep2d|epfid|epse|ep_b|cmrr", text) is not None
-    if "DIFFUSION" in itype or fields.get("_has_bval") or re.search(r"dwi|dti|diff|tensor", text):
-        return Guess("dwi", "dwi", {}, "rules: diffusion")
-    if re.search(r"pcasl|pasl|\basl\b|perfusion|tgse.*asl|asl_", text):
-        if re.search(r"m0", text):
+    n_vols = int(_num(fields.get("_n_vols")) or 1)
+    bmax = _num(fields.get("_bmax"))
+    epi = ("EP" in seq or "EPI" in itype or re.search(r"^\*?(ep|epfid|epse|epi)", seqname) is not None
+           or re.search(r"\bepi\b|ep2d|ep3d|epfid|epse|ep_b|cmrr|\bbold\b|fmri", text) is not None)
+    fmap_text = re.search(r"topup|se[_ ]?epi|spin[_ ]?echo.*(map|fmap)|fmap|field[_ ]?map|blip|revpe|reverse|pepolar",
+                          text)
+    asl_text = re.search(r"pcasl|pasl|\basl\b|perfusion|tgse.*asl|asl_|_asl", text + " " + seqname)
+    if asl_text or "ASL" in itype:
+        if re.search(r"m0", text) or "M0" in itype:
             return Guess("perf", "m0scan", {}, "rules: ASL M0")
         return Guess("perf", "asl", {}, "rules: ASL")
-    if _fmap_field_kind(fields) and not epi:
+    if "DIFFUSION" in itype or (bmax is not None and bmax > 0) or (
+            (fields.get("_has_bval") or re.search(r"dwi|dti|diff|tensor", text)) and not fmap_text):
+        return Guess("dwi", "dwi", {}, "rules: diffusion")
+    if is_direct_fieldmap(fields) and not epi:
+        return Guess("fmap", "fieldmap", {}, "rules: B0 field map (Hz)")
+    if (_fmap_field_kind(fields) or re.search(r"fm2d|fm3d|field", seqname)) and not epi:
         return Guess("fmap", "phasediff" if _is_phase(fields) else "magnitude", {}, "rules: GRE field map")
-    if epi and re.search(r"topup|se[_ ]?epi|spin[_ ]?echo.*(map|fmap)|fmap|field[_ ]?map|blip|revpe|reverse", text):
+    if epi and fmap_text:
         return Guess("fmap", "epi", {}, "rules: EPI field map")
     if epi and re.search(r"sbref", text):
         return Guess("func", "sbref", {}, "rules: single-band reference")
-    if epi and (re.search(r"bold|fmri|func|rest|task|\bepi\b|ep2d|epfid", text) or "GR" in seq):
+    if epi and "SE" in seq and "GR" not in seq and 1 < n_vols <= 6 and not re.search(r"bold|fmri|func|rest|task", text):
+        return Guess("fmap", "epi", {}, "rules: short spin-echo EPI (PEpolar field map)")
+    if epi and (n_vols > 1 or re.search(r"bold|fmri|func|rest|task|\bepi\b|ep2d|epfid", text) or "GR" in seq):
         return Guess("func", "bold", {}, "rules: EPI time series")
     if re.search(r"flair|\bdark[_ ]?fluid", text) or ("IR" in seq and te and te > 0.06):
         return Guess("anat", "FLAIR", {}, "rules: FLAIR")
@@ -365,8 +412,13 @@ def _finish(g: Guess, fields: dict) -> Guess:
         g.suffix = "MESE" if g.suffix in ("T2w",) else "MEGRE"
     if n_echoes > 1 and echo is not None and "echo" not in g.entities:
         g.entities["echo"] = str(int(_num(echo) or 1))
+    part = _part_of(fields)
+    if part and g.datatype != "fmap" and "part" not in g.entities:
+        g.entities["part"] = part
     if g.datatype == "fmap":
-        if g.suffix in ("magnitude", "magnitude1", "magnitude2") and not phase:
+        if g.suffix == "fieldmap":
+            pass
+        elif g.suffix in ("magnitude", "magnitude1", "magnitude2") and not phase:
             e = int(_num(echo) or 1)
             g.suffix = "magnitude2" if e >= 2 else "magnitude1"
         elif g.suffix in ("magnitude", "magnitude1", "magnitude2", "phasediff") and phase:
@@ -410,20 +462,31 @@ def classify(fields: dict, heuristic: list[HeuristicRule] | None = None) -> Gues
             return _finish(g, fields)
     if str(fields.get("Modality") or "MR").upper() != "MR":
         return Guess(None, None, {}, f"modality {sanitize_label(fields.get('Modality'))} is not MR")
+    guessed = _guess_text(fields)
+    said = f" (dcm2niix guessed {guessed})" if guessed else ""
     reason = _skip_reason(fields)
     if reason:
-        return Guess(None, None, {}, reason)
-    g = _from_bidsguess(fields)
-    if g is not None and g.datatype == "fmap" and g.suffix not in _ALLOWED:
-        g = None
-    if g is not None and g.datatype == "anat" and g.suffix not in _ALLOWED:
-        g = None  # e.g. an unknown anat suffix: fall back to rules
+        return Guess(None, None, {}, reason + said)
+    g = _from_rules(fields)
+    dg = _from_bidsguess(fields)
+    if dg is not None and dg.suffix not in _ALLOWED:
+        dg = None  # e.g. an unknown anat suffix
+    if g is not None:
+        if dg is not None and (dg.datatype, dg.suffix) != (g.datatype, g.suffix):
+            g.reason += f"; dcm2niix guessed {dg.datatype}/{dg.suffix}: the rules win"
+        elif dg is not None and "dir" in dg.entities:
+            g.entities.setdefault("dir", dg.entities["dir"])
+        if dg is not None and "task" in dg.entities:
+            g.entities.setdefault("task", dg.entities["task"])
+    else:
+        reason = _guess_skip(fields)
+        if reason:
+            return Guess(None, None, {}, reason)
+        g = dg
     if g is None:
-        g = _from_rules(fields)
-    if g is None:
-        return Guess(None, None, {}, "unclassified MR series (add a heuristic rule)")
+        return Guess(None, None, {}, "unclassified MR series (add a heuristic rule)" + said)
     # dcm2niix guesses phase images of field maps inconsistently; rules know the pair
-    if g.datatype == "fmap" and g.suffix not in ("epi",) and _is_phase(fields):
+    if g.datatype == "fmap" and g.suffix not in ("epi", "fieldmap") and _is_phase(fields):
         g.suffix = "phasediff"
     if fields.get("_dir") and g.suffix in DIR_SUFFIXES:
         g.entities["dir"] = str(fields["_dir"])

@@ -37,7 +37,8 @@ from ..pseudonym import Pseudonymizer
 from .batch import MAX_DEPTH, conversion_key, convert_links, convert_one, depth_below, index_outputs, start_folder
 from .classify import Guess, HeuristicRule, bids_name, classify, load_heuristic, phase_dir_label, sanitize_label
 from .fasthdr import fast_header
-from .fmap import intended_for
+from .fmap import TARGET_SUFFIXES, fieldmap_sets, link_fieldmaps
+from .sidecar_keep import FREE_TEXT, clean_text
 from .twix import is_twix, read_twix_identifiers, twix_layout
 
 # Scanner files often break VR length rules; reading them must not warn per file.
@@ -65,6 +66,11 @@ _ID_TAGS = (
     "OtherPatientIDs",
     "PatientAddress",
     "StudyID",
+    "InstitutionalDepartmentName",
+    "PerformedLocation",
+    "PerformedProcedureStepDescription",
+    "RequestedProcedureDescription",
+    "PerformedStationName",
 )
 _DATE_TAGS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 _CLASS_TAGS = (
@@ -587,6 +593,7 @@ class _Series:
     reason: str = ""
     names: list[str] = field(default_factory=list)
     deduped: bool = False  # duplicate instances were dropped (whole-folder conversion would include them)
+    partial: str = ""  # why some of its images got no BIDS name (its DICOM then goes to sourcedata too)
 
 
 def _header_fields(f: dict) -> dict:
@@ -697,14 +704,15 @@ def _take_outputs(s: _Series, outs: list[dict]) -> None:
 
 
 def _image_geometry(o: dict) -> None:
-    """``o['affine']`` and ``o['shape']`` from the NIfTI header (None when unreadable)."""
+    """``o['affine']``, ``o['shape']`` and ``o['n_vols']`` from the NIfTI header (None when unreadable)."""
     import nibabel as nib  # noqa: PLC0415
 
     try:
         img = nib.load(str(o["nii"]))
         o["affine"], o["shape"] = img.affine, tuple(img.shape[:3])
+        o["n_vols"] = int(img.shape[3]) if len(img.shape) > 3 else 1
     except Exception:  # noqa: BLE001 - geometry is a hint only
-        o["affine"], o["shape"] = None, None
+        o["affine"], o["shape"], o["n_vols"] = None, None, None
 
 
 def _classify_outputs(s: _Series, heuristic: list[HeuristicRule] | None) -> None:
@@ -724,7 +732,26 @@ def _classify_outputs(s: _Series, heuristic: list[HeuristicRule] | None) -> None
         f["_n_echoes"] = len(echoes)
         f["_has_phase"] = has_phase
         f["_has_bval"] = o["bval"] is not None
+        f["_n_vols"] = o.get("n_vols") or 1
+        f["_bmax"] = _bmax(o.get("bval"))
         o["guess"] = classify(f, heuristic)
+    # a B0 map series (GE, Philips): its other images are the field map's magnitude
+    if any(o["guess"].suffix == "fieldmap" for o in s.outputs):
+        for o in s.outputs:
+            g = o["guess"]
+            if g.suffix != "fieldmap" and not g.skipped and not (g.datatype == "fmap" and g.suffix == "epi"):
+                g.datatype, g.suffix, g.entities = "fmap", "magnitude", {}
+                g.reason = "rules: magnitude of a B0 field-map series"
+
+
+def _bmax(bval) -> float | None:
+    if bval is None:
+        return None
+    try:
+        vals = [float(x) for x in Path(bval).read_text().split()]
+    except (OSError, ValueError):
+        return None
+    return max(vals) if vals else None
 
 
 def _assign_runs(items: list[tuple[_Series, dict]], subject: str, session: str | None) -> None:
@@ -760,6 +787,7 @@ def stage_raw(
     n_cpus: int = 1,
     dry_run: bool = False,
     sourcedata: str = "dicom",
+    skip_policy: str = "sourcedata",
 ) -> StageResult:
     """Discover, group, classify and convert raw scanner data into a staging BIDS tree.
 
@@ -785,6 +813,10 @@ def stage_raw(
     sourcedata : str
         ``"dicom"`` links every series under ``sourcedata/dicom``; anything else links
         only the series that do not become BIDS images.
+    skip_policy : str
+        ``"sourcedata"``: an MR series that gets no BIDS name (localizer, derived,
+        unclassified, a field-map image without its partner) is kept in ``sourcedata/dicom``;
+        ``"drop"``: it is left out, and listed (private) with its reason.
 
     Returns
     -------
@@ -806,7 +838,8 @@ def stage_raw(
         early = start_folder(exe, raw_dir, work / "all", compress=not dry_run)
     try:
         return _stage_raw(raw_dir, staging_dir, pseudo, participants=participants, heuristic=heuristic,
-                          n_cpus=n_cpus, dry_run=dry_run, sourcedata=sourcedata, _work=work, _exe=exe, _early=early,
+                          n_cpus=n_cpus, dry_run=dry_run, sourcedata=sourcedata, skip_policy=skip_policy,
+                          _work=work, _exe=exe, _early=early,
                           _unpack=work / "unpacked" if dry_run else staging_dir / UNPACK_DIR_NAME)
     finally:
         if early is not None and early.poll() is None:
@@ -832,6 +865,7 @@ def _stage_raw(
     n_cpus: int,
     dry_run: bool,
     sourcedata: str,
+    skip_policy: str,
     _work: Path,
     _exe: str,
     _early,
@@ -970,9 +1004,20 @@ def _stage_raw(
     for s in to_convert:
         _classify_outputs(s, rules)
     by_ses = _name_outputs(to_convert)
+    for s in to_convert:  # nothing disappears: what got no BIDS name is kept in sourcedata (or listed as dropped)
+        if s.action == "skipped":
+            if skip_policy == "drop":
+                s.action, s.reason = "dropped", f"{s.reason}; dropped (--skip-series-policy drop)"
+            else:
+                s.action, s.reason = "sourcedata", f"{s.reason}; DICOM kept in sourcedata"
     if not dry_run:
+        late = [s for s in to_convert if sourcedata != "dicom" and (s.action == "sourcedata" or s.partial)]
+        _stage_sourcedata(late, staging_dir, "dicom")
+        for s in to_convert:
+            if s.action == "dropped":
+                shutil.rmtree(_sourcedata_folder(staging_dir, s), ignore_errors=True)
         _stage_micr(series_list, staging_dir)
-        _place_outputs(by_ses, staging_dir)
+        _place_outputs(by_ses, staging_dir, result.identifiers)
         _stage_twix(twix_by_pid, result.subjects, sessions_of, staging_dir, pseudo)
         result.series += _stage_other_formats(records, raw_dir, staging_dir, pseudo, result.subjects, by_folder,
                                               wanted, sourcedata)
@@ -996,6 +1041,10 @@ def _stage_raw(
                 "action": s.action,
                 "bids_name": ";".join(s.names),
                 "reason": s.reason,
+                "series_number": s.fields.get("SeriesNumber"),
+                "description": s.fields.get("SeriesDescription") or s.fields.get("ProtocolName") or "",
+                "images": len(s.outputs),
+                "partial": s.partial,
             }
         )
     for pid, items in twix_by_pid.items():
@@ -1043,15 +1092,27 @@ def _name_outputs(series: list[_Series]) -> dict[tuple[str, str | None], list[tu
     The dry run stops here, so its names are the real run's names.
     """
     by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict]]] = defaultdict(list)
-    for s in sorted(series, key=lambda s: (s.number, s.time, s.token)):
+    ordered = sorted(series, key=lambda s: (s.number, s.time, s.token))
+    for s in ordered:
+        for o in s.outputs:
+            if not o["guess"].skipped:
+                by_ses[(s.subject, s.session)].append((s, o))
+    for (_sub, ses), items in by_ses.items():  # field-map sets can turn images BIDS cannot name into skipped ones
+        sets = fieldmap_sets(items, ses)
+        targets = [(s, o) for s, o in items if not o["guess"].skipped and o["guess"].suffix in TARGET_SUFFIXES]
+        link_fieldmaps(sets, targets)
+        items[:] = [(s, o) for s, o in items if not o["guess"].skipped]
+    for s in ordered:
         kept = [o for o in s.outputs if not o["guess"].skipped]
+        left = [o for o in s.outputs if o["guess"].skipped]
         if not kept:
             s.action = "skipped"
-            s.reason = s.reason or (s.outputs[0]["guess"].reason if s.outputs else "no output")
+            s.reason = s.reason or (left[0]["guess"].reason if left else "dcm2niix produced no image")
             continue
         s.action, s.reason = "bids", kept[0]["guess"].reason
-        for o in kept:
-            by_ses[(s.subject, s.session)].append((s, o))
+        if left:  # part of the series could not be named: its DICOM is kept in sourcedata as well
+            s.partial = "; ".join(sorted({o["guess"].reason for o in left}))
+            s.reason += f"; {len(left)} of {len(s.outputs)} images not named ({s.partial})"
     for (sub, ses), items in by_ses.items():
         _assign_runs(items, sub, ses)
         prefix = Path(f"sub-{sub}") / (f"ses-{ses}" if ses else "")
@@ -1061,19 +1122,44 @@ def _name_outputs(series: list[_Series]) -> dict[tuple[str, str | None], list[tu
     return by_ses
 
 
-def _place_outputs(by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict]]], staging: Path) -> None:
-    """Move named outputs into the staging tree; sidecars get TaskName, IntendedFor, EchoTime1/2."""
-    for items in by_ses.values():
-        targets = [o for _s, o in items if o["guess"].datatype in ("func", "dwi") and o["guess"].suffix != "sbref"]
+def _place_outputs(by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict]]], staging: Path,
+                   identifiers: dict[str, list[tuple[str, str]]] | None = None) -> None:
+    """Move named outputs into the staging tree; sidecars get TaskName, IntendedFor, EchoTime1/2, B0 fields.
+
+    Free-text names kept for pipelines (SeriesDescription, ProtocolName) are cleaned of the
+    subject's identifiers here; a ``scans.tsv`` per session lists the images with their
+    acquisition time (shifted later with the subject's date offset).
+    """
+    for (sub, ses), items in by_ses.items():
+        identifiers = identifiers if identifiers is not None else {}
+        idents = [v for _k, v in identifiers.get(sub, [])]
+        rows = []
         for s, o in items:
             g: Guess = o["guess"]
             dest = staging / o["rel"]
             dest.parent.mkdir(parents=True, exist_ok=True)
             side = dict(o["fields"])
+            for name in [k for k in side if k in _DROP_TEXT]:  # identity text of the headers: never public
+                value = side.pop(name)
+                if isinstance(value, str) and value.strip() and _looks_identifying(value, idents):
+                    identifiers.setdefault(sub, []).append((f"sidecar:{name}", value.strip()))
+            for name in FREE_TEXT:
+                if name in side:
+                    text = clean_text(side[name], idents)
+                    if text:
+                        side[name] = text
+                    else:
+                        del side[name]
+            when = _acq_time(s, side)
+            rows.append((Path(*o["rel"].parts[2 if ses else 1:]).as_posix(), when))
             if g.suffix in ("bold", "sbref"):
                 side["TaskName"] = g.entities.get("task", "unknown")
-            if g.datatype == "fmap" and targets:
-                side["IntendedFor"] = [f"bids::{t['rel']}" for t in intended_for(o, g.suffix or "", targets)]
+            if g.datatype == "fmap" and o.get("b0_id"):
+                side["B0FieldIdentifier"] = o["b0_id"]
+                if o.get("intended"):
+                    side["IntendedFor"] = [f"bids::{t['rel'].as_posix()}" for t in o["intended"] if t.get("rel")]
+            if o.get("b0_source") and g.datatype != "fmap":
+                side["B0FieldSource"] = o["b0_source"]
             if g.suffix == "phasediff" and ("EchoTime1" not in side or "EchoTime2" not in side):
                 _fill_echo_times(side, s, items)
             if g.suffix in _TIME_SERIES and _single_volume_to_4d(Path(o["nii"]), dest, side.get("RepetitionTime")):
@@ -1084,6 +1170,29 @@ def _place_outputs(by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict
             for ext in ("bval", "bvec"):
                 if o.get(ext) is not None:
                     os.replace(o[ext], dest.with_name(dest.name[: -len(".nii.gz")] + f".{ext}"))
+        if rows:
+            folder = staging / f"sub-{sub}" / (f"ses-{ses}" if ses else "")
+            name = f"sub-{sub}{f'_ses-{ses}' if ses else ''}_scans.tsv"
+            body = "filename\tacq_time\n" + "".join(f"{f}\t{t or 'n/a'}\n" for f, t in sorted(rows))
+            atomic_write_text(folder / name, body, perm=0o600)
+
+
+# free-text sidecar fields dcm2niix copies from the headers that raw conversion never keeps
+_DROP_TEXT = ("ProcedureStepDescription", "StudyDescription", "ImageComments", "InstitutionalDepartmentName",
+              "InstitutionName", "InstitutionAddress", "StationName", "DeviceSerialNumber", "SeriesInstanceUID",
+              "StudyInstanceUID", "ReferringPhysicianName", "PerformedProcedureStepDescription", "AccessionNumber")
+
+
+def _acq_time(s: _Series, side: dict) -> str | None:
+    """ISO date-time of an image: the series' (acquisition/series/study) date and dcm2niix's AcquisitionTime."""
+    date = next((str(s.records[0]["fields"].get(k) or "") for k in ("AcquisitionDate", "SeriesDate", "StudyDate")
+                 if s.records[0]["fields"].get(k)), "")
+    t = str(side.get("AcquisitionTime") or s.records[0]["fields"].get("AcquisitionTime") or "")
+    m = re.fullmatch(r"(\d{4})(\d{2})(\d{2})", date.strip())
+    tm = re.fullmatch(r"(\d{2}):?(\d{2}):?(\d{2})(\.\d+)?", t.strip())
+    if not m or not tm:
+        return None
+    return f"{m[1]}-{m[2]}-{m[3]}T{tm[1]}:{tm[2]}:{tm[3]}"
 
 
 _TIME_SERIES = ("bold", "asl", "cbv", "phase")  # BIDS wants these 4D
@@ -1131,16 +1240,20 @@ def _fill_echo_times(side: dict, s: _Series, items: list[tuple[_Series, dict]]) 
         side.setdefault("EchoTime2", tes[1])
 
 
+def _sourcedata_folder(staging: Path, s: _Series) -> Path:
+    folder = staging / "sourcedata" / "dicom" / f"sub-{s.subject}"
+    if s.session:
+        folder = folder / f"ses-{s.session}"
+    return folder / s.token
+
+
 def _stage_sourcedata(series: list[_Series], staging: Path, sourcedata: str) -> dict[str, Path]:
     """Link series under sourcedata/dicom; return {series token: folder} of what was linked."""
     linked: dict[str, Path] = {}
     for s in series:
         if s.action != "sourcedata" and sourcedata != "dicom" or s.outputs and "micr" in s.outputs[0]:
             continue  # a whole-slide series placed in micr: its OME-TIFF only
-        folder = staging / "sourcedata" / "dicom" / f"sub-{s.subject}"
-        if s.session:
-            folder = folder / f"ses-{s.session}"
-        folder = folder / s.token
+        folder = _sourcedata_folder(staging, s)
         folder.mkdir(parents=True, exist_ok=True)
         for i, r in enumerate(s.records, 1):
             link = folder / f"{i:05d}.dcm"
