@@ -136,7 +136,9 @@ def _print_result(level: str, result: dict, s) -> int:
         return 0
     v, a = result["validation"], result["audit"]
     print(f"validator: {v['errors']} errors, {v['warnings']} warnings; "
-          f"leak audit: {a['hits']} hits in {a['files']} files ({a['checked_values']} values searched)")
+          f"leak audit: {a['hits']} hits in {a['files']} files ({a['checked_values']} values searched"
+          + (f", {a['accepted']} accepted after review" if a.get("accepted") else "")
+          + (f", {a['review']} free-text strings to review" if a.get("review") else "") + ")")
     print(f"report: {result['report']}")
     if a["hits"]:
         from .errors import LeakError

@@ -606,7 +606,8 @@ def run_group(s: Settings, raw: bool = False) -> dict:
     res = run_validator(s.output_dir)
     write_json(s.private_dir / "validator-output.json", res.report)
     validation = {"errors": res.errors, "warnings": res.warnings, "codes": res.codes}
-    audit = audit_output(s.output_dir, s.private_dir)
+    write_json(s.private_dir / "audit-settings.json", {"free_text": s.profile.audit_free_text})
+    audit = audit_output(s.output_dir, s.private_dir, key=s.key, n_cpus=s.n_cpus, free_text=s.profile.audit_free_text)
     from .report.html import collect_records
 
     # For OpenNeuro's "affirm defaced" step: every public image whose face was removed.

@@ -40,7 +40,7 @@ BURNED_IN_POLICIES = ("skip", "keep")
 
 _TOP_KEYS = {
     "name", "description", "extends", "subjects", "sessions", "dates",
-    "sidecar", "nifti", "tabular", "dicom", "deface",
+    "sidecar", "nifti", "tabular", "dicom", "deface", "audit",
 }
 _SECTION_KEYS = {
     "sidecar": {"rules", "keep_unknown"},
@@ -48,6 +48,7 @@ _SECTION_KEYS = {
     "tabular": {"participants_columns", "age_cap", "rules"},
     "dicom": {"options", "rules", "burned_in", "burned_in_modalities", "pixel_regions", "keep_private"},
     "deface": {"method", "write_defacemask"},
+    "audit": {"free_text"},
 }
 _TAG_RE = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
 
@@ -87,6 +88,7 @@ class Profile:
     dicom_keep_private: tuple = ()
     deface_method: str = "template"
     write_defacemask: bool = False
+    audit_free_text: str = "review"  # identifier-shaped strings in kept free text: "review" or "require" (fail)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
     def sidecar_rule(self, name: str) -> Rule | None:
@@ -305,5 +307,7 @@ def load_profile(spec: str = "basic") -> Profile:
         dicom_keep_private=_keep_private(dcm.get("keep_private"), where),
         deface_method=_choice(dfc.get("method", "template"), DEFACE_METHODS, "deface.method", where),
         write_defacemask=bool(dfc.get("write_defacemask", False)),
+        audit_free_text=_choice((data.get("audit") or {}).get("free_text", "review"), ("review", "require"),
+                                "audit.free_text", where),
         raw=data,
     )

@@ -65,6 +65,7 @@ def write_run_report(s: Settings, summary: dict) -> Path:
     html = _env().get_template("run_report.html.j2").render(
         version=__version__, profile=s.profile.source, when=dt.datetime.now().isoformat(timespec="seconds"),
         verdict="PASS" if ok else "FAIL", summary=summary, hits=audit.get("hits", []), defaced=defaced,
+        review=audit.get("review", []), not_searched=audit.get("not_searched", []),
         withheld=withheld, withheld_other=other, left_out=left_out, deface_qc=deface_qc, pixels_qc=pixels_qc,
         written=sum(1 for v in records.values() if v["status"] in ("written", "defaced")),
     )
