@@ -106,19 +106,13 @@ def print_result(res, private: Path) -> None:
     print(f"searched {res.files} files ({mb:.1f} MB unpacked, {res.seconds:.1f} s) for {res.checked} values "
           f"({len(res.plan.not_searched)} not searchable, named in {private / 'leak-audit.json'}): "
           f"{len(res.open)} hits")
-    for h in res.hits:
-        tag = {"open": "LEAK", "re-opened": "LEAK (re-opened: file changed since accepted)",
-               "accepted": "accepted"}[h["status"]]
-        print(f"  {tag} {h['id']} {h['file']} [{'; '.join(h['locations'][:2])}]: {h['class']} from "
-              f"{h['kind']}, {h['count']}x ({h['where']})")
-        if h["status"] == "accepted":
-            print(f"      reason: {h['accepted']['reason']}")
-    if res.review:
-        word = "LEAK" if res.blocking_review else "review"
+    for line in res.public_lines(limit=10**6):
+        print(line)
+    if res.review and not res.blocking_review:
         for r in res.review:
-            state = "accepted" if r["status"] == "accepted" else word
-            print(f"  {state} {r['id']} {r['file']} [{'; '.join(r['locations'][:2])}]: {r['class']} in kept free "
-                  f"text, {r['count']}x")
+            if r["status"] != "accepted":
+                print(f"  review {r['id']} {r['file']} [{'; '.join(r['locations'][:2])}]: {r['class']} in kept "
+                      f"free text, {r['count']}x")
     if res.open:
         print(f"settle a hit after review: bids-deid-audit OUT --private-dir {private} --accept HIT_ID "
               f"--reason \"...\"")

@@ -139,6 +139,8 @@ def _print_result(level: str, result: dict, s) -> int:
           f"leak audit: {a['hits']} hits in {a['files']} files ({a['checked_values']} values searched"
           + (f", {a['accepted']} accepted after review" if a.get("accepted") else "")
           + (f", {a['review']} free-text strings to review" if a.get("review") else "") + ")")
+    for line in a.get("open", []):
+        print(line)
     print(f"report: {result['report']}")
     if a["hits"]:
         from .errors import LeakError

@@ -612,7 +612,8 @@ def run_group(s: Settings, raw: bool = False) -> dict:
 
     # For OpenNeuro's "affirm defaced" step: every public image whose face was removed.
     defaced = sorted(k for k, v in collect_records(s.private_dir).items() if v.get("status") == "defaced")
-    summary = {"validation": validation, "audit": audit.summary(), "subjects_done": len(done),
+    summary = {"validation": validation, "audit": {**audit.summary(), "open": audit.public_lines()},
+               "subjects_done": len(done),
                "subjects_in_input": len(subjects), "defaced_images": defaced}
     report = write_run_report(s, summary)
     summary["report"] = str(report)

@@ -86,6 +86,20 @@ class AuditResult:
     def unchecked(self) -> list[str]:
         return sorted({n.kind for n in self.plan.not_searched})
 
+    def public_lines(self, limit: int = 50) -> list[str]:
+        """One line per hit that fails the run, and per accepted hit: id, file, place, class, source; no values."""
+        lines = []
+        for h in sorted(self.open, key=lambda h: (h["file"], h["id"]))[:limit]:
+            state = "LEAK (re-opened: file changed since accepted)" if h["status"] == "re-opened" else "LEAK"
+            lines.append(f"  {state} {h['id']} {h['file']} [{'; '.join(h['locations'][:2])}]: {h['class']} from "
+                         f"{h['kind']}, {h['count']}x ({h['where']})")
+        if len(self.open) > limit:
+            lines.append(f"  ... and {len(self.open) - limit} more (see leak-audit.json in the private dir)")
+        for h in self.hits + self.review:
+            if h["status"] == "accepted":
+                lines.append(f"  accepted {h['id']} {h['file']}: {h['class']} ({h['accepted']['reason']})")
+        return lines
+
     def summary(self) -> dict:
         return {"checked_values": self.checked, "unchecked_values": len(self.plan.not_searched),
                 "files": self.files, "bytes": self.bytes, "unpacked_bytes": self.unpacked,
@@ -144,26 +158,18 @@ _WORKER: dict = {}
 def _init_worker(needles: dict[str, list[Needle]]) -> None:
     _WORKER.clear()
     _WORKER["needles"] = needles
-    _WORKER["matchers"] = {}
 
 
-def _matcher(scope: str) -> Matcher:
-    cache = _WORKER["matchers"]
-    if scope not in cache:
-        nd = _WORKER["needles"]
-        if scope == "<all>":
-            chosen = [n for lst in nd.values() for n in lst]
-        else:
-            chosen = nd.get("*", []) + (nd.get(scope, []) if scope != "*" else [])
-        cache[scope] = Matcher(chosen)
-    return cache[scope]
+def _matcher() -> Matcher:
+    """One matcher per process for every needle; each file's scope picks the needles that count there."""
+    if "matcher" not in _WORKER:
+        _WORKER["matcher"] = Matcher([n for lst in _WORKER["needles"].values() for n in lst])
+    return _WORKER["matcher"]
 
 
 def _scan_one(args: tuple[str, str, str]) -> tuple[FileResult, str]:
     path, rel, scope = args
-    m = _matcher(scope)
-    res = scan_file(m, Path(path), rel)
-    return res, scope
+    return scan_file(_matcher(), Path(path), rel, scope), scope
 
 
 def _scope_of(rel: str, scopes: set[str]) -> str:
@@ -211,10 +217,8 @@ def audit_output(output_dir: Path, private_dir: Path, key: bytes | None = None, 
     else:
         _init_worker(plan.needles)
         results = [_scan_one(t) for t in tasks]
-        matchers = _WORKER["matchers"]
-    if n_cpus > 1 and len(tasks) > 1:
+    if n_cpus > 1 and len(tasks) > 1 and any(fr.found for fr, _s in results):
         _init_worker(plan.needles)
-        matchers = _WORKER["matchers"]
     s = acc.salt(private_dir)
     groups: dict[tuple, dict] = {}
     for fr, scope in results:
@@ -228,9 +232,9 @@ def audit_output(output_dir: Path, private_dir: Path, key: bytes | None = None, 
             groups[(fr.rel, "unreadable")] = h
         if not fr.found:
             continue
-        m = matchers.get(scope) or _matcher(scope)
+        m = _matcher()
         for f in fr.found:
-            cands = sorted(m.needles[f.form], key=lambda n: (_PRIORITY.get(n.cls, 99), not _native(n.kind, fr.rel)))
+            cands = sorted(m.needles_in(f.form, scope), key=lambda n: (_PRIORITY.get(n.cls, 99), not _native(n.kind, fr.rel)))
             n = cands[0]
             gk = (fr.rel, f.where, n.cls, n.value.lower())
             h = groups.get(gk)

@@ -132,7 +132,7 @@ class NotSearched:
 # ------------------------------------------------------------------ classes
 def field_of(kind: str) -> str:
     """The field name inside a recorded kind (``sidecar:InstitutionName`` -> ``InstitutionName``)."""
-    k = kind.strip()
+    k = kind.strip().removesuffix(" (shared)")
     for sep in (":", " "):
         if sep in k and not k.startswith(("subject label", "session label", "burned-in")):
             k = k.rsplit(sep, 1)[1]
@@ -155,7 +155,13 @@ def classify(kind: str, value: str) -> str:
     fieldname = field_of(k)
     low = k.lower()
     if low.startswith(("subject label", "session label")):
+        if value.strip().removeprefix("sub-") == "emptyroom":
+            return "not:BIDS's label for empty-room recordings (no person)"
         return LABEL
+    shared = k.endswith(" (shared)")
+    if shared:
+        k = k.removesuffix(" (shared)")
+        fieldname, low = field_of(k), k.lower()
     if low == "uid":
         return UID
     if low == "date":
@@ -186,9 +192,10 @@ def classify(kind: str, value: str) -> str:
     if _NAME_FIELDS.search(fieldname):
         return NAME
     if _ID_FIELDS.search(fieldname):
-        return ID
+        return "not:category value shared by several participants" if shared else ID
     if low.startswith("tsv:") and not _TEXT_FIELDS.search(fieldname):
-        return _column_value_class(value)
+        cls = _column_value_class(value)
+        return "not:category value shared by several participants" if shared and cls in (ID, TEXT) else cls
     return TEXT
 
 
@@ -260,7 +267,7 @@ def date_forms(d: dt.date) -> set[str]:
     """The common spellings of one calendar date (any year, also before 1900)."""
     y, m, dd = f"{d.year:04d}", f"{d.month:02d}", f"{d.day:02d}"
     mo, day = str(d.month), str(d.day)
-    name = _MONTHS[d.month - 1]
+    name = _MONTHS[d.month - 1].title()
     out = {f"{y}-{m}-{dd}", f"{y}{m}{dd}", f"{y}/{m}/{dd}", f"{y}.{m}.{dd}", f"{y}_{m}_{dd}",
            f"{dd}.{m}.{y}", f"{dd}/{m}/{y}", f"{m}/{dd}/{y}", f"{dd}-{m}-{y}", f"{m}-{dd}-{y}", f"{dd}{m}{y}",
            f"{day}.{mo}.{y}", f"{day}/{mo}/{y}", f"{mo}/{day}/{y}",

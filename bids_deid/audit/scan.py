@@ -60,6 +60,7 @@ class Matcher:
 
     def __init__(self, needles: list[Needle]):
         self.forms: list[tuple[str, str, bytes | None]] = []  # (form lower, mode, exact bytes)
+        titled: set[int] = set()  # short forms that may also be written in title case (name parts)
         self.needles: list[list[Needle]] = []
         index: dict[tuple[str, str, bytes | None], int] = {}
         for n in needles:
@@ -70,6 +71,8 @@ class Matcher:
                 self.forms.append(key)
                 self.needles.append([])
             self.needles[index[key]].append(n)
+            if n.cls == "person name":
+                titled.add(index[key])
         # (pattern bytes, form index, encoding, caseless)
         pats: dict[tuple[bytes, bool], tuple[int, str]] = {}
         for i, (low, _mode, exact) in enumerate(self.forms):
@@ -79,7 +82,7 @@ class Matcher:
                 continue
             short = len(low) < CASE_EXACT_BELOW
             if short:  # as written or in capitals, case kept: "USC" and "Usc" but not "usc" inside prose
-                variants = {low, low.upper()}
+                variants = {low, low.upper()} | ({low.title()} if i in titled else set())
             else:
                 variants = {low, low.upper(), low.title()} if not low.isascii() else {low}
             for enc in ENCODINGS:
@@ -92,6 +95,8 @@ class Matcher:
                         continue  # ASCII: the UTF-8 pattern finds it
                     pats.setdefault((b, not short), (i, enc))
         self.patterns = list(pats.items())
+        # scopes each form may be found in: "*" anywhere, else subject labels (see Needle.scope)
+        self.scopes = [{n.scope for n in lst} for lst in self.needles]
         self.longest = max((len(p[0][0]) for p in self.patterns), default=1)
         self._db = None
         self._rx = None
@@ -129,8 +134,16 @@ class Matcher:
                         out.append((j, m.end()))
         return out
 
+    def fits(self, fi: int, scope: str) -> bool:
+        """May form ``fi`` count in a file of ``scope`` (a subject label, "*" for none known, "<all>")?"""
+        sc = self.scopes[fi]
+        return "*" in sc or scope == "<all>" or scope in sc
+
+    def needles_in(self, fi: int, scope: str) -> list[Needle]:
+        return [n for n in self.needles[fi] if n.scope == "*" or scope == "<all>" or n.scope == scope]
+
     def scan(self, buf: bytes, base: int, start_min: int, binary: list[tuple[int, int]], final: bool,
-             where: str = "content") -> list[Found]:
+             where: str = "content", scope: str = "<all>") -> list[Found]:
         """Verified occurrences in ``buf`` (which starts at stream offset ``base``).
 
         Only occurrences starting at or after ``start_min`` (stream offset) are returned, and,
@@ -140,6 +153,8 @@ class Matcher:
         n = len(buf)
         for pid, end in self.candidates(buf):
             (pat, _caseless), (fi, enc) = self.patterns[pid]
+            if not self.fits(fi, scope):
+                continue
             start = end - len(pat)
             if base + start < start_min:
                 continue
@@ -366,14 +381,14 @@ def _gzip_header_len(buf: bytes) -> int | None:
     return i if i <= len(buf) else None
 
 
-def _stream_scan(matcher: Matcher, chunks, binary, res: FileResult) -> None:
+def _stream_scan(matcher: Matcher, chunks, binary, res: FileResult, scope: str) -> None:
     tail = b""
     base = 0  # stream offset of tail[0]
     seen_to = 0  # occurrences starting before this were reported
     keep = matcher.longest + 8
     for chunk in chunks:
         buf = tail + chunk
-        found = matcher.scan(buf, base, seen_to, binary, final=False)
+        found = matcher.scan(buf, base, seen_to, binary, final=False, scope=scope)
         res.found += found
         if found:
             seen_to = max(seen_to, max(f.offset for f in found) + 1)
@@ -382,13 +397,13 @@ def _stream_scan(matcher: Matcher, chunks, binary, res: FileResult) -> None:
         base += cut
         res.unpacked += len(chunk)
     if tail:
-        res.found += matcher.scan(tail, base, seen_to, binary, final=True)
+        res.found += matcher.scan(tail, base, seen_to, binary, final=True, scope=scope)
 
 
-def scan_file(matcher: Matcher, path: Path, rel: str) -> FileResult:
-    """Search one file's name and bytes (``.gz`` unpacked too)."""
+def scan_file(matcher: Matcher, path: Path, rel: str, scope: str = "<all>") -> FileResult:
+    """Search one file's name and bytes (``.gz`` unpacked too) for the needles of ``scope``."""
     res = FileResult(rel)
-    res.found += matcher.scan(rel.encode("utf-8"), 0, 0, [], final=True, where="file name")
+    res.found += matcher.scan(rel.encode("utf-8"), 0, 0, [], final=True, where="file name", scope=scope)
     if not path.is_file() or path.is_symlink():
         return res
     res.size = path.stat().st_size
@@ -398,7 +413,7 @@ def scan_file(matcher: Matcher, path: Path, rel: str) -> FileResult:
             fh.seek(0)
             if path.name.endswith(".gz") and head[:2] == b"\x1f\x8b":
                 def on_header(hdr: bytes, pos: int) -> None:
-                    for f in matcher.scan(hdr, 0, 0, [], final=True, where="gzip header"):
+                    for f in matcher.scan(hdr, 0, 0, [], final=True, where="gzip header", scope=scope):
                         f.offset = pos
                         res.found.append(f)
 
@@ -411,10 +426,10 @@ def scan_file(matcher: Matcher, path: Path, rel: str) -> FileResult:
                         yield first
                     yield from gen
 
-                _stream_scan(matcher, chained(), binary, res)
+                _stream_scan(matcher, chained(), binary, res, scope)
             else:
                 binary = binary_regions(path, head, res.size)
-                _stream_scan(matcher, iter(lambda: fh.read(CHUNK), b""), binary, res)
+                _stream_scan(matcher, iter(lambda: fh.read(CHUNK), b""), binary, res, scope)
     except (OSError, EOFError, ValueError) as exc:  # isal raises its own error classes too
         res.error = f"{exc.__class__.__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001 - a corrupt stream must be reported, not crash the audit
@@ -422,14 +437,14 @@ def scan_file(matcher: Matcher, path: Path, rel: str) -> FileResult:
     if res.found and _is_text(path):
         res.locations = text_locations(path, matcher, res.found)
     elif any(f.where == "content" for f in res.found) and (path.suffix.lower() == ".dcm" or head[128:132] == b"DICM"):
-        _dicom_places(path, matcher, res)
+        _dicom_places(path, matcher, res, scope)
     return res
 
 
 _CODE_CLASSES = {"person name", "place/institution", "free-text token", "device/station", "ID"}
 
 
-def _dicom_places(path: Path, matcher: Matcher, res: FileResult) -> None:
+def _dicom_places(path: Path, matcher: Matcher, res: FileResult, scope: str) -> None:
     """Name the element of each hit in a DICOM file; drop words met inside defined terms (CS values)."""
     from .dicomwalk import element_at, elements, label
 
@@ -448,7 +463,7 @@ def _dicom_places(path: Path, matcher: Matcher, res: FileResult) -> None:
         at = element_at(elems, starts, f.offset)
         if at is not None:
             tag, vr = at
-            classes = {n.cls for n in matcher.needles[f.form]}
+            classes = {n.cls for n in matcher.needles_in(f.form, scope)}
             if vr == "CS" and classes <= _CODE_CLASSES:
                 continue  # "PERFUSION" in ImageType is a defined term, not a person's name
             res.locations[f.offset] = label(tag, vr) + f", byte {f.offset}"

@@ -24,6 +24,7 @@ _URL = re.compile(r"(?:https?://|doi:|www\.)\S+|\b10\.\d{4,9}/\S+", re.I)
 _NOT_FREE = re.compile(r"Date|Time|^IntendedFor$|^Sources$|^RawSources$|^AssociatedEmptyRoom$|URL|DOI|ID$|"
                        r"^BIDSVersion$|^DatasetType$|^License$|^GeneratedBy$|^HEDVersion$|Version$")
 _TABLE_SKIP = {"participant_id", "session_id", "filename", "acq_time", "onset", "duration", "sample_id"}
+_RELEASE = re.compile(r"^\s*v?\d+(?:\.\d+){1,3}\S*\s+\(?\d{4}-\d{2}-\d{2}\)?")
 _ENTITY = re.compile(r"(?:^|_)([a-zA-Z]+)-([a-zA-Z0-9]+)")
 
 
@@ -68,6 +69,8 @@ def _items(path: Path, rel: str):
     if name in ("README", "CHANGES") or name.startswith(("README.", "CHANGES.")):
         text = path.read_bytes().decode("utf-8", "replace")
         for i, line in enumerate(text.splitlines(), 1):
+            if name.startswith("CHANGES"):  # "1.0.0 2024-01-01": a release date, as BIDS asks for
+                line = _RELEASE.sub(" ", line)
             yield f"line {i}", line
     elif name.endswith(".json") and name != "dataset_description.json":
         try:

@@ -97,13 +97,17 @@ def scrub_participants(
         log.change(c, "remove", "column not in the profile's participants_columns")
     idx = [header.index(c) for c in keep_cols]
     pid = header.index("participant_id")
+    shared = _shared_values(header, rows, removed)
     out_rows = []
     for r in rows:
         orig = r[pid].strip()
         if orig not in relabel:
             continue
         for c in removed:
-            log.met(f"tsv:{c}", r[header.index(c)])
+            v = r[header.index(c)]
+            # A value several participants share (a group, a batch) is recorded as such: the
+            # audit then knows it names no one person (unless the column holds names or dates).
+            log.met(f"tsv:{c} (shared)" if (c, v.strip()) in shared else f"tsv:{c}", v)
         new = []
         for i in idx:
             col, val = header[i], r[i]
@@ -118,6 +122,17 @@ def scrub_participants(
         out_rows.append(new)
     out_rows.sort(key=lambda r: r[0])
     return keep_cols, out_rows, removed
+
+
+def _shared_values(header: list[str], rows: list[list[str]], columns: list[str]) -> set[tuple[str, str]]:
+    """``(column, value)`` pairs that appear in two or more rows."""
+    counts: dict[tuple[str, str], int] = {}
+    for c in columns:
+        i = header.index(c)
+        for r in rows:
+            if i < len(r) and r[i].strip():
+                counts[(c, r[i].strip())] = counts.get((c, r[i].strip()), 0) + 1
+    return {k for k, n in counts.items() if n >= 2}
 
 
 def _column_kept(col: str, profile: Profile) -> bool:
