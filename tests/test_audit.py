@@ -281,3 +281,15 @@ def test_parallel_equals_serial(tmp_path):
     a = audit_output(out, priv, n_cpus=1)
     b = audit_output(out, priv, n_cpus=2)
     assert [h["id"] for h in a.hits] == [h["id"] for h in b.hits] and len(a.hits) == 6
+
+
+def test_stream_chunk_edges_find_each_occurrence_once(tmp_path, monkeypatch):
+    """Occurrences across chunk boundaries are found once each, whatever the chunk size."""
+    import bids_deid.audit.scan as scan
+
+    text = ("x" * 37 + " CANARYSTATION7 " + "y" * 5 + " MRN-778812 ") * 40
+    for size in (7, 16, 33, 64, 1 << 20):
+        monkeypatch.setattr(scan, "CHUNK", size)
+        res, *_ = _audit(tmp_path / str(size), {SUB: [("StationName", "CANARYSTATION7"), ("PatientID", "MRN-778812")]},
+                         {f"{SUB}/notes.txt": text})
+        assert sorted(h["count"] for h in res.hits) == [40, 40], size

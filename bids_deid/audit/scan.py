@@ -142,13 +142,9 @@ class Matcher:
     def needles_in(self, fi: int, scope: str) -> list[Needle]:
         return [n for n in self.needles[fi] if n.scope == "*" or scope == "<all>" or n.scope == scope]
 
-    def scan(self, buf: bytes, base: int, start_min: int, binary: list[tuple[int, int]], final: bool,
+    def scan(self, buf: bytes, base: int, lo: int, hi: int, binary: list[tuple[int, int]], final: bool,
              where: str = "content", scope: str = "<all>") -> list[Found]:
-        """Verified occurrences in ``buf`` (which starts at stream offset ``base``).
-
-        Only occurrences starting at or after ``start_min`` (stream offset) are returned, and,
-        unless ``final``, only those whose next character is inside ``buf``.
-        """
+        """Verified occurrences in ``buf`` (which starts at stream offset ``base``) starting in [lo, hi)."""
         found = []
         n = len(buf)
         for pid, end in self.candidates(buf):
@@ -156,10 +152,10 @@ class Matcher:
             if not self.fits(fi, scope):
                 continue
             start = end - len(pat)
-            if base + start < start_min:
+            if not lo <= base + start < hi:
+                continue  # judged in another buffer
+            if not final and end + 4 > n:  # pragma: no cover - the window keeps clear of the end
                 continue
-            if not final and end + 4 > n:
-                continue  # the next buffer sees it whole, with what follows
             if len(self.forms[fi][0]) < BINARY_MIN and _in_regions(base + start, binary):
                 continue
             mode = self.forms[fi][1]
@@ -382,28 +378,33 @@ def _gzip_header_len(buf: bytes) -> int | None:
 
 
 def _stream_scan(matcher: Matcher, chunks, binary, res: FileResult, scope: str) -> None:
-    tail = b""
-    base = 0  # stream offset of tail[0]
-    seen_to = 0  # occurrences starting before this were reported
+    """Scan a stream chunk by chunk; each stream offset is judged in exactly one buffer.
+
+    A buffer accepts occurrences that start in its window [``lo``, ``hi``): far enough from its
+    end that the whole form and the character after it are inside. Its last bytes (with some
+    bytes before them, for the boundary check and the context) start the next buffer.
+    """
     keep = matcher.longest + 8
+    pre = 2 * CONTEXT + 8
+    tail, base, lo = b"", 0, 0  # base: stream offset of buf[0]; lo: first offset not yet judged
     for chunk in chunks:
-        buf = tail + chunk
-        found = matcher.scan(buf, base, seen_to, binary, final=False, scope=scope)
-        res.found += found
-        if found:
-            seen_to = max(seen_to, max(f.offset for f in found) + 1)
-        cut = max(0, len(buf) - keep)
-        tail = buf[cut:]
-        base += cut
         res.unpacked += len(chunk)
+        buf = tail + chunk
+        hi = base + len(buf) - keep
+        if hi > lo:
+            res.found += matcher.scan(buf, base, lo, hi, binary, final=False, scope=scope)
+            lo = hi
+        cut = max(0, lo - base - pre)
+        tail, base = buf[cut:], base + cut
     if tail:
-        res.found += matcher.scan(tail, base, seen_to, binary, final=True, scope=scope)
+        res.found += matcher.scan(tail, base, lo, base + len(tail) + 1, binary, final=True, scope=scope)
 
 
 def scan_file(matcher: Matcher, path: Path, rel: str, scope: str = "<all>") -> FileResult:
     """Search one file's name and bytes (``.gz`` unpacked too) for the needles of ``scope``."""
     res = FileResult(rel)
-    res.found += matcher.scan(rel.encode("utf-8"), 0, 0, [], final=True, where="file name", scope=scope)
+    res.found += matcher.scan(rel.encode("utf-8"), 0, 0, 1 << 62, [], final=True, where="file name",
+                              scope=scope)
     if not path.is_file() or path.is_symlink():
         return res
     res.size = path.stat().st_size
@@ -413,7 +414,7 @@ def scan_file(matcher: Matcher, path: Path, rel: str, scope: str = "<all>") -> F
             fh.seek(0)
             if path.name.endswith(".gz") and head[:2] == b"\x1f\x8b":
                 def on_header(hdr: bytes, pos: int) -> None:
-                    for f in matcher.scan(hdr, 0, 0, [], final=True, where="gzip header", scope=scope):
+                    for f in matcher.scan(hdr, 0, 0, 1 << 62, [], final=True, where="gzip header", scope=scope):
                         f.offset = pos
                         res.found.append(f)
 
