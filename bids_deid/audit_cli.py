@@ -8,6 +8,7 @@ file re-opens it. ``--dry-run`` says what would be searched, by class, without v
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -26,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("output_dir", type=Path, help="the public, de-identified dataset")
     p.add_argument("--private-dir", type=Path, help="the run's private dir (default: OUTPUT_DIR-private)")
-    p.add_argument("--key-file", type=Path, help="the run's key: searched for too (it must never be public)")
+    p.add_argument("--key-file", type=Path, help="the run's key (default: $BIDS_DEID_KEY if set): searched for too, it must never be public")
     p.add_argument("--n-cpus", "--n_cpus", type=_positive, default=1, help="files searched in parallel")
     p.add_argument("--accept", metavar="HIT_ID", action="append", default=[],
                    help="record a reviewed acceptance of this hit (repeat for more); needs --reason")
@@ -51,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.accept and not args.reason:
             raise BidsDeidError('--accept needs --reason "...": say why the hit is not a leak')
         key = None
-        if args.key_file:
+        if args.key_file or os.environ.get("BIDS_DEID_KEY"):
             from .pseudonym import load_key
 
-            key = load_key(args.key_file)
+            key = load_key(args.key_file)  # the file, else $BIDS_DEID_KEY
         from . import audit
 
         if args.dry_run:
@@ -103,6 +104,8 @@ def _print_plan(plan, private: Path) -> int:
 def print_result(res, private: Path) -> None:
     """The audit's verdict for a terminal or a batch log: ids, files, places, classes; never values."""
     mb = res.unpacked / 1e6
+    if not res.key_searched:
+        print("note: the key was not searched (give --key-file to check that it is not in the output)")
     print(f"searched {res.files} files ({mb:.1f} MB unpacked, {res.seconds:.1f} s) for {res.checked} values "
           f"({len(res.plan.not_searched)} not searchable, named in {private / 'leak-audit.json'}): "
           f"{len(res.open)} hits")

@@ -293,3 +293,17 @@ def test_stream_chunk_edges_find_each_occurrence_once(tmp_path, monkeypatch):
         res, *_ = _audit(tmp_path / str(size), {SUB: [("StationName", "CANARYSTATION7"), ("PatientID", "MRN-778812")]},
                          {f"{SUB}/notes.txt": text})
         assert sorted(h["count"] for h in res.hits) == [40, 40], size
+
+
+def test_long_values_count_inside_longer_words(tmp_path):
+    """A long ID glued into other text is still found; a short one is not (look-alike)."""
+    res, *_ = _audit(tmp_path, {SUB: [("StationName", "CANARYSTATION7"), ("AccessionNumber", "ACC-CANARY-99"),
+                                      ("InstitutionName", "NIH")]},
+                     {EV: "onset\tnote\n0\txxCANARYSTATION7yy ACC-CANARY-991 NIHILISM\n"})
+    assert [h["value"] for h in res.open] == ["CANARYSTATION7"]
+
+
+def test_long_name_part_searched_in_other_subjects_files(tmp_path):
+    res, *_ = _audit(tmp_path, {"sub-a": [("PatientName", "CANARYSMITH^JANE")], "sub-b": []},
+                     {"sub-b/x.json": '{"Note": "Canarysmith and Jane"}'})
+    assert [h["form"] for h in res.open] == ["canarysmith"]  # "Jane" alone counts in sub-a's files only

@@ -69,6 +69,7 @@ class AuditResult:
     bytes: int = 0
     unpacked: int = 0
     seconds: float = 0.0
+    key_searched: bool = False
 
     @property
     def open(self) -> list[dict]:
@@ -104,7 +105,8 @@ class AuditResult:
         return {"checked_values": self.checked, "unchecked_values": len(self.plan.not_searched),
                 "files": self.files, "bytes": self.bytes, "unpacked_bytes": self.unpacked,
                 "hits": len(self.open), "accepted": sum(h["status"] == "accepted" for h in self.hits + self.review),
-                "review": len(self.review), "seconds": round(self.seconds, 2), "searched_by_class": self.plan.by_class()}
+                "review": len(self.review), "seconds": round(self.seconds, 2), "key_searched": self.key_searched,
+                "searched_by_class": self.plan.by_class()}
 
 
 # ------------------------------------------------------------------ plan
@@ -206,7 +208,7 @@ def audit_output(output_dir: Path, private_dir: Path, key: bytes | None = None, 
     """
     t0 = time.perf_counter()
     plan = make_plan(private_dir, output_dir, key)
-    res = AuditResult(plan=plan, blocking_review=free_text == "require")
+    res = AuditResult(plan=plan, blocking_review=free_text == "require", key_searched=bool(key))
     scopes = set(plan.needles) - {"*"}
     tasks = [(str(p), p.relative_to(output_dir).as_posix(), _scope_of(p.relative_to(output_dir).as_posix(), scopes))
              for p in _walk(output_dir)]

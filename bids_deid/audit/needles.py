@@ -45,6 +45,7 @@ LABEL = "subject/session label"
 UID = "UID"
 KEY = "key"
 SEARCHED_CLASSES = (NAME, ID, DATE, PLACE, DEVICE, TEXT, LABEL, UID, KEY)
+NOT_ID = "not an identifier"  # the class of values the audit leaves out on purpose (with the reason)
 
 # how a found form must sit in the bytes around it
 WORD = "word"  # not inside a run of letters/digits
@@ -392,7 +393,7 @@ def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None
         return [], []
     cls = classify(kind, v)
     if cls.startswith("not:"):
-        return [], [NotSearched(_shape_class(v), kind, v, cls[4:])]
+        return [], [NotSearched(NOT_ID, kind, v, cls[4:])]
     items: list[tuple[str, str, str]] = []  # (class, form, mode)
     parts = set()
     if cls == NAME:
@@ -447,20 +448,14 @@ def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None
             if f == v or c in (ID, DEVICE, PLACE, LABEL):
                 skipped.append(NotSearched(c, kind, f, why))
             continue
-        # Dates and single name parts are searched only in their own subject's files (another
-        # subject's shifted date or a word of another's protocol may equal them by chance) and
-        # in dataset-level files; whole names and the rest everywhere.
-        own = c == DATE or (c == NAME and key in parts)
+        # Dates and short single name parts are searched only in their own subject's files
+        # (another subject's shifted date or a word of another's protocol may equal them by
+        # chance) and in dataset-level files; whole names and the rest everywhere.
+        own = c == DATE or (c == NAME and key in parts and len(f) < 7)
         needles.append(Needle(f, c, kind, v, mode, scope if own else "*"))
     if not needles and not skipped:
         skipped.append(NotSearched(cls, kind, v, "no part of it can be searched"))
     return needles, skipped
-
-
-def _shape_class(v: str) -> str:
-    if _parse_date(v):
-        return DATE
-    return ID if any(c.isdigit() for c in v) else TEXT
 
 
 def key_needles(key: bytes) -> list[Needle]:

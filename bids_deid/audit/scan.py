@@ -18,7 +18,7 @@ import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .needles import BINARY_MIN, CASE_EXACT_BELOW, EXACT, NUMBER, Needle
+from .needles import BINARY_MIN, CASE_EXACT_BELOW, EXACT, NUMBER, WORD, Needle
 
 CHUNK = 4 << 20
 ENCODINGS = ("utf-8", "utf-16-le", "utf-16-be", "latin-1")
@@ -26,6 +26,7 @@ TEXT_SUFFIXES = (".json", ".tsv", ".txt", ".md", ".bval", ".bvec", ".csv", ".htm
                  ".rst", ".vmrk", ".vhdr", ".tsv.gz")
 TEXT_NAMES = ("README", "CHANGES", "LICENSE", "CITATION.cff")
 CONTEXT = 24
+LONG_FORM = 12  # forms this long count inside a longer word too (no chance look-alike at that length)
 NL = b"\n"
 
 try:  # pragma: no cover - which branch runs depends on the platform
@@ -159,6 +160,8 @@ class Matcher:
             if len(self.forms[fi][0]) < BINARY_MIN and _in_regions(base + start, binary):
                 continue
             mode = self.forms[fi][1]
+            if mode == WORD and len(self.forms[fi][0]) >= LONG_FORM:
+                mode = NUMBER  # a long value glued into other text is still that value; digit edges still count
             if mode != EXACT and not _bounded(buf, start, end, enc, mode):
                 continue
             found.append(Found(fi, where, base + start, enc, _context(buf, start, end, enc)))
