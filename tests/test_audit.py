@@ -307,3 +307,10 @@ def test_long_name_part_searched_in_other_subjects_files(tmp_path):
     res, *_ = _audit(tmp_path, {"sub-a": [("PatientName", "CANARYSMITH^JANE")], "sub-b": []},
                      {"sub-b/x.json": '{"Note": "Canarysmith and Jane"}'})
     assert [h["form"] for h in res.open] == ["canarysmith"]  # "Jane" alone counts in sub-a's files only
+
+
+def test_name_part_equal_to_a_word_of_the_dataset_name(tmp_path):
+    dd = json.dumps({"Name": "UK Biobank imaging", "BIDSVersion": "1.9.0"})
+    res, *_ = _audit(tmp_path, {SUB: [("PatientName", "BIOBANK^SUBJECT7")]},
+                     {"dataset_description.json": dd, "README": "Biobank data; BIOBANK SUBJECT7 is pseudonymous\n"})
+    assert [(h["file"], h["form"]) for h in res.open] == [("README", "biobank subject7")]

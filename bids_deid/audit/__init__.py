@@ -125,10 +125,23 @@ def public_names(output_dir: Path) -> set[str]:
     return out
 
 
+def dataset_name_words(output_dir: Path) -> set[str]:
+    """Lower-case words of the dataset's Name (public by the authors' choice)."""
+    try:
+        dd = json.loads((output_dir / "dataset_description.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return set()
+    name = dd.get("Name") if isinstance(dd, dict) else None
+    import re
+
+    return {w.lower() for w in re.split(r"[\W_]+", name) if len(w) >= 3} if isinstance(name, str) else set()
+
+
 def make_plan(private_dir: Path, output_dir: Path | None = None, key: bytes | None = None) -> Plan:
     """Read the identifiers the run met and turn them into needles, by scope."""
     plan = Plan(needles={"*": []})
     public = public_names(output_dir) if output_dir is not None else set()
+    words = dataset_name_words(output_dir) if output_dir is not None else set()
     seen: set[tuple[str, str, str]] = set()
     for f in sorted((private_dir / "identifiers").glob("*.json")):
         scope = f.name.split(".")[0][4:] if f.name.startswith("sub-") else "*"
@@ -142,7 +155,7 @@ def make_plan(private_dir: Path, output_dir: Path | None = None, key: bytes | No
             if (scope, kind, value) in seen:
                 continue
             seen.add((scope, kind, value))
-            needles, skipped = needles_for(str(kind), str(value), scope, public)
+            needles, skipped = needles_for(str(kind), str(value), scope, public, words)
             for n in needles:
                 plan.needles.setdefault(n.scope, []).append(n)
             plan.not_searched += skipped

@@ -385,8 +385,8 @@ def searchable(form: str, mode: str) -> str | None:
     return None
 
 
-def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None = None
-                ) -> tuple[list[Needle], list[NotSearched]]:
+def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None = None,
+                dataset_words: set[str] | None = None) -> tuple[list[Needle], list[NotSearched]]:
     """The needles of one recorded ``(kind, value)``, and the parts that are not searched (with why)."""
     v = unicodedata.normalize("NFC", str(value)).strip().strip("\x00").strip()
     if not v:
@@ -395,7 +395,8 @@ def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None
     if cls.startswith("not:"):
         return [], [NotSearched(NOT_ID, kind, v, cls[4:])]
     items: list[tuple[str, str, str]] = []  # (class, form, mode)
-    parts = set()
+    parts: set[str] = set()
+    skipped_parts: list[NotSearched] = []
     if cls == NAME:
         parts = {p.lower() for p in name_parts(v)} - {v.lower()}
         staff = not re.search(r"patient|^name$|full_name|first_name|last_name|surname|given|family|initials",
@@ -403,6 +404,11 @@ def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None
         for f in name_forms(v):
             if staff and public_names and f.lower() in public_names:
                 return [], [NotSearched(NAME, kind, v, "staff name listed in the dataset's Authors (public)")]
+            if dataset_words and f.lower() in parts and f.lower() in dataset_words:
+                # "Biobank" of "BIOBANK^SUBJ7" is a word of the dataset's public Name: the whole
+                # name is still searched, the word alone would only find the Name itself.
+                skipped_parts.append(NotSearched(NAME, kind, f, "a word of the dataset's Name (public) alone"))
+                continue
             items.append((NAME, f, WORD))
     elif cls == DATE:
         d = _parse_date(v)
@@ -436,7 +442,7 @@ def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None
                 items.append((c, t, NUMBER if c == DATE else WORD))
         if not items:
             return [], [NotSearched(TEXT, kind, v, "free text without identifying tokens")]
-    needles, skipped = [], []
+    needles, skipped = [], list(skipped_parts)
     seen: set[str] = set()
     for c, f, mode in items:
         key = f.lower()
