@@ -314,3 +314,13 @@ def test_name_part_equal_to_a_word_of_the_dataset_name(tmp_path):
     res, *_ = _audit(tmp_path, {SUB: [("PatientName", "BIOBANK^SUBJECT7")]},
                      {"dataset_description.json": dd, "README": "Biobank data; BIOBANK SUBJECT7 is pseudonymous\n"})
     assert [(h["file"], h["form"]) for h in res.open] == [("README", "biobank subject7")]
+
+
+def test_institution_the_dataset_names_itself_is_public(tmp_path):
+    dd = json.dumps({"Name": "x", "BIDSVersion": "1.9.0", "License": "Property of the Epilepsy Centre, "
+                     "University Hospital Freiburg, Germany"})
+    res, *_ = _audit(tmp_path, {SUB: [("sidecar:InstitutionName", "Epilepsy Centre, University Hospital Freiburg, "
+                                                                   "Germany"), ("InstitutionName", "Canary Hospital")]},
+                     {"dataset_description.json": dd, "README": "Epilepsy Centre, University Hospital Freiburg, "
+                      "Germany; Canary Hospital\n"})
+    assert [h["value"] for h in res.open] == ["Canary Hospital"]

@@ -137,11 +137,35 @@ def dataset_name_words(output_dir: Path) -> set[str]:
     return {w.lower() for w in re.split(r"[\W_]+", name) if len(w) >= 3} if isinstance(name, str) else set()
 
 
+def public_text(output_dir: Path) -> str:
+    """The text of the output's dataset_description.json (lower case, spaces squeezed): what the authors publish."""
+    try:
+        dd = json.loads((output_dir / "dataset_description.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    parts: list[str] = []
+
+    def walk(x) -> None:
+        if isinstance(x, str):
+            parts.append(x)
+        elif isinstance(x, list):
+            for y in x:
+                walk(y)
+        elif isinstance(x, dict):
+            for k, y in x.items():
+                if k != "GeneratedBy":
+                    walk(y)
+
+    walk(dd)
+    return " ".join(" ".join(parts).lower().split())
+
+
 def make_plan(private_dir: Path, output_dir: Path | None = None, key: bytes | None = None) -> Plan:
     """Read the identifiers the run met and turn them into needles, by scope."""
     plan = Plan(needles={"*": []})
     public = public_names(output_dir) if output_dir is not None else set()
     words = dataset_name_words(output_dir) if output_dir is not None else set()
+    text = public_text(output_dir) if output_dir is not None else ""
     seen: set[tuple[str, str, str]] = set()
     for f in sorted((private_dir / "identifiers").glob("*.json")):
         scope = f.name.split(".")[0][4:] if f.name.startswith("sub-") else "*"
@@ -155,7 +179,7 @@ def make_plan(private_dir: Path, output_dir: Path | None = None, key: bytes | No
             if (scope, kind, value) in seen:
                 continue
             seen.add((scope, kind, value))
-            needles, skipped = needles_for(str(kind), str(value), scope, public, words)
+            needles, skipped = needles_for(str(kind), str(value), scope, public, words, text)
             for n in needles:
                 plan.needles.setdefault(n.scope, []).append(n)
             plan.not_searched += skipped
@@ -259,6 +283,10 @@ def audit_output(output_dir: Path, private_dir: Path, key: bytes | None = None, 
                                       f.context if n.cls != KEY else "(withheld: key material)", f.encoding)
                 h["sources"] = sorted({c.kind for c in cands})
             h["count"] += 1
+            form = m.forms[f.form][0]
+            if len(form) > len(h["form"]):  # show the fullest spelling found (and its context)
+                h["form"] = form
+                h["context"] = f.context if n.cls != KEY else h["context"]
             if len(h["locations"]) < 20 and where_txt not in h["locations"]:
                 h["locations"].append(where_txt)
     res.hits = sorted(groups.values(), key=lambda h: (h["file"], h["class"], h["id"]))

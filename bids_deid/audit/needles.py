@@ -386,7 +386,7 @@ def searchable(form: str, mode: str) -> str | None:
 
 
 def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None = None,
-                dataset_words: set[str] | None = None) -> tuple[list[Needle], list[NotSearched]]:
+                dataset_words: set[str] | None = None, public_text: str = "") -> tuple[list[Needle], list[NotSearched]]:
     """The needles of one recorded ``(kind, value)``, and the parts that are not searched (with why)."""
     v = unicodedata.normalize("NFC", str(value)).strip().strip("\x00").strip()
     if not v:
@@ -421,6 +421,9 @@ def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None
         else:
             items += [(DATE, f, NUMBER) for f in date_forms(d)]
     elif cls == PLACE:
+        if public_text and " ".join(v.lower().split()) in public_text:
+            # The dataset's own description (License, Acknowledgements, ...) names the site.
+            return [], [NotSearched(PLACE, kind, v, "named in the dataset's own dataset_description.json (public)")]
         items += [(PLACE, f, WORD) for f in phrase_forms(v)]
         items += [(c, t, NUMBER if c == DATE else WORD) for c, t in text_tokens(v) if c != DATE]
     elif cls in (ID, DEVICE):

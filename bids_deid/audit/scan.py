@@ -133,6 +133,7 @@ class Matcher:
                     j = self._by_bytes.get(g.lower() if cl else g)
                     if j is not None:
                         out.append((j, m.end()))
+        out.sort(key=lambda c: (c[1], c[0]))  # by place: results do not depend on the engine's order
         return out
 
     def fits(self, fi: int, scope: str) -> bool:
