@@ -324,3 +324,10 @@ def test_institution_the_dataset_names_itself_is_public(tmp_path):
                      {"dataset_description.json": dd, "README": "Epilepsy Centre, University Hospital Freiburg, "
                       "Germany; Canary Hospital\n"})
     assert [h["value"] for h in res.open] == ["Canary Hospital"]
+
+
+@pytest.mark.parametrize(("kind", "value"), [("sidecar:InstitutionalDepartmentName", "Department"),
+                                             ("tsv:session_doi", "doi:10.15151/ESRF-DC-572252655")])
+def test_generic_place_words_and_dois_are_not_identifiers(kind, value):
+    needles, skipped = needles_for(kind, value, "abc")
+    assert needles == [] and skipped

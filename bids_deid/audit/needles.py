@@ -65,6 +65,9 @@ NOT_IDENTIFYING = {
     "deidentified", "de-identified", "xxxx", "xxxxx", "dcm2niix", "bids", "test", "phantom", "volunteer",
     "qa", "qc", "study", "control", "dr", "mr", "mrs", "ms", "prof", "md", "phd", "jr", "sr", "ii", "iii",
     "physics", "service", "default", "empty", "missing", "not", "given", "and", "the", "of", "name",
+    # generic words of places: a department or site field that holds only one of them names no site
+    "department", "hospital", "clinic", "university", "institute", "institution", "center", "centre", "lab",
+    "laboratory", "radiology", "neurology", "neuroradiology", "imaging", "school", "faculty", "site", "unit",
     # scanner makers: an institution or station field that holds the vendor names no one
     "siemens", "philips", "ge", "ge medical systems", "gems", "toshiba", "canon", "hitachi", "bruker", "agfa",
     "fujifilm", "hologic", "united imaging", "varian", "elscint", "picker", "marconi", "imatron", "esaote",
@@ -392,6 +395,8 @@ def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None
     if not v:
         return [], []
     cls = classify(kind, v)
+    if re.fullmatch(r"(?:doi:|https?://|10\.\d{4,9}/)\S+", v, re.I) and cls != NAME:
+        cls = "not:a public DOI or web address"
     if cls.startswith("not:"):
         return [], [NotSearched(NOT_ID, kind, v, cls[4:])]
     items: list[tuple[str, str, str]] = []  # (class, form, mode)
