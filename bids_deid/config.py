@@ -36,3 +36,5 @@ class Settings:
     progress: bool = True
     labels_pseudonymized: bool = False  # raw input: staging labels are already pseudonyms
     clean_pixels: bool = False  # OCR + blackout of burned-in text instead of leaving such DICOM out
+    license: str | None = None  # dataset_description License (else the input's)
+    authors: tuple[str, ...] | None = None  # dataset_description Authors (else the input's)

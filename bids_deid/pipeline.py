@@ -6,12 +6,9 @@ import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-
-from tqdm import tqdm
 
 from . import __version__
 from .atomic import atomic_write_bytes, cleanup_temps
@@ -19,6 +16,8 @@ from .config import Settings
 from .dataset import FileTask, check_bids_input, list_subjects, plan_subject, root_files, subject_sessions
 from .errors import BidsDeidError, InputError, OutputError
 from .private import check_key, ensure_dir, read_json, write_json, write_private
+from .progress import STAGES, Bar
+from .progress import wanted as progress_wanted
 from .pseudonym import Pseudonymizer
 from .scrub.nifti import scrub_nifti_file
 from .scrub.sidecar import ScrubLog, dump_json, load_json, scrub_sidecar
@@ -78,9 +77,16 @@ def selected_subjects(s: Settings) -> list[str]:
     if s.participants:
         missing = [p for p in s.participants if p not in subjects]
         if missing:
-            raise InputError(f"participant(s) not found in the input: {', '.join(missing)}")
+            raise InputError(f"participant(s) not found in the input: {', '.join(missing)}; "
+                             f"the input has: {label_list(subjects)}")
         return [p for p in subjects if p in s.participants]
     return subjects
+
+
+def label_list(labels: list[str], most: int = 30) -> str:
+    """``labels`` for a one-line message, cut after ``most``."""
+    more = f" ... ({len(labels)} in all)" if len(labels) > most else ""
+    return " ".join(labels[:most]) + more
 
 
 # ------------------------------------------------------------------ participant level
@@ -326,11 +332,10 @@ class SubjectRun:
             "convert": self.do_convert, "companion": self.do_companion,
         }
         withheld_images = set()
-        bar = tqdm(tasks, desc=f"sub-{self.new}", unit="file", disable=not s.progress or not sys.stderr.isatty(),
-                   leave=False)
         # Images first, so a withheld image also withholds its sidecar.
-        ordered = sorted(bar, key=lambda t: t.kind not in ("nifti", "convert"))
-        for t in ordered:
+        ordered = sorted(tasks, key=lambda t: t.kind not in ("nifti", "convert"))
+        bar = Bar(f"sub-{self.new}", len(ordered), show=progress_wanted(s.progress) and not s.dry_run)
+        for t in bar.each(ordered, _stage_text):
             if t.kind == "unknown":
                 rel = t.src.relative_to(s.bids_dir).as_posix()
                 self._record(rel, "left out", t.note or "unknown file type: unknown means identifying", original=True)
@@ -367,8 +372,9 @@ class SubjectRun:
             sessions = ";".join(f"{a}>{b}" for a, b in self.sessions.items())
             write_private(p / "mapping" / f"sub-{self.new}.tsv",
                           f"sub-{self.subject}\tsub-{self.new}\t{self.offset}\t{sessions}\n")
-        return {"subject": self.new, "original": self.subject,
-                "counts": _count(self.records)}
+        return {"subject": self.new, "original": self.subject, "counts": _count(self.records),
+                "not_written": sorted([rel, r["status"], r.get("reason", "")] for rel, r in self.records.items()
+                                      if r["status"] not in ("written", "defaced"))}
 
 
 def _face_in_pixels(path: Path) -> str | None:
@@ -408,6 +414,12 @@ def _face_in_pixels(path: Path) -> str | None:
     if modality == "MR" and ("EP" in scanning or "EPI" in image_type):
         return None
     return f"{modality} image whose pixels may show the face: withheld while defacing is on"
+
+
+def _stage_text(t: FileTask) -> str:
+    """The progress bar's stage for a task (output names only: they hold no identifier)."""
+    stage = STAGES["deface" if t.kind == "nifti" and t.deface else t.kind]
+    return stage + (f" {Path(t.rel_out).name}" if t.kind in ("nifti", "convert") and t.rel_out else "")
 
 
 def _stem(rel: str) -> str:
@@ -463,8 +475,17 @@ def run_participant(s: Settings) -> list[dict]:
             validate_input(s)
     results = []
     if s.n_cpus > 1 and len(subjects) > 1:
-        with ProcessPoolExecutor(max_workers=min(s.n_cpus, len(subjects))) as ex:
-            results = list(ex.map(_run_subject, [s] * len(subjects), subjects))
+        from concurrent.futures import as_completed
+        from dataclasses import replace
+
+        # One bar of participants in this process; workers draw none (their lines would interleave).
+        with ProcessPoolExecutor(max_workers=min(s.n_cpus, len(subjects))) as ex, \
+                Bar("participants", len(subjects), show=progress_wanted(s.progress) and not s.dry_run,
+                    unit="participant") as bar:
+            futures = [ex.submit(_run_subject, replace(s, progress=False), subj) for subj in subjects]
+            for _done in as_completed(futures):
+                bar.step()
+            results = [f.result() for f in futures]
     else:
         results = [_run_subject(s, subj) for subj in subjects]
     return results
@@ -660,9 +681,17 @@ def run_raw_participant(s: Settings) -> list[dict]:
     try:
         # While defacing, series that became BIDS images keep their (facial) DICOM out of sourcedata.
         sourcedata = s.sourcedata if s.deface_method == "none" else "non-bids-only"
-        res = stage_raw(s.bids_dir, job / "staging", pseudo, participants=set(s.participants or ()) or None,
-                        heuristic=s.heuristic, n_cpus=s.n_cpus, dry_run=s.dry_run, sourcedata=sourcedata,
-                        skip_policy=s.skip_series_policy)
+        with Bar("raw input", None, show=progress_wanted(s.progress)) as bar:
+            bar.stage("reading headers, converting series (dcm2niix)")
+            res = stage_raw(s.bids_dir, job / "staging", pseudo, participants=set(s.participants or ()) or None,
+                            heuristic=s.heuristic, n_cpus=s.n_cpus, dry_run=s.dry_run, sourcedata=sourcedata,
+                            skip_policy=s.skip_series_policy)
+        if s.participants:  # a label matches a patient's pseudonym or PatientID
+            found = set(res.subjects.values()) | set(res.subjects)
+            missing = [p for p in s.participants if p not in found]
+            if missing:
+                raise InputError(f"participant(s) not found in the raw input: {', '.join(missing)}; "
+                                 f"its participants are: {label_list(res.available)}")
         if s.dry_run:
             return [{"subject": "(raw input)", "original": "(raw input)",
                      "plan": [f"  {r.get('action', '?'):10} {r.get('bids_name') or r.get('series_token')}"

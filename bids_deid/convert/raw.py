@@ -149,6 +149,7 @@ class StageResult:
     identifiers: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     series: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    available: list[str] = field(default_factory=list)  # pseudonymous labels of every patient found
 
 
 def _looks_dicom(path: Path) -> bool:
@@ -940,6 +941,7 @@ def _stage_raw(
     if participants:
         wanted = {p[4:] if p.startswith("sub-") else p for p in participants}
     all_pids = sorted(set(tree) | set(twix_by_pid))
+    result.available = sorted({pseudo.subject(pid) for pid in all_pids})
     series_list: list[_Series] = []
     sessions_of: dict[str, list[tuple[str | None, str]]] = {}
     for pid in all_pids:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import gzip
 import logging
 import os
+import re
 import struct
 import zlib
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ _TEXT_FIELDS = {1: ("data_type", "db_name", "descrip", "aux_file", "intent_name"
 _UNUSED_FIELDS = {1: ("extents", "session_error", "glmax", "glmin"), 2: ()}
 _DTYPES = {1: nib.nifti1.header_dtype, 2: nib.nifti2.header_dtype}
 _HDR_SIZE = {1: 348, 2: 540}
+_SERIES = re.compile(r"_dwi\.nii(\.gz)?$")  # images whose volumes a .bval/.bvec counts
 
 
 @dataclass
@@ -120,9 +122,20 @@ def _printable_runs(data: bytes, minimum: int = 5) -> list[str]:
     return runs
 
 
-def scrub_header(h: NiftiHeader, profile: Profile, log_: ScrubLog) -> bytes:
-    """Return the new header + extension bytes; ``h`` is not changed."""
+def scrub_header(h: NiftiHeader, profile: Profile, log_: ScrubLog, series: bool = False) -> bytes:
+    """Return the new header + extension bytes; ``h`` is not changed.
+
+    ``series``: the image is a volume series (a diffusion run): a 3-D one is written as 4-D with
+    one volume, since validators count its volumes on ``dim[4]`` against the ``.bval``/``.bvec``.
+    """
     header = bytearray(h.header)
+    dsl = _field_slice(h, "dim")
+    dim = np.frombuffer(bytes(header[dsl]), dtype=_DTYPES[h.version].newbyteorder(h.endian).fields["dim"][0].base)
+    if series and int(dim[0]) == 3:
+        dim = dim.copy()
+        dim[0], dim[4] = 4, 1
+        header[dsl] = dim.tobytes()
+        log_.change("header.dim", "replace", "a single-volume diffusion image is written as 4-D with one volume")
     for name in _TEXT_FIELDS[h.version]:
         if name == "descrip" and profile.nifti_keep_descrip:
             continue
@@ -227,7 +240,7 @@ def scrub_nifti_file(src: Path, dst: Path | None, profile: Profile, log_: ScrubL
     try:
         with _open_read(src) as fh:
             h = read_header(fh, where)
-            new_header = scrub_header(h, profile, log_)
+            new_header = scrub_header(h, profile, log_, series=dst is not None and _SERIES.search(dst.name) is not None)
             if dst is None:
                 return h
             gz_out = dst.name.endswith(".gz")
