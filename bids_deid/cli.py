@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from . import __version__
 from .errors import BidsDeidError
 
 log = logging.getLogger("bids_deid")
+_MOST = 20  # files listed per participant line
 
 
 def _positive_int(value: str) -> int:
@@ -70,6 +72,10 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-w", "--work-dir", type=Path, metavar="PATH", help="scratch space (default: in the private dir)")
     out.add_argument("--dataset-type", choices=["raw", "derivative"], default="raw",
                      help="DatasetType of the output (default: raw)")
+    out.add_argument("--license", metavar="ID",
+                     help="License of the output dataset, e.g. CC0 (OpenNeuro's default; else the input's)")
+    out.add_argument("--authors", nargs="+", metavar="NAME",
+                     help="Authors of the output dataset, one argument per author (else the input's)")
     out.add_argument("--dry-run", action="store_true", help="print the plan (every file and what is removed)")
     out.add_argument("--skip-bids-validation", "--skip_bids_validator", "--skip-bids-validator",
                      action="store_true", dest="skip_bids_validation", help="do not validate the input")
@@ -116,11 +122,76 @@ def _settings(args: argparse.Namespace):
         template=args.template, write_defacemask=args.write_defacemask, sourcedata=args.sourcedata,
         input_type=args.input_type, heuristic=args.heuristic,
         skip_series_policy=args.skip_series_policy, progress=sys.stderr.isatty(),
-        clean_pixels=args.clean_pixels,
+        clean_pixels=args.clean_pixels, license=args.license,
+        authors=tuple(args.authors) if args.authors else None,
     )
 
 
-def _print_result(level: str, result: dict, s) -> int:
+#: options that do not belong in the command printed for the other level
+_NOT_REPEATED = {"participant_label", "dry_run", "generate_key", "slurm_script", "slurm_max_parallel", "slurm_mem",
+                 "slurm_time", "slurm_container", "help", "version"}
+
+
+def level_command(parser: argparse.ArgumentParser, args: argparse.Namespace, level: str) -> str:
+    """The complete, copy-pasteable command for ``level`` with every option this run was given."""
+    parts = ["bids-deid", str(args.bids_dir), str(args.output_dir), level]
+    for action in parser._actions:
+        if not action.option_strings or action.dest in _NOT_REPEATED:
+            continue
+        value = getattr(args, action.dest, None)
+        if value is None or value is False or value == action.default:
+            continue
+        opt = next((o for o in action.option_strings if o.startswith("--")), action.option_strings[0])
+        if isinstance(action, argparse._CountAction):
+            parts += ["-" + "v" * value] if opt == "--verbose" else [opt] * value
+        elif action.nargs == 0:
+            parts.append(opt)
+        elif isinstance(value, list | tuple):
+            parts += [opt, *map(str, value)]
+        else:
+            parts += [opt, str(value)]
+    return shlex.join(parts)
+
+
+def _key_note(args: argparse.Namespace) -> str:
+    return " (with the same $BIDS_DEID_KEY set)" if args.key_file is None else ""
+
+
+def check_output_dir(s, args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    """Refuse at once a non-empty output that bids-deid did not write, and a group level before any participant."""
+    from .errors import OutputError
+
+    out, private = s.output_dir, s.private_dir
+    # dot entries (.git/.datalad of an empty dataset, leftover temp files) do not make a folder foreign
+    entries = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) if out.is_dir() else []
+    ours = (private / "key-fingerprint").is_file() or _generated_by_us(out / "dataset_description.json")
+    if entries and not ours:
+        shown = ", ".join(entries[:5]) + (" ..." if len(entries) > 5 else "")
+        raise OutputError(f"{out} is not empty ({shown}) and was not written by bids-deid with the private dir "
+                          f"{private}; give a new or empty output folder (or the --private-dir of the run "
+                          "that wrote it)")
+    if s.analysis_level != "group":
+        return
+    has_subjects = any(out.glob("sub-*")) or any(out.glob("sourcedata/*/sub-*"))
+    if not has_subjects:
+        raise OutputError(f"no participant has been processed into {out} yet; run the participant level first: "
+                          f"{level_command(parser, args, 'participant')}{_key_note(args)}")
+    if not any((private / "state").glob("sub-*.json")):
+        raise OutputError(f"the private dir {private} holds no participant record for {out}; pass the "
+                          "--private-dir that the participant level used")
+
+
+def _generated_by_us(dd: Path) -> bool:
+    import json
+
+    try:
+        gen = json.loads(dd.read_text(encoding="utf-8")).get("GeneratedBy") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(isinstance(g, dict) and g.get("Name") == "bids-deid" for g in gen)
+
+
+def _print_result(level: str, result: dict, s, next_command: str = "") -> int:
     if s.dry_run:
         for r in result.get("participants", []):
             print("planned conversion of the raw input:" if r["original"] == "(raw input)"
@@ -132,7 +203,12 @@ def _print_result(level: str, result: dict, s) -> int:
         for r in result["participants"]:
             counts = ", ".join(f"{v} {k}" for k, v in sorted(r["counts"].items()))
             print(f"sub-{r['subject']}: {counts}")
-        print(f"participant level done; now run: bids-deid {s.bids_dir} {s.output_dir} group")
+            held = r.get("not_written", [])
+            for rel, status, reason in held[:_MOST]:
+                print(f"  {status}: {rel}: {reason or 'no reason recorded'}")
+            if len(held) > _MOST:
+                print(f"  ... and {len(held) - _MOST} more (see report.html after the group level)")
+        print(f"participant level done; when every participant is done, run:\n  {next_command}")
         return 0
     v, a = result["validation"], result["audit"]
     print(f"validator: {v['errors']} errors, {v['warnings']} warnings; "
@@ -142,6 +218,8 @@ def _print_result(level: str, result: dict, s) -> int:
     for line in a.get("open", []):
         print(line)
     print(f"report: {result['report']}")
+    for line in result.get("openneuro", []):
+        print(f"OpenNeuro: {line}")
     if a["hits"]:
         from .errors import LeakError
 
@@ -152,6 +230,9 @@ def _print_result(level: str, result: dict, s) -> int:
         raise ValidationError(
             f"the output has {v['errors']} BIDS validator error(s); see {s.private_dir}/validator-output.json"
         )
+    affirm = "--affirmConsent" if s.deface_method == "none" else "--affirmDefaced"
+    print(f"ready to share: {s.output_dir} (upload steps: docs/openneuro.md, e.g. "
+          f"openneuro upload {affirm} {shlex.quote(str(s.output_dir))})")
     return 0
 
 
@@ -188,7 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         from .pipeline import run
 
         s = _settings(args)
-        return _print_result(args.analysis_level, run(s), s)
+        if not s.dry_run:
+            check_output_dir(s, args, parser)
+        return _print_result(args.analysis_level, run(s), s,
+                             level_command(parser, args, "group") + _key_note(args))
     except BidsDeidError as exc:
         if args.verbose:
             log.exception("failed")

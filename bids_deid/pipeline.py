@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -520,11 +521,12 @@ DD_KEEP = ("Name", "BIDSVersion", "License", "Authors", "Acknowledgements", "How
 
 def dataset_description(s: Settings, original: dict) -> dict:
     """The output's dataset_description.json: safe fields of the input plus GeneratedBy."""
-    from .schema import bids_version
+    from .openneuro import bids_version, publication_fields
 
     dd = {k: original[k] for k in DD_KEEP if k in original}
     dd.setdefault("Name", "De-identified dataset")
-    dd["BIDSVersion"] = str(original.get("BIDSVersion") or bids_version())
+    dd["BIDSVersion"] = bids_version(original.get("BIDSVersion"))
+    dd.update(publication_fields(s.license, s.authors, original)[0])  # --license/--authors win
     dd["DatasetType"] = s.dataset_type
     gen = {"Name": "bids-deid", "Version": __version__,
            "Description": f"De-identified with profile '{s.profile.name}'"}
@@ -550,9 +552,8 @@ def _raw_dataset_files(s: Settings) -> tuple[dict, list[str]]:
     atomic_write_bytes(s.output_dir / "participants.tsv",
                        ("participant_id\n" + "".join(f"{x}\n" for x in subjects)).encode())
     atomic_write_bytes(s.output_dir / "README", (
-        "This dataset was converted from raw scanner data and de-identified with bids-deid "
-        f"{__version__} (profile '{s.profile.name}'). Subject labels are keyed pseudonyms and dates "
-        "are shifted per subject.\n").encode())
+        b"This dataset was converted to BIDS from raw scanner data (DICOM/twix) with dcm2niix and bids-deid.\n"
+        b"Describe the study here before publishing it.\n"))
     return {"Name": "De-identified dataset converted from raw scanner data"}, subjects
 
 
@@ -615,6 +616,7 @@ def run_group(s: Settings, raw: bool = False) -> dict:
             continue
         rel = path.relative_to(s.bids_dir).as_posix() + ("/" if path.is_dir() else "")
         records[rel] = {"status": "left out", "reason": "not a file bids-deid understands", "original": True}
+    records.update(_publication_notes(s))
     idents = sorted({(k, v) for k, v in slog.identifiers})
     write_json(s.private_dir / "identifiers" / "_dataset.json", [list(x) for x in idents])
     from .convert.micr import write_samples_tsv  # required by BIDS as soon as there are micr images
@@ -633,12 +635,40 @@ def run_group(s: Settings, raw: bool = False) -> dict:
 
     # For OpenNeuro's "affirm defaced" step: every public image whose face was removed.
     defaced = sorted(k for k, v in collect_records(s.private_dir).items() if v.get("status") == "defaced")
+    from .openneuro import dwi_volume_problems, publication_fields
+
     summary = {"validation": validation, "audit": {**audit.summary(), "open": audit.public_lines()},
                "subjects_done": len(done),
-               "subjects_in_input": len(subjects), "defaced_images": defaced}
+               "subjects_in_input": len(subjects), "defaced_images": defaced,
+               "openneuro": publication_fields(s.license, s.authors, original_dd)[1] + dwi_volume_problems(s.output_dir)}
     report = write_run_report(s, summary)
     summary["report"] = str(report)
     return summary
+
+
+def _publication_notes(s: Settings) -> dict[str, dict]:
+    """README gets a de-identification statement (which images were defaced, by public name), CHANGES an entry."""
+    import datetime as dt
+
+    from .openneuro import changes_entry, statement
+    from .report.html import collect_records
+
+    records = collect_records(s.private_dir)
+    defaced = sorted(k for k, v in records.items() if v.get("status") == "defaced")
+    withheld = sum(1 for v in records.values() if v.get("status") == "withheld")
+    readme = next((s.output_dir / n for n in ("README", "README.md", "README.txt", "README.rst")
+                   if (s.output_dir / n).is_file()), s.output_dir / "README")
+    old = readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else ""
+    note = statement(__version__, s.profile.name, s.deface_method, defaced, withheld)
+    atomic_write_bytes(readme, ((old.rstrip() + "\n\n" if old.strip() else "") + note).encode())
+    changes = s.output_dir / "CHANGES"
+    old = changes.read_text(encoding="utf-8", errors="replace") if changes.is_file() else ""
+    old = re.sub(r"\A\s*\S+ \S+\n  - De-identified with bids-deid[^\n]*\n", "", old)  # ours, from a rerun
+    top = re.match(r"\s*(\d+)\.(\d+)\.(\d+)", old)
+    version = f"{top[1]}.{top[2]}.{int(top[3]) + 1}" if top else "1.0.0"
+    entry = changes_entry(version, dt.date.today().isoformat(), len(defaced))
+    atomic_write_bytes(changes, (entry + ("\n" + old.lstrip("\n") if old.strip() else "")).encode())
+    return {readme.name: {"status": "written", "reason": ""}, "CHANGES": {"status": "written", "reason": ""}}
 
 
 def _merge_mapping(s: Settings) -> None:
