@@ -10,17 +10,13 @@ import jinja2
 
 from ..atomic import atomic_write_text
 from ..deface.pipeline import DefaceResult
+from .explain import FIGURES, metric_notes
 
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
-VIEWS = (
-    ("before_front", "before, front"),
-    ("after_front", "after, front"),
-    ("before_side", "before, right side"),
-    ("after_side", "after, right side"),
-)
-FIGURES = (("slices", "face mask outline"), ("overlay", "registration: template edges on the image"))
+VIEWS = tuple((k, c, look) for k, c, look in FIGURES if k.startswith(("before", "after")))
+FIGURES_BIG = tuple((k, c, look) for k, c, look in FIGURES if not k.startswith(("before", "after")))
 
 
 def render_qc_report(results: list[tuple[str, DefaceResult]], out_html: Path) -> None:
@@ -55,7 +51,8 @@ def render_qc_report(results: list[tuple[str, DefaceResult]], out_html: Path) ->
         n_pass=sum(r["passed"] for r in rows),
         n_fail=sum(not r["passed"] for r in rows),
         views=VIEWS,
-        figures=FIGURES,
+        figures=FIGURES_BIG,
+        notes=metric_notes(),
     )
     atomic_write_text(out_html, html, perm=0o600)
     log.info("defacing QC report: %s (%d images)", out_html, len(rows))
