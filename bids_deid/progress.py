@@ -53,10 +53,16 @@ class Bar:
     """
 
     def __init__(self, label: str, total: int | None, show: bool, unit: str = "file"):
-        self._bar = tqdm(total=total, desc=label, unit=unit, leave=False, dynamic_ncols=True,
-                         disable=not show, file=sys.stderr, mininterval=0.2,
-                         bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s |{bar:20}| {postfix} [{elapsed}]"
-                         if total is not None else "{desc}: {postfix} [{elapsed}]")
+        try:
+            sized = os.get_terminal_size(sys.stderr.fileno()).columns > 0
+        except (OSError, ValueError, AttributeError):
+            sized = False
+        # a terminal that reports no size (some pseudo-terminals) would get a bar cut to nothing
+        self._bar = tqdm(total=total, desc=label, unit=unit, leave=False, dynamic_ncols=sized,
+                         ncols=None if sized else 100, disable=not show, file=sys.stderr, mininterval=0.2,
+                         bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s |{bar:20}| [{elapsed}]{postfix}"
+                         if total is not None else "{desc} [{elapsed}]")
+        self._label, self._steps = label, total is not None
         self._stop = threading.Event()
         if show and total is None:  # a stage without steps: keep the clock moving
             threading.Thread(target=self._tick, daemon=True).start()
@@ -67,11 +73,16 @@ class Bar:
 
     def stage(self, text: str) -> None:
         """Say what is being done now (redrawn at once)."""
-        self._bar.set_postfix_str(text, refresh=True)
+        if self._steps:
+            self._bar.set_postfix_str(text, refresh=True)
+        else:
+            self._bar.set_description_str(f"{self._label}: {text}", refresh=True)
 
     def step(self, n: int = 1) -> None:
-        """Count ``n`` steps as done."""
+        """Count ``n`` steps as done (the last one is always drawn)."""
         self._bar.update(n)
+        if self._bar.total is not None and self._bar.n >= self._bar.total:
+            self._bar.refresh()
 
     def each(self, items, stage=None):
         """Yield ``items``, showing ``stage(item)`` while each is worked on and counting it when done."""
