@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from pathlib import Path
@@ -236,6 +237,14 @@ def _print_result(level: str, result: dict, s, next_command: str = "") -> int:
     return 0
 
 
+def _container_hint(exc: BaseException | None) -> str:
+    """Inside the image a permission error usually means the container's user is not the files' owner."""
+    if not isinstance(exc, PermissionError) or not os.environ.get("BIDS_DEID_CONTAINER_TAG"):
+        return ""
+    return (f" (the container runs as uid {os.getuid()}, not as the owner of your files: add "
+            "-u \"$(id -u):$(id -g)\" to docker run; see docs/container.md)")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bids-deid``; returns the process exit code."""
     argv = sys.argv[1:] if argv is None else list(argv)
@@ -276,7 +285,7 @@ def main(argv: list[str] | None = None) -> int:
     except BidsDeidError as exc:
         if args.verbose:
             log.exception("failed")
-        print(f"bids-deid: error: {exc}", file=sys.stderr)
+        print(f"bids-deid: error: {exc}{_container_hint(exc.__cause__)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("bids-deid: interrupted; rerun the same command to resume", file=sys.stderr)
@@ -284,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         if args.verbose:
             log.exception("failed")
-        print(f"bids-deid: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(f"bids-deid: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": ") + _container_hint(exc),
+              file=sys.stderr)
         return 1
     except Exception as exc:  # a bug: still one line, the traceback with --verbose
         if args.verbose:

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Build the bids-deid image with podman and test it the way users run it:
 #   --network=none --read-only --tmpfs /tmp, as a non-root user.
-# Checks: the demo and an end-to-end run inside the container print "validator: 0 errors",
-# no byte of the public output (gunzipped too) holds "canary", GeneratedBy.Container is set.
+# Checks: the demo, and the commands of docs/container.md run verbatim as a non-root user, print
+# "validator: 0 errors", no byte of the public output (gunzipped too) holds "canary",
+# GeneratedBy.Container is set; the documented participant command without -u is refused in one
+# line that says to add it.
 #
 # Usage: scripts/container-test.sh            (from anywhere; root or rootless podman)
 # Env:   BASE=image     use this base image instead of a debootstrapped Debian bookworm
@@ -91,8 +93,8 @@ echo "build time: $((T1 - T0)) s; image size: $((SIZE / 1000000)) MB (base $((BA
 # ---------------------------------------------------------------- run, as users do
 RUN=("${PODMAN[@]}" run --rm "${ULIMITS[@]}" --network=none --read-only --tmpfs /tmp:rw,exec,size=2g)
 TEST="$BUILD/test"
-rm -rf "$TEST"; mkdir -p "$TEST/demo" "$TEST/e2e"
-chmod 0777 "$TEST/demo" "$TEST/e2e"  # the image runs as uid 10001
+rm -rf "$TEST"; mkdir -p "$TEST/demo"
+chmod 0777 "$TEST/demo"  # the demo runs as the image's own user (uid 10001)
 
 check_output() {  # $1: output folder, $2: log file
   grep -q "validator: 0 errors" "$2" || fail "validator did not report 0 errors (see $2)"
@@ -129,20 +131,49 @@ echo "== bids-deid-demo inside the container (--network=none --read-only)"
 grep -E "validator:|^sub-" "$TEST/demo.log" | sed 's/^/  /'
 check_output "$TEST/demo/run/output" "$TEST/demo.log"
 
-echo "== end-to-end: participant + group on a read-only input mount"
-# A realistic head (the demo's), so defacing passes and no image is withheld.
+echo "== the documented commands (docs/container.md, between the container-test markers), verbatim"
+# They run as a user would: a non-root uid owns the study and key folders; `docker` is podman with
+# this machine's runtime options; mkdir/chmod run as that user. A realistic head (the demo's), so
+# defacing passes and no image is withheld.
+DOC_UID=4242
+DOCS="$TEST/docs"
+mkdir -p "$DOCS/home" "$DOCS/study"
 "$PY" -c "from bids_deid.demo import build_demo_dataset; from bids_deid.deface import demo_head; \
-build_demo_dataset('$TEST/e2e/input', head=demo_head())"
-"$PY" -c "from bids_deid.pseudonym import generate_key; generate_key('$TEST/e2e/study.key')"
-chmod 0644 "$TEST/e2e/study.key"  # readable by the container user (a test key)
-mkdir -p "$TEST/e2e/out" && chmod 0777 "$TEST/e2e/out"
-for level in participant group; do
-  "${RUN[@]}" -v "$TEST/e2e/input:/data:ro" -v "$TEST/e2e/out:/out" -v "$TEST/e2e/study.key:/keys/study.key:ro" \
-    "$IMAGE" /data /out/deid "$level" --key-file /keys/study.key --private-dir /out/private -w /tmp/work \
-    > "$TEST/e2e-$level.log" 2>&1 || { tail -20 "$TEST/e2e-$level.log"; fail "$level level failed in the container"; }
-done
-grep -E "validator:" "$TEST/e2e-group.log" | sed 's/^/  /'
-check_output "$TEST/e2e/out/deid" "$TEST/e2e-group.log"
+build_demo_dataset('$DOCS/study/bids', head=demo_head())"
+chown -R "$DOC_UID:$DOC_UID" "$DOCS/home" "$DOCS/study"
+chmod 0755 "$TEST" "$DOCS"
+"${PODMAN[@]}" tag "$IMAGE" "bids-deid:$VERSION"
+sed -n '/container-test:begin/,/container-test:end/p' docs/container.md | sed '/^```/d;/container-test:/d' \
+  | sed "s/bids-deid:0\.1\.0/bids-deid:$VERSION/g" > "$DOCS/commands.sh"
+[ "$(grep -c '^docker run' "$DOCS/commands.sh")" = 3 ] || fail "docs/container.md: expected 3 docker run commands in the tested block"
+{
+  echo 'set -euo pipefail'
+  echo "docker() { [ \"\$1\" = run ] || return 99; shift; ${PODMAN[*]} run ${ULIMITS[*]} \"\$@\"; }"
+  echo "id() { case \"\$1\" in -u|-g) echo $DOC_UID ;; *) command id \"\$@\" ;; esac; }"
+  echo "mkdir() { setpriv --reuid=$DOC_UID --regid=$DOC_UID --clear-groups mkdir \"\$@\"; }"
+  echo "chmod() { setpriv --reuid=$DOC_UID --regid=$DOC_UID --clear-groups chmod \"\$@\"; }"
+  echo "export HOME='$DOCS/home' STUDY='$DOCS/study'"
+  echo "cd \"\$HOME\""
+} > "$DOCS/as-user.sh"
+cat "$DOCS/as-user.sh" "$DOCS/commands.sh" > "$DOCS/run.sh"
+bash "$DOCS/run.sh" > "$DOCS/run.log" 2>&1 || { tail -20 "$DOCS/run.log"; fail "the documented commands failed"; }
+KEY="$DOCS/home/keys/study.key"
+[ "$(stat -c '%u %a' "$KEY")" = "$DOC_UID 600" ] || fail "the key is not mode 0600 and owned by the user: $(stat -c '%u %a' "$KEY")"
+grep -E "validator:" "$DOCS/run.log" | sed 's/^/  /'
+grep -q "leak audit: 0 hits" "$DOCS/run.log" || fail "leak audit did not report 0 hits (see $DOCS/run.log)"
+check_output "$DOCS/study/deid" "$DOCS/run.log"
+[ -f "$DOCS/study/private/report.html" ] || fail "no report in the private dir"
+
+echo "== the same participant command without -u: refused in one line that says what to do"
+awk 'BEGIN{RS=""} /participant --key-file/' "$DOCS/commands.sh" | grep -v '^#' \
+  | sed 's/ -u "$(id -u):$(id -g)"//' > "$DOCS/no-u.sh"
+grep -q '^docker run' "$DOCS/no-u.sh" || fail "could not find the participant command in the docs"
+if bash -c "$(cat "$DOCS/as-user.sh" "$DOCS/no-u.sh")" > "$DOCS/no-u.log" 2>&1; then
+  fail "the participant command ran without -u although the key is 0600 and owned by another uid"
+fi
+grep -qF 'Permission denied (the container runs as uid 10001' "$DOCS/no-u.log" \
+  || { cat "$DOCS/no-u.log"; fail "no hint to add -u"; }
+grep 'bids-deid: error' "$DOCS/no-u.log" | sed 's/^/  /'
 
 echo "== labels"
 "${PODMAN[@]}" image inspect "$IMAGE" --format '{{range $k, $v := .Labels}}{{$k}}={{$v}}{{"\n"}}{{end}}' \
