@@ -1,8 +1,10 @@
 # bids-deid BIDS-App image.
 #   docker build --build-arg VERSION=0.1.0 -t bids-deid:0.1.0 .
-#   docker run --rm --read-only --tmpfs /tmp --network=none \
-#     -v /data/bids:/data:ro -v /data/out:/out -v /data/private:/private -v /keys:/keys:ro \
-#     bids-deid:0.1.0 /data /out/deid participant --key-file /keys/study.key --private-dir /private/deid
+#   docker run --rm -u "$(id -u):$(id -g)" --read-only --tmpfs /tmp --network=none \
+#     -v /data/bids:/data:ro -v /data/out:/out -v /data/private:/private -v "$HOME/keys:/keys:ro" \
+#     bids-deid:0.1.0 /data /out participant --key-file /keys/study.key --private-dir /private
+# Run it as yourself (-u): the image's own user (uid 10001) cannot read your 0600 key. Commands
+# for every step, Podman and Apptainer: docs/container.md (scripts/container-test.sh runs them).
 # Everything is installed at build time; nothing is downloaded at run time. The image writes
 # only to the output, the private dir, -w, and /tmp (mount a tmpfs there with --read-only).
 # BASE must provide python3.11 with venv (default: the official slim image; tests use a
@@ -42,7 +44,7 @@ LABEL org.opencontainers.image.title="bids-deid" \
       org.opencontainers.image.created="${BUILD_DATE}" \
       org.opencontainers.image.revision="${VCS_REF}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.documentation="docs/hpc.md"
+      org.opencontainers.image.documentation="docs/container.md"
 RUN useradd --system --no-create-home --home-dir /tmp --shell /usr/sbin/nologin --uid 10001 bidsdeid
 COPY --from=build /opt/bids-deid /opt/bids-deid
 COPY --from=build /opt/deno-cache /opt/deno-cache

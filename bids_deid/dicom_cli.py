@@ -1,5 +1,8 @@
 """``bids-deid-dicom IN_DIR OUT_DIR``: de-identify a DICOM tree (PS3.15 Annex E engine).
 
+It does not deface: the pixels of MR/CT images of the head still show the face (``bids-deid``
+defaces the NIfTI and withholds such DICOM).
+
 The public OUT_DIR gets de-identified files under non-identifying names; the private dir
 (default: sibling ``OUT_DIR-private``, mode 0700) gets ``audit.jsonl`` (per file: what was
 done, no original values) and ``mapping.tsv`` (original PatientID -> pseudonym, 0600).
@@ -21,11 +24,14 @@ from .pseudonym import Pseudonymizer, load_key
 from .scrub.dicom_tree import iter_tree
 
 log = logging.getLogger(__name__)
+NO_DEFACE = ("this tool does not deface: MR/CT images of the head keep the face in their pixels; "
+             "to share them publicly use bids-deid, which defaces the images and withholds such DICOM")
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser."""
-    p = argparse.ArgumentParser(prog="bids-deid-dicom", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="bids-deid-dicom", description=__doc__.splitlines()[0],
+                                epilog=NO_DEFACE)
     p.add_argument("in_dir", type=Path, help="input folder with DICOM files (never modified)")
     p.add_argument("out_dir", type=Path, help="output folder for de-identified DICOM (public side)")
     p.add_argument("--profile", default="basic", help="shipped profile name or YAML path (default: basic)")
@@ -90,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
         f"bids-deid-dicom: {counts.get('written', 0)} written, {counts.get('exists', 0)} already done, "
         f"{counts.get('skipped', 0)} skipped, {errors} errors (audit in {private})"
     )
+    if counts.get("written", 0) or counts.get("exists", 0):
+        print(f"bids-deid-dicom: note: {NO_DEFACE}")
     return 1 if errors else 0
 
 
