@@ -549,8 +549,20 @@ def _container() -> dict | None:
 def _raw_dataset_files(s: Settings) -> tuple[dict, list[str]]:
     """dataset_description, participants.tsv and README for a dataset converted from raw data."""
     subjects = sorted(p.name for p in s.output_dir.glob("sub-*") if p.is_dir())
-    atomic_write_bytes(s.output_dir / "participants.tsv",
-                       ("participant_id\n" + "".join(f"{x}\n" for x in subjects)).encode())
+    demo = {x: read_json(s.private_dir / "participants" / f"{x}.json", {}) or {} for x in subjects}
+    cols = ["participant_id"] + [c for c in ("age", "sex") if any(c in d for d in demo.values())]
+    rows = [[x] + [str(demo[x].get(c, "n/a")) for c in cols[1:]] for x in subjects]
+    header, rows, _removed = scrub_participants(cols, rows, s.profile, {x: x for x in subjects}, ScrubLog())
+    atomic_write_bytes(s.output_dir / "participants.tsv", write_tsv(header, rows))
+    described = {"age": {"Description": "age of the participant at the first scan, in whole years"
+                                        f" (ages above {s.profile.age_cap} are given as {s.profile.age_cap})",
+                         "Units": "year"},
+                 "sex": {"Description": "sex of the participant as recorded by the scanner (PatientSex)",
+                         "Levels": {"M": "male", "F": "female", "O": "other"}}}
+    if len(header) > 1:
+        atomic_write_bytes(s.output_dir / "participants.json", dump_json({c: described[c] for c in header[1:]}))
+    else:
+        (s.output_dir / "participants.json").unlink(missing_ok=True)
     atomic_write_bytes(s.output_dir / "README", (
         b"This dataset was converted to BIDS from raw scanner data (DICOM/twix) with dcm2niix and bids-deid.\n"
         b"Describe the study here before publishing it.\n"))
@@ -730,6 +742,8 @@ def run_raw_participant(s: Settings) -> list[dict]:
         for original, label in res.subjects.items():
             write_private(s.private_dir / "mapping" / f"sub-{label}.tsv",
                           f"{original}\tsub-{label}\t{pseudo.date_offset_days(label)}\t\n")
+        for label, demo in res.demographics.items():  # participants.tsv is written at group level
+            write_json(s.private_dir / "participants" / f"sub-{label}.json", demo)
         for label, idents in res.identifiers.items():
             write_json(s.private_dir / "identifiers" / f"sub-{label}.raw.json", sorted({tuple(x) for x in idents}))
         batch = pseudo.text_token("rawbatch", ",".join(sorted(res.subjects.values())))

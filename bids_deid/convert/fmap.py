@@ -133,7 +133,11 @@ def fieldmap_sets(items: list[tuple[Any, dict]], session: str | None = None) -> 
         fmaps = [o for o in outs if o["guess"].suffix == "fieldmap"]
         phases = sorted((o for o in outs if o["guess"].suffix in ("phasediff", "phase1", "phase2")), key=_echo)
         mags = sorted((o for o in outs if o["guess"].suffix in _MAGNITUDES), key=_echo)
-        if fmaps:
+        if fmaps and not mags:
+            for o in fmaps[1:] + phases:
+                _skip(o, "extra image of a B0 field-map series (BIDS names one fieldmap and one magnitude)")
+            pending_phase.append((s, fmaps[:1]))  # its magnitude may be the neighbouring series
+        elif fmaps:
             members = [fmaps[0]] + mags[:1]
             fmaps[0]["guess"].suffix = "fieldmap"
             for o in mags[:1]:
@@ -150,7 +154,13 @@ def fieldmap_sets(items: list[tuple[Any, dict]], session: str | None = None) -> 
             pending_mag.append((s, mags))
         elif phases:
             pending_phase.append((s, phases))
-    # Siemens: magnitudes and phase in two neighbouring series of one voxel grid
+    # Siemens: magnitudes and phase in two neighbouring series of one voxel grid (some scanners write
+    # each echo's magnitude as a series of its own: those of one series number join the set)
+    merged: dict[float, list[dict]] = {}
+    for s, mags in pending_mag:
+        merged.setdefault(s.number, []).extend(mags)
+    pending_mag = [(next(s for s, _m in pending_mag if s.number == n), sorted(m, key=_echo))
+                   for n, m in merged.items()]
     for s, mags in sorted(pending_mag, key=lambda x: x[0].number):
         cands = [(abs(ps.number - s.number), i) for i, (ps, phs) in enumerate(pending_phase)
                  if same_geometry(mags[0], phs[0]) or mags[0].get("shape") is None]
@@ -160,10 +170,16 @@ def fieldmap_sets(items: list[tuple[Any, dict]], session: str | None = None) -> 
             continue
         _d, i = min(cands)
         ps, phases = pending_phase.pop(i)
-        sets.append(_phase_set(min(s.number, ps.number), mags, phases))
+        if phases[0]["guess"].suffix == "fieldmap":
+            mags[0]["guess"].suffix = "magnitude"
+            for o in mags[1:]:
+                _skip(o, "extra magnitude image of a B0 field map (BIDS names one)")
+            sets.append({"kind": "fieldmap", "members": [phases[0], mags[0]], "number": min(s.number, ps.number)})
+        else:
+            sets.append(_phase_set(min(s.number, ps.number), mags, phases))
     for _ps, phases in pending_phase:
         for o in phases:
-            _skip(o, "field-map phase image without its magnitude (BIDS needs both)")
+            _skip(o, "field-map image without its magnitude (BIDS needs both)")
     sets.extend(_epi_sets(epis))
     sets = [x for x in sets if x["members"]]
     sets.sort(key=lambda x: x["number"])

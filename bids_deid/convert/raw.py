@@ -150,6 +150,7 @@ class StageResult:
     series: list[dict] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     available: list[str] = field(default_factory=list)  # pseudonymous labels of every patient found
+    demographics: dict[str, dict[str, object]] = field(default_factory=dict)  # label -> sex/age (PRIVATE)
 
 
 def _looks_dicom(path: Path) -> bool:
@@ -484,6 +485,30 @@ def _gunzip_dicom(path: Path, unpack_dir: Path, index: int) -> str | None:
     return str(target)
 
 
+def _demographics(f: dict) -> dict[str, object]:
+    """Sex (``M``/``F``/``O``) and age in whole years at the first study, from one header; missing values left out.
+
+    The age comes from PatientAge (``034Y``, ``006M``, ``010W``, ``003D``) or, without it, from
+    PatientBirthDate and StudyDate. Capping (HIPAA: over 89) is the profile's, at group level.
+    """
+    out: dict[str, object] = {}
+    sex = str(f.get("PatientSex") or "").strip().upper()
+    if sex in ("M", "F", "O"):
+        out["sex"] = sex
+    age = str(f.get("PatientAge") or "").strip().upper()
+    m = re.fullmatch(r"(\d{1,3})\s*([YMWD])?", age)
+    if m:
+        n, unit = int(m[1]), m[2] or "Y"
+        out["age"] = n if unit == "Y" else n // {"M": 12, "W": 52, "D": 365}[unit]
+    else:
+        b, d = str(f.get("PatientBirthDate") or ""), str(f.get("StudyDate") or "")
+        if re.fullmatch(r"\d{8}", b) and re.fullmatch(r"\d{8}", d):
+            years = int(d[:4]) - int(b[:4]) - ((int(d[4:8]) < int(b[4:8])) and 1 or 0)
+            if 0 <= years < 150:
+                out["age"] = years
+    return out
+
+
 # ---------------------------------------------------------------- identifiers
 def _looks_identifying(text: str, known: list[str]) -> bool:
     t = text.lower()
@@ -736,6 +761,9 @@ def _classify_outputs(s: _Series, heuristic: list[HeuristicRule] | None) -> None
         f["_n_vols"] = o.get("n_vols") or 1
         f["_bmax"] = _bmax(o.get("bval"))
         o["guess"] = classify(f, heuristic)
+    for o in s.outputs:  # BIDS needs the units of a direct field map
+        if o["guess"].suffix == "fieldmap" and "Units" not in o["fields"] and _fieldmap_units(o["fields"]) is None:
+            o["guess"] = Guess(None, None, {}, "B0 field map of unknown units (neither dcm2niix nor the vendor says)")
     # a B0 map series (GE, Philips): its other images are the field map's magnitude
     if any(o["guess"].suffix == "fieldmap" for o in s.outputs):
         for o in s.outputs:
@@ -981,6 +1009,8 @@ def _stage_raw(
                 )
                 _dedupe(s)
                 series_list.append(s)
+        if ordered:
+            result.demographics[label] = _demographics(next(iter(ordered[0][1].values()))[0]["fields"])
         idents = _collect_identifiers(ids) if ids else []
         for _r, tids in twix_by_pid.get(pid, []):
             for t in tids:
@@ -1162,6 +1192,8 @@ def _place_outputs(by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict
                     side["IntendedFor"] = [f"bids::{t['rel'].as_posix()}" for t in o["intended"] if t.get("rel")]
             if o.get("b0_source") and g.datatype != "fmap":
                 side["B0FieldSource"] = o["b0_source"]
+            if g.suffix == "fieldmap" and "Units" not in side:
+                side["Units"] = _fieldmap_units(side)
             if g.suffix == "phasediff" and ("EchoTime1" not in side or "EchoTime2" not in side):
                 _fill_echo_times(side, s, items)
             if g.suffix in _TIME_SERIES and _single_volume_to_4d(Path(o["nii"]), dest, side.get("RepetitionTime")):
@@ -1177,6 +1209,12 @@ def _place_outputs(by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict
             name = f"sub-{sub}{f'_ses-{ses}' if ses else ''}_scans.tsv"
             body = "filename\tacq_time\n" + "".join(f"{f}\t{t or 'n/a'}\n" for f, t in sorted(rows))
             atomic_write_text(folder / name, body, perm=0o600)
+
+
+def _fieldmap_units(side: dict) -> str | None:
+    """Units of a direct B0 map dcm2niix did not label: GE and Philips scanners store them in Hz (else None)."""
+    maker = str(side.get("Manufacturer") or "").lower()
+    return "Hz" if maker.startswith(("ge", "philips")) else None
 
 
 # free-text sidecar fields dcm2niix copies from the headers that raw conversion never keeps
