@@ -435,7 +435,7 @@ def _finish(g: Guess, fields: dict) -> Guess:
     return g
 
 
-def classify(fields: dict, heuristic: list[HeuristicRule] | None = None) -> Guess:
+def classify(fields: dict, heuristic: list[HeuristicRule] | None = None, reproin: bool = False) -> Guess:
     """Classify one image from its sidecar fields.
 
     Parameters
@@ -445,6 +445,9 @@ def classify(fields: dict, heuristic: list[HeuristicRule] | None = None) -> Gues
         plus optional ``_``-prefixed hints (see module docstring).
     heuristic : list of HeuristicRule, optional
         User rules; the first matching rule wins over every guess.
+    reproin : bool
+        Series named by the ReproIn convention go where their name says (after the user
+        rules); what the name leaves open (a field map's suffixes, echo, part) the headers say.
 
     Returns
     -------
@@ -457,11 +460,35 @@ def classify(fields: dict, heuristic: list[HeuristicRule] | None = None) -> Gues
                 return Guess(None, None, {}, f"heuristic rule {rule.name}: skip")
             s = dict(rule.set)
             g = Guess(s.pop("datatype"), s.pop("suffix"), s, f"heuristic rule {rule.name}")
-            if fields.get("_dir") and g.suffix in DIR_SUFFIXES:
+            if fields.get("_dir") and g.suffix == "epi":  # a PEpolar image needs its direction; others: as named
                 g.entities.setdefault("dir", str(fields["_dir"]))
             return _finish(g, fields)
     if str(fields.get("Modality") or "MR").upper() != "MR":
         return Guess(None, None, {}, f"modality {sanitize_label(fields.get('Modality'))} is not MR")
+    if reproin:
+        from .reproin import reproin_guess
+
+        g = reproin_guess(fields)
+        if g is not None:
+            if g.skipped:
+                return g
+            derived = _skip_reason(fields)
+            if derived:  # a derived or MPR image of a ReproIn-named protocol is still no raw data
+                return Guess(None, None, {}, f"{derived} (ReproIn-named series)")
+            if g.suffix is None or g.datatype == "fmap" and g.suffix != "epi":
+                r = _from_rules(fields)
+                if g.datatype == "fmap" and r is not None and r.datatype == "fmap":
+                    g.suffix = r.suffix if g.suffix in (None, "magnitude", "phasediff") or r.suffix == "fieldmap" \
+                        else g.suffix
+                elif g.suffix is None:
+                    g.suffix = r.suffix if r is not None and r.datatype == g.datatype else None
+                if g.datatype == "fmap" and g.suffix is None:
+                    g.suffix = "phasediff" if _is_phase(fields) else "magnitude"
+            if g.suffix is None or g.suffix not in _ALLOWED:
+                return Guess(None, None, {}, f"ReproIn name without a BIDS suffix BIDS knows ({g.datatype})")
+            if fields.get("_dir") and g.suffix == "epi":  # a PEpolar image needs its direction; others: as named
+                g.entities.setdefault("dir", str(fields["_dir"]))
+            return _finish(g, fields)
     guessed = _guess_text(fields)
     said = f" (dcm2niix guessed {guessed})" if guessed else ""
     reason = _skip_reason(fields)

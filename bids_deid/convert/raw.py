@@ -741,7 +741,34 @@ def _image_geometry(o: dict) -> None:
         o["affine"], o["shape"], o["n_vols"] = None, None, None
 
 
-def _classify_outputs(s: _Series, heuristic: list[HeuristicRule] | None) -> None:
+def _reproin_sessions(series: list[_Series]) -> None:
+    """ReproIn ``ses-`` labels: a study whose named series agree on one label becomes that session.
+
+    A label that looks like a date (or a long number) is not taken; the numbered session stays.
+    """
+    from .reproin import parse
+
+    by_study: dict[tuple[str, str | None], list[_Series]] = defaultdict(list)
+    for s in series:
+        by_study[(s.subject, s.session)].append(s)
+    taken: dict[str, set[str]] = defaultdict(set)
+    for (sub, _ses), members in sorted(by_study.items(), key=lambda x: str(x[0])):
+        labels = set()
+        for s in members:
+            p = parse(s.fields.get("ProtocolName")) or parse(s.fields.get("SeriesDescription"))
+            if p is not None:
+                labels.add(p["entities"].get("ses"))
+        labels.discard(None)
+        if len(labels) == 1:
+            label = next(iter(labels))
+            if re.search(r"\d{6,}|(19|20)\d\d[01]\d", label) or label in taken[sub]:
+                continue
+            taken[sub].add(label)
+            for s in members:
+                s.session = label
+
+
+def _classify_outputs(s: _Series, heuristic: list[HeuristicRule] | None, reproin: bool = False) -> None:
     echoes = {o["fields"].get("EchoNumber") for o in s.outputs if o["fields"].get("EchoNumber") is not None}
     has_phase = any("_ph" in o["postfix"] or "P" in (o["fields"].get("ImageType") or []) for o in s.outputs)
     for o in s.outputs:
@@ -760,7 +787,7 @@ def _classify_outputs(s: _Series, heuristic: list[HeuristicRule] | None) -> None
         f["_has_bval"] = o["bval"] is not None
         f["_n_vols"] = o.get("n_vols") or 1
         f["_bmax"] = _bmax(o.get("bval"))
-        o["guess"] = classify(f, heuristic)
+        o["guess"] = classify(f, heuristic, reproin)
     for o in s.outputs:  # BIDS needs the units of a direct field map
         if o["guess"].suffix == "fieldmap" and "Units" not in o["fields"] and _fieldmap_units(o["fields"]) is None:
             o["guess"] = Guess(None, None, {}, "B0 field map of unknown units (neither dcm2niix nor the vendor says)")
@@ -901,7 +928,8 @@ def _stage_raw(
     _unpack: Path,
 ) -> StageResult:
     """:func:`stage_raw` inside its work folder (``_early``: the background whole-folder dcm2niix or None)."""
-    rules = load_heuristic(heuristic) if heuristic else None
+    reproin = heuristic is not None and str(heuristic).lower() == "reproin" and not Path(heuristic).is_file()
+    rules = load_heuristic(heuristic) if heuristic and not reproin else None
     n_cpus = max(1, int(n_cpus or 1))
     result = StageResult()
     records = discover(raw_dir, n_cpus, unpack_dir=_unpack)
@@ -1034,7 +1062,9 @@ def _stage_raw(
         _stage_sourcedata(series_list, staging_dir, sourcedata)
     _convert_all(to_convert, series_list, records, raw_dir, _work, _exe, _early, n_cpus, compress=not dry_run)
     for s in to_convert:
-        _classify_outputs(s, rules)
+        _classify_outputs(s, rules, reproin)
+    if reproin:
+        _reproin_sessions(to_convert)
     by_ses = _name_outputs(to_convert)
     for s in to_convert:  # nothing disappears: what got no BIDS name is kept in sourcedata (or listed as dropped)
         if s.action == "skipped":
