@@ -78,6 +78,8 @@ class Guess:
     suffix: str | None
     entities: dict[str, str] = field(default_factory=dict)
     reason: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)  # sidecar fields a user rule adds
+    aslcontext: list[str] | None = None  # a user rule's ASL volume order (repeated over the run)
 
     @property
     def skipped(self) -> bool:
@@ -172,6 +174,8 @@ class HeuristicRule:
     set: dict[str, str]
     skip: bool = False
     name: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+    aslcontext: list[str] | None = None
 
     def matches(self, fields: dict) -> bool:
         return all(_match_value(fields.get(k), cond) for k, cond in self.match.items())
@@ -219,7 +223,7 @@ def load_heuristic(path: Path) -> list[HeuristicRule]:
         where = f"heuristic file {path}, rule {i}"
         if not isinstance(raw, dict) or not isinstance(raw.get("match"), dict) or not raw["match"]:
             raise ProfileError(f"{where}: needs a non-empty 'match:' mapping")
-        unknown = set(raw) - {"match", "set", "skip", "name", "why"}
+        unknown = set(raw) - {"match", "set", "skip", "name", "why", "metadata", "aslcontext"}
         if unknown:
             raise ProfileError(f"{where}: unknown key(s) {sorted(unknown)}")
         skip = bool(raw.get("skip", False))
@@ -246,7 +250,17 @@ def load_heuristic(path: Path) -> list[HeuristicRule]:
                         re.compile(c[3:])
                     except re.error as exc:
                         raise ProfileError(f"{where}: bad regex for {k}: {exc}") from exc
-        rules.append(HeuristicRule(match=dict(raw["match"]), set=clean, skip=skip, name=str(raw.get("name", i))))
+        meta = raw.get("metadata") or {}
+        if not isinstance(meta, dict) or not all(isinstance(k, str) and re.fullmatch(r"[A-Z][A-Za-z0-9]*", k)
+                                                 and isinstance(v, (bool, int, float, str, list)) for k, v in
+                                                 meta.items()):
+            raise ProfileError(f"{where}: 'metadata:' must map BIDS field names to values")
+        context = raw.get("aslcontext")
+        if context is not None and (not isinstance(context, list) or not context or not all(
+                v in ("control", "label", "m0scan", "deltam", "cbf") for v in context)):
+            raise ProfileError(f"{where}: 'aslcontext:' must list volume types (control, label, m0scan, deltam, cbf)")
+        rules.append(HeuristicRule(match=dict(raw["match"]), set=clean, skip=skip, name=str(raw.get("name", i)),
+                                   metadata=dict(meta), aslcontext=list(context) if context else None))
     return rules
 
 
@@ -459,7 +473,8 @@ def classify(fields: dict, heuristic: list[HeuristicRule] | None = None, reproin
             if rule.skip:
                 return Guess(None, None, {}, f"heuristic rule {rule.name}: skip")
             s = dict(rule.set)
-            g = Guess(s.pop("datatype"), s.pop("suffix"), s, f"heuristic rule {rule.name}")
+            g = Guess(s.pop("datatype"), s.pop("suffix"), s, f"heuristic rule {rule.name}",
+                      metadata=dict(rule.metadata), aslcontext=rule.aslcontext)
             if fields.get("_dir") and g.suffix == "epi":  # a PEpolar image needs its direction; others: as named
                 g.entities.setdefault("dir", str(fields["_dir"]))
             return _finish(g, fields)

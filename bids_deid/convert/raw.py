@@ -34,6 +34,7 @@ import pydicom
 from ..atomic import atomic_open, atomic_write_text
 from ..errors import InputError
 from ..pseudonym import Pseudonymizer
+from .asl import aslcontext_tsv
 from .batch import MAX_DEPTH, conversion_key, convert_links, convert_one, depth_below, index_outputs, start_folder
 from .classify import Guess, HeuristicRule, bids_name, classify, load_heuristic, phase_dir_label, sanitize_label
 from .fasthdr import fast_header
@@ -1159,7 +1160,9 @@ def _name_outputs(series: list[_Series]) -> dict[tuple[str, str | None], list[tu
         for o in s.outputs:
             if not o["guess"].skipped:
                 by_ses[(s.subject, s.session)].append((s, o))
-    for (_sub, ses), items in by_ses.items():  # field-map sets can turn images BIDS cannot name into skipped ones
+    for (_sub, ses), items in by_ses.items():  # ASL runs and field-map sets can turn images BIDS cannot name
+        _complete_perfusion(items)                # into skipped ones
+        items[:] = [(s, o) for s, o in items if not o["guess"].skipped]
         sets = fieldmap_sets(items, ses)
         targets = [(s, o) for s, o in items if not o["guess"].skipped and o["guess"].suffix in TARGET_SUFFIXES]
         link_fieldmaps(sets, targets)
@@ -1182,6 +1185,33 @@ def _name_outputs(series: list[_Series]) -> dict[tuple[str, str | None], list[tu
             o["rel"] = prefix / o["guess"].datatype / f"{o['name']}.nii.gz"
             s.names.append(str(o["rel"]))
     return by_ses
+
+
+def _complete_perfusion(items: list[tuple[_Series, dict]]) -> None:
+    """ASL runs get their required fields and volume order, or are skipped with what is missing; M0 scans
+    are linked to the session's ASL runs (skipped when there is none)."""
+    from .asl import complete_asl
+
+    m0s = [o for _s, o in items if o["guess"].suffix == "m0scan"]
+    asls = [o for _s, o in items if o["guess"].suffix == "asl"]
+    for o in asls:
+        g = o["guess"]
+        side, context, missing = complete_asl(o["fields"], int(o.get("n_vols") or 1), has_m0scan=bool(m0s),
+                                              pattern=g.aslcontext, metadata=g.metadata)
+        if missing:
+            g.datatype, g.suffix, g.entities = None, None, {}
+            g.reason = (f"ASL run without {', '.join(missing)} (BIDS needs them; give them in a heuristic "
+                        "rule's metadata/aslcontext)")
+            continue
+        o["asl_side"], o["aslcontext"] = side, context
+    kept = [o for o in asls if not o["guess"].skipped]
+    for o in m0s:
+        if not kept:
+            g = o["guess"]
+            g.datatype, g.suffix, g.entities = None, None, {}
+            g.reason = "M0 scan without an ASL run in BIDS"
+        else:
+            o["m0_for"] = kept
 
 
 def _place_outputs(by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict]]], staging: Path,
@@ -1222,6 +1252,15 @@ def _place_outputs(by_ses: dict[tuple[str, str | None], list[tuple[_Series, dict
                     side["IntendedFor"] = [f"bids::{t['rel'].as_posix()}" for t in o["intended"] if t.get("rel")]
             if o.get("b0_source") and g.datatype != "fmap":
                 side["B0FieldSource"] = o["b0_source"]
+            side.update(g.metadata)
+            if o.get("asl_side"):
+                side.update({k: v for k, v in o["asl_side"].items() if k not in side})
+                atomic_write_text(dest.with_name(dest.name.replace("_asl.nii.gz", "_aslcontext.tsv")),
+                                  aslcontext_tsv(o["aslcontext"]), perm=0o600)
+            if o.get("m0_for"):
+                side["IntendedFor"] = [f"bids::{t['rel'].as_posix()}" for t in o["m0_for"]]
+                if "RepetitionTime" in side:
+                    side.setdefault("RepetitionTimePreparation", side["RepetitionTime"])
             if g.suffix == "fieldmap" and "Units" not in side:
                 side["Units"] = _fieldmap_units(side)
             if g.suffix == "phasediff" and ("EchoTime1" not in side or "EchoTime2" not in side):
