@@ -1,23 +1,32 @@
-"""Time raw-DICOM staging (bids_deid.convert.raw.stage_raw) against plain dcm2niix.
+"""Raw DICOM -> BIDS with the App, side by side with plain dcm2niix (and dcm2niix + the DICOM engine).
 
 Usage::
 
-    python benchmarks/bench_convert.py [--repeats 3] [--n-cpus 1] [--dcm2bids PATH] [--before-src DIR]
+    python benchmarks/bench_convert.py [--repeats 3] [--n-cpus 1] [--large-copies 4] [--only small|large]
 
-``--before-src DIR`` also times ``stage_raw`` of an older checkout (a folder holding its
-``bids_deid`` package, e.g. from ``git archive <commit> bids_deid | tar -x -C DIR``) in
-the same run, interleaved with the others, timed inside a child process (imports not
-counted).
+Rows, per input, all run as command lines (imports and process start counted, as a user sees it),
+interleaved repeat by repeat so that load changes hit every tool alike:
 
-Uses the shared scanner series in ../shared/data/dicom (next to the repository).
-Both tools convert the same folder with the same dcm2niix flags (-b y -ba y -z y).
+* ``dcm2niix``: ``dcm2niix -b y -ba y -z y`` on the whole folder (the peer);
+* ``bids-deid participant --sourcedata none``: conversion, naming, sidecar/NIfTI scrubbing (target <= 1.3x);
+* ``dcm2niix + bids-deid-dicom``: the peer when de-identified DICOM is kept: dcm2niix, then the
+  DICOM engine alone on the same folder;
+* ``bids-deid participant`` (de-identified DICOM kept in ``sourcedata/``; target <= 1.3x of the row above).
+
+Wall time is what a user waits for; on a loaded machine it mostly measures the wait for a core,
+so the CPU seconds of each run (user + system, child processes included) are printed too.
+
+Inputs: ``small`` is the NIH QA set (``../shared/data/dcm_qa/nih/In``, GE and Siemens EPI, 608
+DICOM); ``large`` is a study made of ``--large-copies`` copies of every shared MR series (new
+study/series/instance UIDs, so each copy is a session of its own), built once, untimed.
+``--deface-method none`` everywhere: defacing is benchmarked in bench_deface.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -27,135 +36,108 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from bids_deid.convert.raw import _dcm2niix_bin, discover, stage_raw  # noqa: E402
-from bids_deid.pseudonym import Pseudonymizer  # noqa: E402
-
-SHARED = REPO.parent / "shared" / "data" / "dicom"
-SERIES = [
-    "mr_siemens_epi_nih",
-    "mr_ge_epi_nih",
-    "mr_ge_irspgr_refaced_deident",
-    "mr_siemens_mosaic_nibabel",
-    "ct_small_pydicom",
-    "us_rgb_burnedin",
-]
+SHARED = REPO.parent / "shared" / "data"
+BIN = Path(sys.executable).parent
+LARGE_SOURCES = ("dicom/mr_siemens_epi_nih", "dicom/mr_ge_epi_nih", "dicom/mr_ge_irspgr_refaced_deident",
+                 "heads/dicom/decub_hfs_t1_2dsag", "heads/dicom/philips_sag3d_t1",
+                 "dcm_qa/nih/In/20180918Si/mr_0003", "dcm_qa/nih/In/20180918Si/mr_0004")
 
 
-def _time(fn, repeats: int) -> list[float]:
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t)
-    return out
+def build_large(dest: Path, copies: int) -> None:
+    """``copies`` sessions of one patient, each holding every series of LARGE_SOURCES (real pixels)."""
+    import pydicom
+    from pydicom.uid import generate_uid
+
+    for c in range(copies):
+        study = generate_uid()
+        for k, src in enumerate(LARGE_SOURCES):
+            uid = generate_uid()
+            folder = dest / f"study{c}" / f"series{k}"
+            folder.mkdir(parents=True)
+            for i, f in enumerate(sorted((SHARED / src).glob("*.dcm"))):
+                ds = pydicom.dcmread(f)
+                ds.PatientID, ds.PatientName = "BENCH1", "Bench^Patient"
+                ds.StudyInstanceUID, ds.SeriesInstanceUID = study, uid
+                ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+                ds.SeriesNumber = k + 1
+                ds.save_as(folder / f"{i:05d}.dcm")
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--n-cpus", type=int, default=1)
-    ap.add_argument("--dcm2bids", help="dcm2bids executable (optional, e.g. from a throwaway venv)")
-    ap.add_argument("--before-src", help="folder with an older bids_deid package to time side by side")
+    ap.add_argument("--large-copies", type=int, default=4)
+    ap.add_argument("--only", choices=["small", "large"])
     args = ap.parse_args(argv)
     if not SHARED.is_dir():
         print("shared data not found", file=sys.stderr)
         return 1
     work = Path(tempfile.mkdtemp(prefix="bench-convert-"))
-    raw = work / "raw"
-    raw.mkdir()
-    for s in SERIES:
-        shutil.copytree(SHARED / s, raw / s)  # real files, like a scanner export
-    n_files = sum(1 for _ in raw.rglob("*") if _.is_file())
-    exe = _dcm2niix_bin()  # the same binary stage_raw runs
-    pseudo = Pseudonymizer(b"benchmark-key-0123456789abcdef")
-
+    key = work / "bench.key"
+    subprocess.run([str(BIN / "bids-deid"), "--generate-key", str(key)], check=True, capture_output=True)
+    inputs = {}
+    if args.only in (None, "small"):
+        inputs["small"] = SHARED / "dcm_qa" / "nih" / "In"
+    if args.only in (None, "large"):
+        build_large(work / "large", args.large_copies)
+        inputs["large"] = work / "large"
     counter = iter(range(10**6))
+    cpus = ["--n-cpus", str(args.n_cpus)]
 
-    def plain():
-        out = work / f"plain{next(counter)}"  # fresh folder: no clean-up inside the timing
+    def dcm2niix(src: Path) -> None:
+        out = work / f"d{next(counter)}"
         out.mkdir()
-        subprocess.run(
-            [exe, "-b", "y", "-ba", "y", "-z", "y", "-o", str(out), str(raw)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            check=True,
-        )
+        subprocess.run([str(BIN / "dcm2niix"), "-b", "y", "-ba", "y", "-z", "y", "-o", str(out), str(src)],
+                       check=True, capture_output=True)
 
-    def ours():
-        out = work / f"stage{next(counter)}"
-        stage_raw(raw, out, pseudo, n_cpus=args.n_cpus)
+    def engine(src: Path) -> None:
+        out = work / f"e{next(counter)}"
+        subprocess.run([str(BIN / "bids-deid-dicom"), str(src), str(out), "--key-file", str(key), *cpus],
+                       check=True, capture_output=True)
 
-    def disc():
-        discover(raw, args.n_cpus)
+    def app(src: Path, *extra: str) -> None:
+        n = next(counter)
+        out = work / f"a{n}"
+        subprocess.run([str(BIN / "bids-deid"), str(src), str(out), "participant", "--key-file", str(key),
+                        "--private-dir", str(work / f"a{n}-private"), "-w", str(work / f"a{n}-work"),
+                        "--deface-method", "none", *cpus, *extra], check=True, capture_output=True)
 
-    everyone = set(stage_raw(raw, work / "plan", pseudo, dry_run=True).subjects)
+    cpu_used: list[float] = []
 
-    def ours_selected():  # a participant selection: no whole-folder run, linked series in batches
-        out = work / f"sel{next(counter)}"
-        stage_raw(raw, out, pseudo, n_cpus=args.n_cpus, participants=everyone)
+    def timed(fn) -> float:
+        """Wall seconds of ``fn``; the CPU seconds of its child processes go to ``cpu_used``."""
+        r0, t = resource.getrusage(resource.RUSAGE_CHILDREN), time.perf_counter()
+        fn()
+        wall, r1 = time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu_used.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
+        return wall
 
-    child = (
-        "import sys, time, json; sys.path.insert(0, sys.argv[1]);"
-        "from bids_deid.convert.raw import stage_raw; from bids_deid.pseudonym import Pseudonymizer;"
-        "p = Pseudonymizer(b'benchmark-key-0123456789abcdef'); t = time.perf_counter();"
-        "stage_raw(sys.argv[2], sys.argv[3], p, n_cpus=int(sys.argv[4]));"
-        "print(json.dumps(time.perf_counter() - t))"
-    )
-    before_times: list[float] = []
-
-    def before():
-        out = work / f"before{next(counter)}"
-        proc = subprocess.run([sys.executable, "-c", child, args.before_src, str(raw), str(out), str(args.n_cpus)],
-                              capture_output=True, text=True, check=True)
-        before_times.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-
-    timed = {"plain": [], "ours": [], "disc": [], "sel": []}
-    for _ in range(args.repeats):  # interleaved: load changes hit every tool alike
-        timed["plain"] += _time(plain, 1)
-        timed["ours"] += _time(ours, 1)
-        timed["disc"] += _time(disc, 1)
-        timed["sel"] += _time(ours_selected, 1)
-        if args.before_src:
-            before()
-    rows = [
-        ("dcm2niix (plain, whole folder)", timed["plain"]),
-        (f"bids-deid stage_raw (n_cpus={args.n_cpus})", timed["ours"]),
-        (f"bids-deid discovery only (n_cpus={args.n_cpus})", timed["disc"]),
-    ]
-    rows.append((f"bids-deid stage_raw, all participants listed (n_cpus={args.n_cpus})", timed["sel"]))
-    if args.before_src:
-        rows.append((f"stage_raw of --before-src (n_cpus={args.n_cpus})", before_times))
-    if args.dcm2bids:
-        cfg = work / "dcm2bids.json"
-        cfg.write_text(
-            '{"descriptions": [{"datatype": "anat", "suffix": "T1w", "criteria": {"SeriesDescription": "*SPGR*"}},'
-            '{"datatype": "func", "suffix": "bold", "custom_entities": "task-rest",'
-            ' "criteria": {"SeriesDescription": "*EPI*"}}]}'
-        )
-
-        def d2b():
-            out = work / f"d2b{next(counter)}"
-            subprocess.run(
-                [args.dcm2bids, "-d", str(raw), "-p", "01", "-c", str(cfg), "-o", str(out)],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                check=False,
-            )
-
-        rows.append(("dcm2bids", _time(d2b, args.repeats)))
-    base = statistics.median(rows[0][1])
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    print(f"{n_files} files, {len(SERIES)} series, repeats={args.repeats}, cpus available={os.cpu_count()}, "
-          f"load average {load}")
-    print("| tool | median s | min s | ratio to dcm2niix |")
-    print("|---|---|---|---|")
-    for name, ts in rows:
-        med = statistics.median(ts)
-        print(f"| {name} | {med:.3f} | {min(ts):.3f} | {med / base:.2f} |")
-    disc_med = statistics.median(rows[2][1])
-    print(f"\ndiscovery throughput: {n_files / disc_med * 60:.0f} files/min")
+    print(f"repeats={args.repeats}, n_cpus={args.n_cpus}, cores={os.cpu_count()}, load average at start {load}\n")
+    print("| input | files | dcm2niix | App --sourcedata none | ratio | dcm2niix + DICOM engine | App (DICOM kept) "
+          "| ratio |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, src in inputs.items():
+        n_files = sum(1 for p in src.rglob("*") if p.is_file())
+        rows: dict[str, list[float]] = {"d": [], "none": [], "peer": [], "kept": []}
+        cpu: dict[str, list[float]] = {k: [] for k in rows}
+        for _ in range(args.repeats):
+            rows["d"].append(timed(lambda src=src: dcm2niix(src)))
+            cpu["d"].append(cpu_used[-1])
+            rows["none"].append(timed(lambda src=src: app(src, "--sourcedata", "none")))
+            cpu["none"].append(cpu_used[-1])
+            rows["peer"].append(timed(lambda src=src: dcm2niix(src)) + timed(lambda src=src: engine(src)))
+            cpu["peer"].append(cpu_used[-1] + cpu_used[-2])
+            rows["kept"].append(timed(lambda src=src: app(src)))
+            cpu["kept"].append(cpu_used[-1])
+        for label, data in (("wall", rows), ("CPU", cpu)):
+            med = {k: statistics.median(v) for k, v in data.items()}
+            print(f"| {name} ({label}) | {n_files} | {med['d']:.2f} s | {med['none']:.2f} s "
+                  f"| **{med['none'] / med['d']:.2f}** | {med['peer']:.2f} s | {med['kept']:.2f} s "
+                  f"| **{med['kept'] / med['peer']:.2f}** |")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"\nload average at the end {load}")
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

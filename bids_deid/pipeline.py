@@ -365,8 +365,9 @@ class SubjectRun:
         if s.dry_run:
             return {"subject": self.new, "original": self.subject, "plan": self.plan_lines}
         write_json(p / "state" / f"sub-{self.new}.json", summary)
-        write_private(p / "audit" / f"sub-{self.new}.jsonl",
-                      "".join(json.dumps(a, sort_keys=True) + "\n" for a in self.audit))
+        encode = json.JSONEncoder(sort_keys=True).encode  # one encoder for every record (a study has ~10^5)
+        write_private(p / "audit" / f"sub-{self.new}.jsonl", "\n".join(map(encode, self.audit)) +
+                      ("\n" if self.audit else ""))
         uniq = sorted({(k, v) for k, v in self.identifiers})
         write_json(p / "identifiers" / f"sub-{self.new}.json", [list(x) for x in uniq])
         if not s.labels_pseudonymized:

@@ -49,7 +49,9 @@ def dcm2niix_cmd(exe: str, in_dir: Path, out_dir: Path, *, compress: bool = True
     -------
     list of str
     """
-    return [exe, "-b", "y", "-ba", "y", "-z", "y" if compress else "n", "-d", str(MAX_DEPTH),
+    # gzip level 1: the scrubber recompresses every image once it has cleaned the header
+    gz = ["-z", "y", "-1"] if compress else ["-z", "n"]
+    return [exe, "-b", "y", "-ba", "y", *gz, "-d", str(MAX_DEPTH),
             "-f", "%j_%s", "-w", "1", "-o", str(out_dir), str(in_dir)]
 
 

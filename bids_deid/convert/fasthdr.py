@@ -159,8 +159,25 @@ def fast_header(path: str, keywords: tuple[str, ...], stop_after: int = 0x002801
                 return None
             explicit = ts == EXPLICIT
             raws: dict[int, tuple[str, bytes]] = {}
-            while pos < len(buf):
-                tag, vr, length, hdr = _element(buf, pos, explicit)
+            n, unpack, long_vr = len(buf), struct.unpack_from, _LONG_VR
+            while pos < n:
+                # _element inlined: this loop runs over every element of every file of a study
+                if pos + 8 > n:
+                    raise _Unsure
+                group, elem = unpack("<HH", buf, pos)
+                tag = group << 16 | elem
+                if group == 0xFFFE or not explicit:
+                    vr, length, hdr = None, unpack("<I", buf, pos + 4)[0], 8
+                else:
+                    vrb = buf[pos + 4:pos + 6]
+                    if vrb in long_vr:
+                        if pos + 12 > n:
+                            raise _Unsure
+                        vr, length, hdr = vrb.decode(), unpack("<I", buf, pos + 8)[0], 12
+                    elif vrb.isalpha() and vrb.isupper():
+                        vr, length, hdr = vrb.decode(), unpack("<H", buf, pos + 6)[0], 8
+                    else:
+                        raise _Unsure
                 if tag > stop_after:
                     break
                 if length == 0xFFFFFFFF:

@@ -68,11 +68,11 @@ _ID_TAGS = (
     "PatientAddress",
     "StudyID",
     "InstitutionalDepartmentName",
-    "PerformedLocation",
-    "PerformedProcedureStepDescription",
-    "RequestedProcedureDescription",
-    "PerformedStationName",
 )
+# Identity text read once per series (their tags lie past the vendors' private groups, so the fast
+# header pass over every file stops before them): the kept series names are cleaned of them too.
+_LATE_ID_TAGS = ("PerformedLocation", "PerformedProcedureStepDescription", "RequestedProcedureDescription",
+                 "PerformedStationName", "PerformedStationAETitle", "ScheduledProcedureStepDescription")
 _DATE_TAGS = ("StudyDate", "SeriesDate", "AcquisitionDate", "ContentDate")
 _CLASS_TAGS = (
     "SOPClassUID",
@@ -484,6 +484,22 @@ def _gunzip_dicom(path: Path, unpack_dir: Path, index: int) -> str | None:
     except (OSError, EOFError, zlib.error):
         return None
     return str(target)
+
+
+def _late_identifiers(path: str) -> list[tuple[str, str]]:
+    """(tag, value) of :data:`_LATE_ID_TAGS` in one file (pydicom, header only); [] when unreadable."""
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=list(_LATE_ID_TAGS))
+    except Exception:  # noqa: BLE001 - the series' own reading reports problems
+        return []
+    out = []
+    for tag in _LATE_ID_TAGS:
+        v = ds.get(tag)
+        for item in v if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else [v]:
+            text = str(item or "").strip()
+            if len(text) >= 3:
+                out.append((tag, text))
+    return out
 
 
 def _demographics(f: dict) -> dict[str, object]:
@@ -1041,6 +1057,11 @@ def _stage_raw(
         if ordered:
             result.demographics[label] = _demographics(next(iter(ordered[0][1].values()))[0]["fields"])
         idents = _collect_identifiers(ids) if ids else []
+        for _study, sers in ordered:
+            for recs in sers.values():
+                for t in _late_identifiers(recs[0]["path"]):
+                    if t not in idents:
+                        idents.append(t)
         for _r, tids in twix_by_pid.get(pid, []):
             for t in tids:
                 if t not in idents:
