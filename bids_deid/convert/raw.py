@@ -817,6 +817,71 @@ def _classify_outputs(s: _Series, heuristic: list[HeuristicRule] | None, reproin
                 g.reason = "rules: magnitude of a B0 field-map series"
 
 
+def _scaling(hdr) -> tuple[float, float]:
+    """(slope, intercept) of a NIfTI header, unset (0 or NaN slope) read as (1, 0)."""
+    slope, inter = float(hdr["scl_slope"]), float(hdr["scl_inter"])
+    if not np.isfinite(slope) or slope == 0:
+        return 1.0, 0.0
+    return slope, inter if np.isfinite(inter) else 0.0
+
+
+def _merge_split_volumes(s: _Series, work: Path) -> None:
+    """One 4D run from the single-volume images of one EPI time series (Siemens XA ``MFSPLIT``, classic export).
+
+    Only images of one voxel grid, one echo and one image type, classified alike as ``bold``,
+    ``asl`` or ``dwi``, are joined, in acquisition order (AcquisitionTime, then SeriesNumber);
+    the sidecar is the first volume's (b-values and vectors are joined too).
+    """
+    import nibabel as nib  # noqa: PLC0415
+
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for o in s.outputs:
+        g = o["guess"]
+        if g.skipped or g.suffix not in ("bold", "asl", "dwi") or o.get("n_vols") != 1 or o.get("shape") is None:
+            continue
+        f = o["fields"]
+        groups[(g.suffix, tuple(sorted(g.entities.items())), o["shape"], f.get("EchoNumber"),
+                tuple(f.get("ImageType") or ()))].append(o)
+    for outs in groups.values():
+        if len(outs) < 2 or not all(np.allclose(outs[0]["affine"], o["affine"], atol=1e-4) for o in outs):
+            continue
+        outs.sort(key=lambda o: (str(o["fields"].get("AcquisitionTime") or ""), _num(o["fields"].get("SeriesNumber")),
+                                 o["postfix"]))
+        imgs = [nib.load(str(o["nii"])) for o in outs]
+        scale = {_scaling(i.header) for i in imgs}
+        if len({i.get_data_dtype() for i in imgs}) != 1:
+            continue
+        if len(scale) == 1:
+            data = np.stack([np.asanyarray(i.dataobj.get_unscaled()) for i in imgs], axis=-1)
+        else:
+            data = np.stack([np.asarray(i.dataobj, dtype=np.float32) for i in imgs], axis=-1)
+        first = imgs[0]
+        hdr = first.header.copy()
+        out = nib.Nifti1Image(data, first.affine, header=hdr)
+        if len(scale) == 1:
+            out.header["scl_slope"], out.header["scl_inter"] = first.header["scl_slope"], first.header["scl_inter"]
+        tr = outs[0]["fields"].get("RepetitionTime")
+        out.header.set_zooms((*first.header.get_zooms()[:3], float(tr) if isinstance(tr, int | float) else 1.0))
+        out.header.set_xyzt_units(first.header.get_xyzt_units()[0], "sec")
+        out.set_qform(first.get_qform(), int(first.header["qform_code"]))
+        out.set_sform(first.get_sform(), int(first.header["sform_code"]))
+        dest = work / f"merged-{s.token}-{len(outs)}-{outs[0]['postfix'] or 'x'}.nii.gz"
+        nib.save(out, str(dest))
+        keep = outs[0]
+        for ext in ("bval", "bvec"):
+            parts = [Path(o[ext]).read_text().split("\n") for o in outs if o.get(ext)]
+            if parts and len(parts) == len(outs):
+                rows = [" ".join(p[i].strip() for p in parts) for i in range(len(parts[0])) if parts[0][i].strip()]
+                target = work / f"{dest.name[:-7]}.{ext}"
+                target.write_text("\n".join(rows) + "\n")
+                keep[ext] = target
+        keep.update(nii=dest, n_vols=len(outs))
+        for o in outs[1:]:
+            s.outputs.remove(o)
+        s.problems.append(f"series {s.token}: {len(outs)} single-volume images of one time series joined into a "
+                          "4D run")
+
+
 def _bmax(bval) -> float | None:
     if bval is None:
         return None
@@ -992,7 +1057,9 @@ def _stage_raw(
         f = r["fields"]
         study = str(f.get("StudyInstanceUID") or "unknown-study")
         uid = str(f.get("SeriesInstanceUID") or f"{study}/{f.get('SeriesNumber')}/{f.get('Modality')}")
-        tree[r["pid"]][study][(uid, str(f.get("SeriesNumber") or ""), _sop_kind(f))].append(r)
+        # Siemens XA "MFSPLIT" time series give every volume a series number of its own: one series
+        number = "MFSPLIT" if "MFSPLIT" in (f.get("ImageType") or []) else str(f.get("SeriesNumber") or "")
+        tree[r["pid"]][study][(uid, number, _sop_kind(f))].append(r)
 
     twix_recs = [r for r in records if r["kind"] == "twix"]
     twix_by_pid: dict[str, list[tuple[dict, list[tuple[str, str]]]]] = defaultdict(list)
@@ -1044,10 +1111,10 @@ def _stage_raw(
                     session=ses,
                     token=pseudo.text_token("series", uid if parts_of[uid] == 1 else f"{uid}/{_sn}/{kind}"),
                     uid=uid,
-                    key=conversion_key(uid, f0.get("SeriesNumber")),
+                    key=None if _sn == "MFSPLIT" else conversion_key(uid, f0.get("SeriesNumber")),
                     kind=kind,
                     modality=sanitize_label(f0.get("Modality") or "OT").upper() or "OT",
-                    number=_num(f0.get("SeriesNumber")),
+                    number=min(_num(r["fields"].get("SeriesNumber")) for r in recs),
                     time=str(f0.get("SeriesTime") or ""),
                     records=list(recs),
                     fields=_header_fields(f0),
@@ -1085,6 +1152,7 @@ def _stage_raw(
     _convert_all(to_convert, series_list, records, raw_dir, _work, _exe, _early, n_cpus, compress=not dry_run)
     for s in to_convert:
         _classify_outputs(s, rules, reproin)
+        _merge_split_volumes(s, _work)
     if reproin:
         _reproin_sessions(to_convert)
     by_ses = _name_outputs(to_convert)
