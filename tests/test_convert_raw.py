@@ -346,3 +346,25 @@ def test_dicom_without_preamble_is_found(tmp_path, pseudo):
     assert is_raw_input(tmp_path / "raw")
     res = stage_raw(tmp_path / "raw", tmp_path / "stage", pseudo, dry_run=True)
     assert "NOPRE" in res.subjects
+
+
+@needs_shared
+def test_duplicate_and_out_of_order_instances_are_reported_and_converted_once(tmp_path):
+    """GE EPI slices stored in reverse order under new names, one slice twice: one 4D image, both reported."""
+    import nibabel as nib
+    import numpy as np
+
+    src = SHARED / "dicom" / "mr_ge_epi_nih"
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    files = sorted(src.glob("*.dcm"))
+    for i, f in enumerate(reversed(files)):
+        shutil.copy(f, raw / f"im{i:04d}.dcm")
+    shutil.copy(files[3], raw / "zz_copy.dcm")
+    res = stage_raw(raw, tmp_path / "staging", Pseudonymizer(b"k" * 32))
+    text = " ".join(res.problems)
+    assert "1 duplicate instance(s)" in text and "not stored in instance-number order" in text
+    (name,) = [s["bids_name"] for s in res.series if s["action"] == "bids"]
+    ref = SHARED / "dcm_qa" / "nih" / "Ref" / "DCM2NIIX_regression_test_4.nii"
+    assert np.array_equal(np.asanyarray(nib.load(tmp_path / "staging" / name).dataobj),
+                          np.asanyarray(nib.load(ref).dataobj))

@@ -656,19 +656,28 @@ def _header_fields(f: dict) -> dict:
 
 
 def _dedupe(series: _Series) -> None:
+    """Drop repeated instances (same SOPInstanceUID) and report them, gaps and out-of-order storage."""
+    stored = [_num(r["fields"].get("InstanceNumber")) for r in series.records]
+    if any(b < a for a, b in zip(stored, stored[1:], strict=False)):
+        series.problems.append(f"series {series.token}: instances are not stored in instance-number order "
+                               "(converted in slice order)")
     recs = sorted(series.records, key=lambda r: (_num(r["fields"].get("InstanceNumber")), r["path"]))
-    seen, keep, dups = set(), [], 0
+    seen: dict[str, dict] = {}
+    keep, dups, differ = [], 0, 0
     for r in recs:
         sop = r["fields"].get("SOPInstanceUID") or r["path"]
         if sop in seen:
             dups += 1
+            differ += _size(seen[sop]) != _size(r)
             continue
-        seen.add(sop)
+        seen[sop] = r
         keep.append(r)
     series.records = keep
     series.deduped = dups > 0
     if dups:
-        series.problems.append(f"series {series.token}: {dups} duplicate instance(s) (same SOPInstanceUID) ignored")
+        series.problems.append(f"series {series.token}: {dups} duplicate instance(s) (same SOPInstanceUID) ignored"
+                               + (f", {differ} of them with other content (the first by instance number kept)"
+                                  if differ else ""))
     nums = sorted({int(_num(r["fields"].get("InstanceNumber"))) for r in keep if r["fields"].get("InstanceNumber")})
     if len(nums) > 1:
         missing = (nums[-1] - nums[0] + 1) - len(nums)
@@ -677,6 +686,13 @@ def _dedupe(series: _Series) -> None:
                 f"series {series.token}: {missing} instance number(s) missing between {nums[0]} and {nums[-1]} "
                 "(missing slices?)"
             )
+
+
+def _size(r: dict) -> int:
+    try:
+        return os.path.getsize(r["path"])
+    except OSError:
+        return -1
 
 
 def _num(v) -> float:
@@ -815,6 +831,41 @@ def _classify_outputs(s: _Series, heuristic: list[HeuristicRule] | None, reproin
             if g.suffix != "fieldmap" and not g.skipped and not (g.datatype == "fmap" and g.suffix == "epi"):
                 g.datatype, g.suffix, g.entities = "fmap", "magnitude", {}
                 g.reason = "rules: magnitude of a B0 field-map series"
+
+
+def _drop_copies(series: list[_Series]) -> None:
+    """An image that a series holds twice, as Enhanced and as classic DICOM, is named once (the classic copy).
+
+    The Enhanced copy's images with the same voxels are marked skipped, so its DICOM stays in
+    sourcedata with the reason; images only the Enhanced copy has are kept.
+    """
+    import hashlib
+
+    import nibabel as nib  # noqa: PLC0415
+
+    by_uid: dict[str, list[_Series]] = defaultdict(list)
+    for s in series:
+        by_uid[s.uid].append(s)
+
+    def digest(o: dict) -> str | None:
+        try:
+            img = nib.load(str(o["nii"]))
+            return hashlib.sha1(np.ascontiguousarray(img.dataobj.get_unscaled()).tobytes()).hexdigest()
+        except Exception:  # noqa: BLE001 - not comparable: both are kept
+            return None
+
+    for parts in by_uid.values():
+        classic = [s for s in parts if s.kind == "image"]
+        enhanced = [s for s in parts if s.kind == "enhanced"]
+        if not classic or not enhanced:
+            continue
+        seen = {digest(o) for s in classic for o in s.outputs if not o["guess"].skipped} - {None}
+        for s in enhanced:
+            for o in s.outputs:
+                if not o["guess"].skipped and digest(o) in seen:
+                    g = o["guess"]
+                    g.datatype, g.suffix, g.entities = None, None, {}
+                    g.reason = "same image as the classic DICOM copy of this series (Enhanced copy kept in sourcedata)"
 
 
 def _scaling(hdr) -> tuple[float, float]:
@@ -1153,6 +1204,7 @@ def _stage_raw(
     for s in to_convert:
         _classify_outputs(s, rules, reproin)
         _merge_split_volumes(s, _work)
+    _drop_copies(to_convert)
     if reproin:
         _reproin_sessions(to_convert)
     by_ses = _name_outputs(to_convert)
