@@ -114,8 +114,8 @@ def print_result(res, private: Path) -> None:
     if res.review and not res.blocking_review:
         for r in res.review:
             if r["status"] != "accepted":
-                print(f"  review {r['id']} {r['file']} [{'; '.join(r['locations'][:2])}]: {r['class']} in kept "
-                      f"free text, {r['count']}x")
+                print(f"  review {r['id']} {r['file']} [{'; '.join(r['locations'][:2])}]: {r['class']} "
+                      f"({r['where']}), {r['count']}x")
     if res.open:
         print(f"settle a hit after review: bids-deid-audit OUT --private-dir {private} --accept HIT_ID "
               f"--reason \"...\"")

@@ -331,3 +331,13 @@ def test_institution_the_dataset_names_itself_is_public(tmp_path):
 def test_generic_place_words_and_dois_are_not_identifiers(kind, value):
     needles, skipped = needles_for(kind, value, "abc")
     assert needles == [] and skipped
+
+
+def test_sequence_label_in_readme_is_for_review_and_initials_label_is_a_hit(tmp_path):
+    ids = {"sub-x": [("subject label", "01"), ("subject label", "sub-01")],
+           "sub-y": [("subject label", "jh17"), ("subject label", "sub-jh17")]}
+    res, *_ = _audit(tmp_path, ids, {"README": "sub-01/\n  anat/\n", "sub-y/func/x_events.tsv":
+                                     "onset\tstim\n0\tjh17_audio.wav\n", "sub-01_T1w.json": "{}"})
+    assert sorted((h["file"], h["where"]) for h in res.open) == [("sub-01_T1w.json", "file name"),
+                                                                  ("sub-y/func/x_events.tsv", "content")]
+    assert [(r["file"], r["class"]) for r in res.review] == [("README", "original label (sequence number)")]

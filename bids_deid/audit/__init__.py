@@ -25,13 +25,13 @@ from pathlib import Path
 
 from ..private import write_json
 from . import accept as acc
-from .needles import KEY, SEARCHED_CLASSES, Needle, NotSearched, key_needles, needles_for
+from .needles import KEY, SEARCHED_CLASSES, SEQ_LABEL, Needle, NotSearched, key_needles, needles_for
 from .scan import FileResult, Matcher, scan_file
 
 log = logging.getLogger(__name__)
 REPORT = "leak-audit.json"
 _PRIORITY = {c: i for i, c in enumerate((KEY, "person name", "ID", "device/station", "place/institution",
-                                         "subject/session label", "date", "UID", "free-text token"))}
+                                         "subject/session label", "date", "UID", "free-text token", SEQ_LABEL))}
 
 
 @dataclass
@@ -289,10 +289,13 @@ def audit_output(output_dir: Path, private_dir: Path, key: bytes | None = None, 
                 h["context"] = f.context if n.cls != KEY else h["context"]
             if len(h["locations"]) < 20 and where_txt not in h["locations"]:
                 h["locations"].append(where_txt)
-    res.hits = sorted(groups.values(), key=lambda h: (h["file"], h["class"], h["id"]))
+    ordered = sorted(groups.values(), key=lambda h: (h["file"], h["class"], h["id"]))
+    # An original sequence-number label (sub-01) in the content of a kept file is stale text, not a
+    # person: listed for review. In a file name it means a folder was not relabelled: a hit.
+    res.hits = [h for h in ordered if h["class"] != SEQ_LABEL or h["where"] == "file name"]
     from .screen import screen_free_text
 
-    res.review = screen_free_text(output_dir, s, plan)
+    res.review = [h for h in ordered if h not in res.hits] + screen_free_text(output_dir, s, plan)
     acc.settle(res.hits + res.review, output_dir, private_dir)
     res.seconds = time.perf_counter() - t0
     write_report(private_dir, res)

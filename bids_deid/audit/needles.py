@@ -44,8 +44,9 @@ TEXT = "free-text token"
 LABEL = "subject/session label"
 UID = "UID"
 KEY = "key"
-SEARCHED_CLASSES = (NAME, ID, DATE, PLACE, DEVICE, TEXT, LABEL, UID, KEY)
+SEQ_LABEL = "original label (sequence number)"  # sub-01 in a README: listed for review, not a failure
 NOT_ID = "not an identifier"  # the class of values the audit leaves out on purpose (with the reason)
+SEARCHED_CLASSES = (NAME, ID, DATE, PLACE, DEVICE, TEXT, LABEL, SEQ_LABEL, UID, KEY)
 
 # how a found form must sit in the bytes around it
 WORD = "word"  # not inside a run of letters/digits
@@ -436,7 +437,9 @@ def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None
         if " " in v:
             items += [(cls, f, WORD) for f in phrase_forms(v)]
     elif cls == LABEL:
-        items.append((LABEL, v, WORD))
+        bare = v.split("-", 1)[1] if v.startswith(("sub-", "ses-")) else v
+        # "01", "002": a counter names no one; text that still speaks of sub-01 is stale, not a leak
+        items.append((SEQ_LABEL if re.fullmatch(r"\d{1,3}", bare) else LABEL, v, WORD))
         d = _parse_date(v.split("-", 1)[-1])
         if d is not None:  # a date-like label (ses-20090409): the date in every spelling too
             items += [(DATE, f, NUMBER) for f in date_forms(d)]
