@@ -194,6 +194,14 @@ def _generated_by_us(dd: Path) -> bool:
 
 def _print_result(level: str, result: dict, s, next_command: str = "") -> int:
     if s.dry_run:
+        if "audit_plan" in result:
+            plan = result["audit_plan"]
+            print("the leak audit would search, by class (values stay in the private dir):")
+            for cls, n in plan["by_class"].items():
+                print(f"  {n:6d}  {cls}")
+            print("not searched, by reason (named in leak-audit.json after the run):")
+            for why, n in plan["not_searched"].items():
+                print(f"  {n:6d}  {why}")
         for r in result.get("participants", []):
             print("planned conversion of the raw input:" if r["original"] == "(raw input)"
                   else f"sub-{r['original']} -> sub-{r['subject']}")

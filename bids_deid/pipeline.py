@@ -578,6 +578,11 @@ def run_group(s: Settings, raw: bool = False) -> dict:
 
     if not raw:
         original_dd = check_bids_input(s.bids_dir)
+    if s.dry_run:  # nothing written: say what the leak audit would search, by class (no values)
+        from .audit import make_plan
+
+        plan = make_plan(s.private_dir, s.output_dir, s.key)
+        return {"audit_plan": {"by_class": plan.by_class(), "not_searched": plan.not_by_reason()}}
     check_locations(s)
     pseudo = Pseudonymizer(s.key)
     check_key(s.private_dir, pseudo.fingerprint)

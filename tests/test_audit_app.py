@@ -98,3 +98,16 @@ def test_profile_requires_free_text_to_pass(tmp_path, ds, key_file):
     review = json.loads((tmp_path / "out-private" / "leak-audit.json").read_text())["review"]
     assert [r["class"] for r in review] == ["phone number"]
     assert _both(ds, tmp_path / "out2", key_file, "--profile", str(prof)) == 3
+
+
+def test_group_dry_run_lists_classes_and_writes_nothing(tmp_path, ds, key_file, capsys):
+    out = tmp_path / "out"
+    assert _run(ds, out, key_file, "participant") == 0
+    before = sorted(p.relative_to(out).as_posix() for p in out.rglob("*"))
+    capsys.readouterr()
+    assert _run(ds, out, key_file, "group", "--dry-run") == 0
+    text = capsys.readouterr().out
+    assert "person name" in text and "place/institution" in text and "date" in text
+    assert "canary" not in text.lower()
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*")) == before
+    assert not (tmp_path / "out-private" / "leak-audit.json").exists()
