@@ -259,36 +259,7 @@ def audit_output(output_dir: Path, private_dir: Path, key: bytes | None = None, 
     if n_cpus > 1 and len(tasks) > 1 and any(fr.found for fr, _s in results):
         _init_worker(plan.needles)
     s = acc.salt(private_dir)
-    groups: dict[tuple, dict] = {}
-    for fr, scope in results:
-        if fr.size or Path(output_dir / fr.rel).is_file():
-            res.files += 1
-        res.bytes += fr.size
-        res.unpacked += fr.unpacked or fr.size
-        if fr.error:
-            h = _hit(s, fr.rel, "unreadable", "(file)", "", "", "content", "the file could not be searched",
-                     fr.error)
-            groups[(fr.rel, "unreadable")] = h
-        if not fr.found:
-            continue
-        m = _matcher()
-        for f in fr.found:
-            cands = sorted(m.needles_in(f.form, scope), key=lambda n: (_PRIORITY.get(n.cls, 99), not _native(n.kind, fr.rel)))
-            n = cands[0]
-            gk = (fr.rel, f.where, n.cls, n.value.lower())
-            h = groups.get(gk)
-            where_txt = fr.locations.get(f.offset) or _offset_text(f, fr.rel)
-            if h is None:
-                h = groups[gk] = _hit(s, fr.rel, n.cls, n.kind, n.value, m.forms[f.form][0], f.where, where_txt,
-                                      f.context if n.cls != KEY else "(withheld: key material)", f.encoding)
-                h["sources"] = sorted({c.kind for c in cands})
-            h["count"] += 1
-            form = m.forms[f.form][0]
-            if len(form) > len(h["form"]):  # show the fullest spelling found (and its context)
-                h["form"] = form
-                h["context"] = f.context if n.cls != KEY else h["context"]
-            if len(h["locations"]) < 20 and where_txt not in h["locations"]:
-                h["locations"].append(where_txt)
+    groups = _group(results, s, output_dir, res)
     ordered = sorted(groups.values(), key=lambda h: (h["file"], h["class"], h["id"]))
     # An original sequence-number label (sub-01) in the content of a kept file is stale text, not a
     # person: listed for review. In a file name it means a folder was not relabelled: a hit.
@@ -300,6 +271,41 @@ def audit_output(output_dir: Path, private_dir: Path, key: bytes | None = None, 
     res.seconds = time.perf_counter() - t0
     write_report(private_dir, res)
     return res
+
+
+def _group(results: list[tuple[FileResult, str]], s: bytes, output_dir: Path, res: AuditResult) -> dict[tuple, dict]:
+    """Occurrences grouped into hits: one per file, place kind, class and value (with its count and places)."""
+    groups: dict[tuple, dict] = {}
+    for fr, scope in results:
+        if fr.size or (output_dir / fr.rel).is_file():
+            res.files += 1
+        res.bytes += fr.size
+        res.unpacked += fr.unpacked or fr.size
+        if fr.error:
+            groups[(fr.rel, "unreadable")] = _hit(s, fr.rel, "unreadable", "(file)", "", "", "content",
+                                                  "the file could not be searched", fr.error)
+        if not fr.found:
+            continue
+        m = _matcher()
+        for f in fr.found:
+            cands = sorted(m.needles_in(f.form, scope),
+                           key=lambda n: (_PRIORITY.get(n.cls, 99), not _native(n.kind, fr.rel)))
+            n = cands[0]
+            form = m.forms[f.form][0]
+            where_txt = fr.locations.get(f.offset) or _offset_text(f, fr.rel)
+            context = f.context if n.cls != KEY else "(withheld: key material)"
+            gk = (fr.rel, f.where, n.cls, n.value.lower())
+            h = groups.get(gk)
+            if h is None:
+                h = groups[gk] = _hit(s, fr.rel, n.cls, n.kind, n.value, form, f.where, where_txt, context,
+                                      f.encoding)
+                h["sources"] = sorted({c.kind for c in cands})
+            h["count"] += 1
+            if len(form) > len(h["form"]):  # show the fullest spelling found (and its context)
+                h["form"], h["context"] = form, context
+            if len(h["locations"]) < 20 and where_txt not in h["locations"]:
+                h["locations"].append(where_txt)
+    return groups
 
 
 def _native(kind: str, rel: str) -> bool:
