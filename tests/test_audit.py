@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+from conftest import SHARED, needs_shared
 
 from bids_deid.audit import audit_output, make_plan
 from bids_deid.audit.needles import DATE, NAME, PLACE, classify, date_forms, name_forms, needles_for
@@ -341,3 +342,12 @@ def test_sequence_label_in_readme_is_for_review_and_initials_label_is_a_hit(tmp_
     assert sorted((h["file"], h["where"]) for h in res.open) == [("sub-01_T1w.json", "file name"),
                                                                   ("sub-y/func/x_events.tsv", "content")]
     assert [(r["file"], r["class"]) for r in res.review] == [("README", "original label (sequence number)")]
+
+
+@needs_shared
+def test_twix_hit_names_its_header_buffer(tmp_path):
+    data = bytearray((SHARED / "twix" / "gre.dat").read_bytes())
+    i = data.find(b'tProtocolName">  { "gre"')
+    data[i + 18:i + 23] = b'"X9Q"'  # a three-letter value, as a patient ID could be
+    res, *_ = _audit(tmp_path, {SUB: [("PatientID", "X9Q")]}, {"sourcedata/twix/sub-abc/a.dat": bytes(data)})
+    assert len(res.open) == 1 and res.open[0]["locations"][0].startswith("twix header buffer ")

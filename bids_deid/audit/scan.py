@@ -443,7 +443,24 @@ def scan_file(matcher: Matcher, path: Path, rel: str, scope: str = "<all>") -> F
         res.locations = text_locations(path, matcher, res.found)
     elif any(f.where == "content" for f in res.found) and (path.suffix.lower() == ".dcm" or head[128:132] == b"DICM"):
         _dicom_places(path, matcher, res, scope)
+    elif any(f.where == "content" for f in res.found) and path.suffix.lower() == ".dat":
+        _twix_places(path, res)
     return res
+
+
+def _twix_places(path: Path, res: FileResult) -> None:
+    """Name the header buffer (``MeasYaps``, ``Phoenix``, ...) of each hit in a twix file."""
+    from ..convert.twix import twix_layout
+
+    try:
+        _version, names, buffers = twix_layout(path)
+    except Exception:  # noqa: BLE001 - not twix after all: byte offsets only
+        return
+    spans = [(o, o + n, "twix measurement table, patient name field") for o, n in names]
+    spans += [(o, o + n, f"twix header buffer {name}") for name, o, n in buffers]
+    for f in res.found:
+        where = next((w for a, b, w in spans if a <= f.offset < b), "twix raw data")
+        res.locations[f.offset] = f"{where}, byte {f.offset}"
 
 
 _CODE_CLASSES = {"person name", "place/institution", "free-text token", "device/station", "ID"}
