@@ -351,3 +351,8 @@ def test_twix_hit_names_its_header_buffer(tmp_path):
     data[i + 18:i + 23] = b'"X9Q"'  # a three-letter value, as a patient ID could be
     res, *_ = _audit(tmp_path, {SUB: [("PatientID", "X9Q")]}, {"sourcedata/twix/sub-abc/a.dat": bytes(data)})
     assert len(res.open) == 1 and res.open[0]["locations"][0].startswith("twix header buffer ")
+
+
+def test_screen_finds_phone_at_sentence_end(tmp_path):
+    res, *_ = _audit(tmp_path, {SUB: []}, {"README": "Call 555-123-4567. Or +44 20 7946 0958.\n"})
+    assert sorted(r["value"] for r in res.review) == ["+44 20 7946 0958", "555-123-4567"]

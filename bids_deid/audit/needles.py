@@ -330,7 +330,7 @@ def phrase_forms(value: str) -> set[str]:
 
 _ID_TOKEN = re.compile(r"(?=[A-Za-z0-9._/#-]*\d)[A-Za-z0-9][A-Za-z0-9._/#-]{3,}[A-Za-z0-9]")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?![\w.])")
+_PHONE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?!\w|\.\d)")
 _ADDRESS = re.compile(
     r"\b\d{1,5}[a-z]?,? (?:[A-Z][\w'-]+ ){1,4}(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|"
     r"Way|Court|Ct|Place|Pl|Square|Sq|Wharf|Strasse|Straße|Weg|Gasse|Platz|Allee)\b\.?"
