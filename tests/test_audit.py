@@ -356,3 +356,21 @@ def test_twix_hit_names_its_header_buffer(tmp_path):
 def test_screen_finds_phone_at_sentence_end(tmp_path):
     res, *_ = _audit(tmp_path, {SUB: []}, {"README": "Call 555-123-4567. Or +44 20 7946 0958.\n"})
     assert sorted(r["value"] for r in res.review) == ["+44 20 7946 0958", "555-123-4567"]
+
+
+def test_fallback_matcher_gives_the_same_hits(tmp_path, monkeypatch):
+    """Without Hyperscan (platforms without its wheel) one compiled alternation finds the same hits."""
+    import bids_deid.audit as audit_pkg
+    import bids_deid.audit.scan as scan
+
+    ids = {SUB: [("PatientName", "DOE^JANE^Q"), ("InstitutionName", "USC"), ("StudyDate", "18890314"),
+                 ("StationName", "CANARYSTATION7")]}
+    files = {EV: "onset\tnote\n0\tJane Q. Doe at USC-3T on 14.03.1889\n1\tMUSCLE\n",
+             f"{SUB}/x.json": json.dumps({"Note": "Canary Station? CANARYSTATION7".encode("utf-16-le").hex()}),
+             "README": "Doe, Jane\n".encode("utf-16-le")}
+    fast, *_ = _audit(tmp_path / "a", ids, files)
+    monkeypatch.setattr(scan, "_hs", None)
+    audit_pkg._WORKER.clear()
+    slow, *_ = _audit(tmp_path / "b", ids, files)
+    key = [(h["file"], h["class"], h["count"], h["locations"]) for h in fast.hits]
+    assert key == [(h["file"], h["class"], h["count"], h["locations"]) for h in slow.hits] and len(key) >= 4

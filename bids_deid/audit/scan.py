@@ -110,10 +110,17 @@ class Matcher:
                        flags=[_hs.HS_FLAG_CASELESS if p[0][1] else 0 for p in self.patterns])
             self._db = db
         else:  # one compiled alternation (slower; same results)
-            self._rx = [(re.compile(b"|".join(re.escape(p[0][0]) for p in self.patterns if p[0][1] == cl
-                                              ), re.IGNORECASE if cl else 0), cl) for cl in (True, False)
-                        if any(p[0][1] == cl for p in self.patterns)]
+            self._rx = []
+            for cl in (True, False):
+                pats = sorted((p[0][0] for p in self.patterns if p[0][1] == cl), key=len, reverse=True)
+                if pats:  # a lookahead at every position: overlapping occurrences too (longest first)
+                    alt = b"|".join(re.escape(p) for p in pats)
+                    self._rx.append((re.compile(b"(?=(" + alt + b"))", re.IGNORECASE if cl else 0), cl))
             self._by_bytes = {(p[0][0].lower() if p[0][1] else p[0][0]): j for j, p in enumerate(self.patterns)}
+            # shorter patterns that begin a longer one: found at the same place as the longer one
+            self._prefixes = {j: [k for n in range(1, len(b)) if (k := self._by_bytes.get(b[:n])) is not None
+                                  and self.patterns[k][0][1] == self.patterns[j][0][1]]
+                              for b, j in self._by_bytes.items()}
 
     def __bool__(self) -> bool:
         return bool(self.patterns)
@@ -129,10 +136,11 @@ class Matcher:
         elif self._rx is not None:
             for rx, cl in self._rx:
                 for m in rx.finditer(buf):
-                    g = m.group()
+                    g = m.group(1)
                     j = self._by_bytes.get(g.lower() if cl else g)
                     if j is not None:
-                        out.append((j, m.end()))
+                        out.append((j, m.start() + len(g)))
+                        out += [(k, m.start() + len(self.patterns[k][0][0])) for k in self._prefixes[j]]
         out.sort(key=lambda c: (c[1], c[0]))  # by place: results do not depend on the engine's order
         return out
 
