@@ -374,3 +374,12 @@ def test_fallback_matcher_gives_the_same_hits(tmp_path, monkeypatch):
     slow, *_ = _audit(tmp_path / "b", ids, files)
     key = [(h["file"], h["class"], h["count"], h["locations"]) for h in fast.hits]
     assert key == [(h["file"], h["class"], h["count"], h["locations"]) for h in slow.hits] and len(key) >= 4
+
+
+def test_long_name_part_not_counted_in_other_subjects_scanner_text(tmp_path):
+    """'Perfusion' of one subject's PatientName is a palette name in another subject's twix protocol."""
+    ids = {"sub-a": [("PatientName", "Perfusion^MCA Stroke")], "sub-b": [("PatientID", "OTHER-778812")]}
+    res, *_ = _audit(tmp_path, ids, {"sourcedata/twix/sub-b/x.dat": b'"Perfusion.pal" "HotMetal.pal"',
+                                     "sub-b/anat/sub-b_T1w.json": '{"Note": "Perfusion"}',
+                                     "sub-a/y.dat": b"Perfusion"})
+    assert sorted(h["file"] for h in res.open) == ["sub-a/y.dat", "sub-b/anat/sub-b_T1w.json"]

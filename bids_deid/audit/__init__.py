@@ -221,6 +221,13 @@ def _scope_of(rel: str, scopes: set[str]) -> str:
     return label if label in scopes else "*"
 
 
+def _file_scope(path: Path, rel: str, scopes: set[str]) -> str:
+    from .scan import _is_text
+
+    base = _scope_of(rel, scopes)
+    return base + "+text" if _is_text(path) else base
+
+
 def _walk(output_dir: Path) -> list[Path]:
     return sorted(p for p in output_dir.rglob("*"))
 
@@ -246,8 +253,8 @@ def audit_output(output_dir: Path, private_dir: Path, key: bytes | None = None, 
     t0 = time.perf_counter()
     plan = make_plan(private_dir, output_dir, key)
     res = AuditResult(plan=plan, blocking_review=free_text == "require", key_searched=bool(key))
-    scopes = set(plan.needles) - {"*"}
-    tasks = [(str(p), p.relative_to(output_dir).as_posix(), _scope_of(p.relative_to(output_dir).as_posix(), scopes))
+    scopes = {sc.removeprefix("text:") for sc in plan.needles} - {"*"}
+    tasks = [(str(p), p.relative_to(output_dir).as_posix(), _file_scope(p, p.relative_to(output_dir).as_posix(), scopes))
              for p in _walk(output_dir)]
     results: list[tuple[FileResult, str]] = []
     if n_cpus > 1 and len(tasks) > 1:

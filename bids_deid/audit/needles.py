@@ -465,11 +465,16 @@ def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None
             if f == v or c in (ID, DEVICE, PLACE, LABEL):
                 skipped.append(NotSearched(c, kind, f, why))
             continue
-        # Dates and short single name parts are searched only in their own subject's files
-        # (another subject's shifted date or a word of another's protocol may equal them by
-        # chance) and in dataset-level files; whole names and the rest everywhere.
-        own = c == DATE or (c == NAME and key in parts and len(f) < 7)
-        needles.append(Needle(f, c, kind, v, mode, scope if own else "*"))
+        # Dates and single name parts are searched in their own subject's files and in
+        # dataset-level files (another subject's shifted date, or a word of another's scanner
+        # protocol such as "Perfusion.pal", may equal them by chance); name parts of 7+ letters
+        # also in every text file; whole names and the rest everywhere.
+        where = "*"
+        if c == DATE or (c == NAME and key in parts and len(f) < 7):
+            where = scope
+        elif c == NAME and key in parts and scope != "*":
+            where = f"text:{scope}"  # a long name part: also in prose anywhere, not in others' scanner text
+        needles.append(Needle(f, c, kind, v, mode, where))
     if not needles and not skipped:
         skipped.append(NotSearched(cls, kind, v, "no part of it can be searched"))
     return needles, skipped

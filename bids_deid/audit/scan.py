@@ -145,12 +145,15 @@ class Matcher:
         return out
 
     def fits(self, fi: int, scope: str) -> bool:
-        """May form ``fi`` count in a file of ``scope`` (a subject label, "*" for none known, "<all>")?"""
-        sc = self.scopes[fi]
-        return "*" in sc or scope == "<all>" or scope in sc
+        """May form ``fi`` count in a file of ``scope``?
+
+        A file's scope is its subject label ("*" when it has no needles of its own, "<all>" for
+        dataset-level files), with "+text" for text files (JSON, TSV, README, ...).
+        """
+        return any(_scope_fits(n, scope) for n in self.scopes[fi])
 
     def needles_in(self, fi: int, scope: str) -> list[Needle]:
-        return [n for n in self.needles[fi] if n.scope == "*" or scope == "<all>" or n.scope == scope]
+        return [n for n in self.needles[fi] if _scope_fits(n.scope, scope)]
 
     def scan(self, buf: bytes, base: int, lo: int, hi: int, binary: list[tuple[int, int]], final: bool,
              where: str = "content", scope: str = "<all>") -> list[Found]:
@@ -175,6 +178,14 @@ class Matcher:
                 continue
             found.append(Found(fi, where, base + start, enc, _context(buf, start, end, enc)))
         return found
+
+
+def _scope_fits(needle_scope: str, file_scope: str) -> bool:
+    """Needle scopes: "*" everywhere; a label: that subject's files; "text:label": those and every text file."""
+    base, _plus, text = file_scope.partition("+")
+    if needle_scope == "*" or base == "<all>" or needle_scope == base:
+        return True
+    return needle_scope.startswith("text:") and (bool(text) or needle_scope[5:] == base)
 
 
 def _hs_escape(pat: bytes) -> bytes:
