@@ -13,6 +13,7 @@ meets random numbers by chance every few megabytes.
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ NL = b"\n"
 try:  # pragma: no cover - which branch runs depends on the platform
     import hyperscan as _hs
 except ImportError:  # pragma: no cover
+    _hs = None
+if os.environ.get("BIDS_DEID_AUDIT_NO_HYPERSCAN"):  # pragma: no cover - to test the fallback matcher
     _hs = None
 
 
