@@ -8,38 +8,13 @@ region can reach, so a 1 mm 256^3 image costs a fraction of a second.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage as ndi
 
-from .register import Grid, Registration, head_mask
 from .template import Template
 
 log = logging.getLogger(__name__)
-
-# Quality gate thresholds (see docs/benchmarks-deface.md for how they were set)
-MAX_METRIC = -0.45  # Mattes MI at 4 mm must be lower (better) than this
-MIN_HEAD_DICE = 0.86  # warped template head vs image head, inside the field of view
-MIN_BRAIN_IN_HEAD = 0.95  # share of the warped brain (in view) that lies on image head signal
-SCALE_RANGE = (0.7, 1.45)  # singular values of the linear part (image to template)
-
-
-@dataclass
-class Quality:
-    """Numbers the quality gate looks at, and its verdict.
-
-    Attributes
-    ----------
-    passed : bool
-    reason : str
-    metrics : dict
-    """
-
-    passed: bool
-    reason: str
-    metrics: dict
-
 
 def voxel_map(template: Template, matrix: np.ndarray, out_affine: np.ndarray) -> np.ndarray:
     """4x4 map from output voxel indices to template voxel indices.
@@ -172,85 +147,22 @@ def face_in_image(template: Template, matrix: np.ndarray, affine: np.ndarray, sh
     return np.ascontiguousarray(coarse[: size[0], : size[1], : size[2]]), bbox
 
 
-def brain_overlap(template: Template, matrix: np.ndarray, grid: Grid) -> int:
-    """Voxels of a coarse grid that both the warped face mask and the warped brain mask cover.
-
-    A sanity check of the masks (0 when the template's face mask keeps clear of its brain).
-    """
-    vox = voxel_map(template, matrix, grid.affine)
-    face = warp_mask(template.face_protected, vox, grid.data.shape)
-    if not face.any():
-        return 0
-    return int((face & warp_mask(template.brain, vox, grid.data.shape)).sum())
-
-
-def assess(template: Template, reg: Registration, face_voxels: int, image_voxel_ml: float) -> Quality:
-    """Judge a registration; on failure the image must not be written.
-
-    Parameters
-    ----------
-    template : Template
-    reg : Registration
-    face_voxels : int
-        Face voxels found in the image grid.
-    image_voxel_ml : float
-        Volume of one image voxel in ml.
-
-    Returns
-    -------
-    Quality
-    """
-    grid: Grid = reg.image_grid
-    metrics: dict = {"metric": round(reg.metric, 4), "start": reg.start}
-    lin = reg.matrix[:3, :3]
-    sv = np.linalg.svd(lin, compute_uv=False)
-    det = float(abs(np.linalg.det(lin)))
-    metrics["scale_min"] = round(float(sv.min()), 3)
-    metrics["scale_max"] = round(float(sv.max()), 3)
-    face_ml = face_voxels * image_voxel_ml
-    expected = float(template.face_protected.sum()) * template.voxel_ml / max(det, 1e-6)
-    metrics["face_voxels"] = int(face_voxels)
-    metrics["face_volume_ml"] = round(face_ml, 1)
-    metrics["face_expected_ml"] = round(expected, 1)
-    metrics["face_in_view"] = round(face_ml / expected, 3) if expected > 0 else 0.0
-    if grid is None or reg.start in ("none", "failed"):
-        return Quality(False, "registration failed: no head found in the image", metrics)
-
-    vox = voxel_map(template, reg.matrix, grid.affine)
+def template_head(template: Template) -> np.ndarray:
+    """The template's head mask (tissue, holes filled; cached)."""
     tpl_head = template._cache.get("headmask")
     if tpl_head is None:
-        tpl_head = template.head > 0.5 * _template_threshold(template)
+        tpl_head = template.head > template_threshold(template)
         tpl_head = ndi.binary_fill_holes(ndi.binary_opening(tpl_head, iterations=1))
         template._cache["headmask"] = tpl_head
-    whead = warp_mask(tpl_head, vox, grid.data.shape) & grid.fov
-    wbrain = warp_mask(template.brain, vox, grid.data.shape) & grid.fov
-    ihead = ndi.binary_fill_holes(head_mask(grid))
-    inter = float((whead & ihead).sum())
-    dice = 2 * inter / max(1.0, float(whead.sum() + ihead.sum()))
-    brain_in_head = float((wbrain & ihead).sum()) / max(1.0, float(wbrain.sum()))
-    metrics["head_dice"] = round(dice, 3)
-    metrics["brain_in_head"] = round(brain_in_head, 3)
-    metrics["brain_in_view_ml"] = round(float(wbrain.sum()) * grid.spacing**3 / 1000.0, 1)
-
-    problems = []
-    if reg.metric > MAX_METRIC:
-        problems.append(f"weak registration (metric {reg.metric:.2f} > {MAX_METRIC})")
-    if not (SCALE_RANGE[0] <= sv.min() and sv.max() <= SCALE_RANGE[1]):
-        problems.append(f"implausible scaling {sv.min():.2f}-{sv.max():.2f}")
-    if dice < MIN_HEAD_DICE:
-        problems.append(f"template head does not match the image head (Dice {dice:.2f})")
-    if brain_in_head < MIN_BRAIN_IN_HEAD:
-        problems.append(f"brain mask falls off the head ({brain_in_head:.0%} on signal)")
-    if metrics["face_in_view"] > 1.3:
-        problems.append("face mask larger than expected")
-    if problems:
-        return Quality(False, "; ".join(problems), metrics)
-    return Quality(True, "ok", metrics)
+    return tpl_head
 
 
-def _template_threshold(template: Template) -> float:
-    from .register import otsu
+def template_threshold(template: Template) -> float:
+    """Half the Otsu level of the template head (the same rule as the image's tissue threshold)."""
+    if "threshold" not in template._cache:
+        from .register import otsu
 
-    vals = template.head[template.head > 0]
-    hi = np.percentile(vals, 99.5)
-    return otsu(np.clip(vals, 0, hi))
+        vals = template.head[template.head > 0]
+        hi = np.percentile(vals, 99.5)
+        template._cache["threshold"] = 0.5 * otsu(np.clip(vals, 0, hi))
+    return template._cache["threshold"]

@@ -9,14 +9,23 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from scipy import ndimage as ndi
 
 from ..atomic import atomic_write_bytes
 from ..errors import OutputError
-from . import facecheck, render
-from .mask import assess, brain_overlap, face_in_image, voxel_map, warp_mask
+from . import render
+from .brain import brain_mask
+from .facecheck import face_check
+from .gate import assess
+from .mask import face_in_image, voxel_map
 from .rawnifti import compress, encode, read_raw
-from .register import Grid, register
+from .register import Grid, register, tissue_threshold
 from .template import load_template
+
+MIN_SLICES = 8  # fewer stored slices along any axis: too thin to locate a face
+MIN_EXTENT_MM = 60.0  # field of view thinner than this along any axis: too small
+BRAIN_MARGIN_MM = 3.0  # this head's brain, dilated this much, is never removed (docs/defacing.md)
+SEARCH_MM = 25.0  # cut-to-brain distances are measured up to this far
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +39,17 @@ class DefaceResult:
     passed : bool
         True when the defaced image was written.
     reason : str
-        One line: ``"ok"`` or why the image was not written.
+        One line: ``"ok"``, ``"no face in view: written unchanged"``, or why the image was
+        not written and what to do next.
     metrics : dict
-        Numbers: metric, face_voxels, face_volume_ml, brain_overlap_voxels, head_dice,
-        brain_in_head, seconds, ...
+        Numbers: brain_dice, cut_to_brain_mm, face_surface_before/after, face_voxels,
+        face_volume_ml, scale_min/max, metric, seconds, ...
     qc_images : dict
         Name -> PNG bytes (before_front, after_front, before_side, after_side, slices, overlay).
     faces_before : int or None
-        Faces the detector found on the frontal rendering before defacing (None: no detector).
+        1 when the geometric face check finds a face surface in the input, else 0 (None: not run).
     faces_after : int or None
-        Same after defacing; any face fails the image.
+        Same after defacing; a face fails the image.
     """
 
     passed: bool
@@ -48,21 +58,6 @@ class DefaceResult:
     qc_images: dict = field(default_factory=dict)
     faces_before: int | None = None
     faces_after: int | None = None
-
-
-def check_faces(before: np.ndarray, after: np.ndarray, affine: np.ndarray):
-    """Render both volumes and run the face detector on the frontal views.
-
-    Returns (views, before_grid, faces_before, faces_after); counts are None without a detector.
-    """
-    before_grid = render.render_grid(before, affine)
-    views = render.head_views(before_grid, render.render_grid(after, affine))
-    return views, before_grid, facecheck.count_faces(views["before_front"]), facecheck.count_faces(views["after_front"])
-
-
-def face_left_reason(faces_after: int, what: str, reason: str) -> str:
-    """The gate's reason when the detector still sees a face after ``what``."""
-    return f"face detector still finds {faces_after} face(s) after {what}" + ("" if reason == "ok" else f"; {reason}")
 
 
 def _mask_image(mask: np.ndarray, bbox: tuple[slice, ...], shape: tuple[int, int, int], affine: np.ndarray) -> bytes:
@@ -75,6 +70,61 @@ def _mask_image(mask: np.ndarray, bbox: tuple[slice, ...], shape: tuple[int, int
     return img.to_bytes()
 
 
+def _too_small(raw) -> str | None:
+    """Why an image is too thin or too small to locate a face in, or None."""
+    zooms = np.sqrt((raw.affine[:3, :3] ** 2).sum(0))
+    extent = np.array(raw.shape3d) * zooms
+    if min(raw.shape3d) < MIN_SLICES or float(extent.min()) < MIN_EXTENT_MM:
+        dims = "x".join(str(n) for n in raw.shape3d)
+        return (
+            f"image too thin or small to locate a face ({dims} voxels, {extent.min():.0f} mm across the thinnest axis)"
+            ": withheld; check it by eye and share it only if it shows no face"
+        )
+    return None
+
+
+def protect_brain(
+    face: np.ndarray, bbox: tuple[slice, ...], brain: np.ndarray, affine: np.ndarray, margin_mm: float
+) -> tuple[np.ndarray, float]:
+    """Take this head's brain, dilated by ``margin_mm``, out of the face mask.
+
+    Parameters
+    ----------
+    face : ndarray of bool
+        Face mask inside ``bbox``.
+    bbox : tuple of slice
+        Box of the image grid the face mask covers.
+    brain : ndarray of bool
+        Brain mask on the whole image grid.
+    affine : ndarray
+        Image voxel to world (for the voxel sizes).
+    margin_mm : float
+
+    Returns
+    -------
+    face : ndarray of bool
+        The face mask with every voxel within ``margin_mm`` of the brain removed.
+    distance : float
+        Smallest distance (mm) from a face-mask voxel to the brain (capped at the search
+        distance :data:`SEARCH_MM`; ``inf`` for an empty face mask).
+    """
+    if not face.any():
+        return face, float("inf")
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
+    pad = np.ceil(SEARCH_MM / zooms).astype(int)
+    outer = tuple(
+        slice(max(0, b.start - p), min(n, b.stop + p)) for b, p, n in zip(bbox, pad, brain.shape, strict=True)
+    )
+    sub = brain[outer]
+    inner = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(bbox, outer, strict=True))
+    if not sub.any():
+        return face, SEARCH_MM
+    dist = ndi.distance_transform_edt(~sub, sampling=zooms)[inner]
+    kept = face & (dist > margin_mm)
+    closest = float(dist[kept].min()) if kept.any() else float("inf")
+    return kept, round(min(closest, SEARCH_MM), 1)
+
+
 def deface_file(
     src: Path,
     dst: Path,
@@ -83,7 +133,12 @@ def deface_file(
     defacemask_path: Path | None = None,
     qc: bool = True,
 ) -> DefaceResult:
-    """Remove the face from a NIfTI image without resampling it.
+    """Remove the face from a NIfTI image without resampling it, never touching its brain.
+
+    Steps: register the template (affine); carry its face mask into the image grid; estimate
+    this head's own brain (:mod:`.brain`) and take it, dilated by :data:`BRAIN_MARGIN_MM`,
+    out of the face mask; check the registration against the head's own brain and the
+    face surface (:mod:`.facecheck`) before and after; write.
 
     Parameters
     ----------
@@ -92,13 +147,14 @@ def deface_file(
     dst : Path
         Output path; written atomically and only when every check passes. Same header
         bytes, shape, affine and dtype as ``src``; voxel bytes identical except face voxels
-        (raw zero). Gzipped with mtime 0 when the name ends in ``.gz``.
+        (raw zero). Gzipped with mtime 0 when the name ends in ``.gz``. An image with no
+        face in its field of view is written unchanged (and the reason says so).
     template : str, optional
         Template spec for :func:`~bids_deid.deface.template.load_template`.
     defacemask_path : Path, optional
         Where to write the face mask (uint8, image grid) when the image passes.
     qc : bool
-        Produce the QC PNGs (the automated face check runs either way).
+        Produce the QC PNGs (the automated checks run either way).
 
     Returns
     -------
@@ -117,33 +173,51 @@ def deface_file(
         raise OutputError(f"refusing to overwrite the input {src.name}")
     tpl = load_template(template)
     raw = read_raw(src)
+    small = _too_small(raw)
+    if small:
+        log.info("%s: NOT written (%s)", src.name, small)
+        return DefaceResult(False, small, {"seconds": round(time.perf_counter() - t0, 2)})
     data = raw.first_volume()
     reg = register(data, raw.affine, tpl)
-    face, bbox = face_in_image(tpl, reg.matrix, raw.affine, raw.shape3d)
-    overlap = brain_overlap(tpl, reg.matrix, reg.image_grid) if reg.image_grid is not None else 0
-    voxel_ml = float(abs(np.linalg.det(raw.affine[:3, :3]))) / 1000.0
-    quality = assess(tpl, reg, int(face.sum()), voxel_ml)
-    metrics = dict(quality.metrics)
-    metrics["brain_overlap_voxels"] = overlap
-    metrics["registration_seconds"] = round(reg.seconds, 2)
-    passed, reason = quality.passed, quality.reason
-    if overlap > 0:
-        passed, reason = False, f"face mask touches the brain ({overlap} voxels)"
-    raw.zero_voxels(face, bbox)
+    metrics: dict = {"registration_seconds": round(reg.seconds, 2)}
+    grid = reg.image_grid
+    threshold = tissue_threshold(grid) if grid is not None else None
+    if reg.start in ("none", "failed") or threshold is None:
+        reason = "no head found in the image (registration failed): withheld; check the image, or try --deface-method skullstrip"
+        metrics["seconds"] = round(time.perf_counter() - t0, 2)
+        log.info("%s: NOT written (%s)", src.name, reason)
+        return DefaceResult(False, reason, metrics)
 
-    # renderings: the face check always runs, the PNGs only with qc=True
+    face, bbox = face_in_image(tpl, reg.matrix, raw.affine, raw.shape3d)
+    t1 = time.perf_counter()
+    own = brain_mask(data, raw.affine)
+    metrics["brain_seconds"] = round(time.perf_counter() - t1, 2)
+    face, cut_mm = protect_brain(face, bbox, own, raw.affine, BRAIN_MARGIN_MM)
+    metrics["cut_to_brain_mm"] = cut_mm
+    removed = face & (raw.stored_array()[bbox][..., 0] != 0)
     after = data.copy()
     after[bbox][face] = 0.0
-    views, before_grid, faces_before, faces_after = check_faces(data, after, raw.affine)
-    del after
-    vox = voxel_map(tpl, reg.matrix, before_grid.affine)
-    if faces_after:
-        passed, reason = False, face_left_reason(faces_after, "defacing", reason)
+    before_chk, after_chk = face_check(tpl, reg.matrix, raw.affine, [data, after], threshold)
+    voxel_ml = float(abs(np.linalg.det(raw.affine[:3, :3]))) / 1000.0
+    quality = assess(tpl, reg, own, raw.affine, before_chk, after_chk, int(removed.sum()), voxel_ml)
+    metrics.update(quality.metrics)
+    passed, reason = quality.passed, quality.reason
+    if passed and not removed.any():
+        reason = "no face in view: written unchanged"
+    raw.zero_voxels(face, bbox)
+
     qc_images: dict[str, bytes] = {}
     if qc:
-        face_r = warp_mask(tpl.face_protected, vox, before_grid.data.shape)
+        before_grid = render.render_grid(data, raw.affine)
+        views = render.head_views(before_grid, render.render_grid(after, raw.affine))
+        vox = voxel_map(tpl, reg.matrix, before_grid.affine)
+        face_full = np.zeros(raw.shape3d, np.float32)
+        face_full[bbox] = face
+        face_r = render.render_grid(face_full, raw.affine).data > 0.5
+        brain_r = render.render_grid(own.astype(np.float32), raw.affine).data > 0.5
         tpl_r = _warp_values(tpl.head, vox, before_grid)
-        qc_images = render.qc_images(views, before_grid, face_r, tpl_r)
+        qc_images = render.qc_images(views, before_grid, face_r, tpl_r, brain_r)
+    del after
 
     if passed:
         atomic_write_bytes(dst, encode(raw, dst))
@@ -153,8 +227,8 @@ def deface_file(
                 blob = compress(blob)
             atomic_write_bytes(defacemask_path, blob)
     metrics["seconds"] = round(time.perf_counter() - t0, 2)
-    log.info("%s: %s (%s)", src.name, "defaced" if passed else "NOT written", reason)
-    return DefaceResult(passed, reason, metrics, qc_images, faces_before, faces_after)
+    log.info("%s: %s (%s)", src.name, "written" if passed else "NOT written", reason)
+    return DefaceResult(passed, reason, metrics, qc_images, int(before_chk.face), int(after_chk.face))
 
 
 def _warp_values(values: np.ndarray, vox: np.ndarray, grid: Grid) -> np.ndarray:

@@ -183,6 +183,15 @@ def otsu(values: np.ndarray, bins: int = 128) -> float:
     return float(centers[int(np.argmax(between))])
 
 
+def tissue_threshold(grid: Grid) -> float | None:
+    """Head tissue threshold of a grid: half the Otsu level of its clipped intensities (None: blank image)."""
+    inside = grid.data[grid.fov]
+    if inside.size == 0 or not np.any(inside > 0):
+        return None
+    hi = np.percentile(inside[inside > 0], 99.5)
+    return 0.5 * otsu(np.clip(inside, 0, hi))
+
+
 def head_mask(grid: Grid) -> np.ndarray:
     """Head (non-background) mask of a grid: Otsu on the clipped intensities, largest component.
 
@@ -195,12 +204,10 @@ def head_mask(grid: Grid) -> np.ndarray:
     ndarray of bool
     """
     data = grid.data
-    inside = data[grid.fov]
-    if inside.size == 0 or not np.any(inside > 0):
+    thr = tissue_threshold(grid)
+    if thr is None:
         return np.zeros(data.shape, bool)
-    hi = np.percentile(inside[inside > 0], 99.5)
-    thr = otsu(np.clip(inside, 0, hi))
-    mask = (data > 0.5 * thr) & grid.fov
+    mask = (data > thr) & grid.fov
     mask = ndi.binary_opening(mask, iterations=1)
     labels, n = ndi.label(mask)
     if n > 1:

@@ -1,16 +1,17 @@
 """QC renderings: depth-shaded head surfaces, mask outlines and registration overlays.
 
-Everything is numpy on a RAS grid (about 2 mm); PNG encoding and labels use OpenCV
-(matplotlib only as a fallback encoder). The frontal rendering is lit from the front, above and slightly to the side
-so that the face reads as a face, also for an automated face detector.
+Everything is numpy on a RAS grid (about 2 mm), PNG encoding included. The frontal
+rendering is lit from the front, above and slightly to the side so that the face reads as
+a face to a person checking the QC page.
 
 The "before" renderings show the face: QC output is private material (mode 0600).
 """
 
 from __future__ import annotations
 
-import io
 import logging
+import struct
+import zlib
 
 import numpy as np
 from scipy import ndimage as ndi
@@ -107,58 +108,53 @@ def to_uint8(img: np.ndarray, height: int = 256) -> np.ndarray:
 
 
 def png_bytes(img: np.ndarray) -> bytes:
-    """Encode a uint8 grayscale or RGB image as PNG bytes (OpenCV when present, else matplotlib)."""
-    try:
-        import cv2
+    """Encode a uint8 grayscale or RGB image as PNG bytes (zlib, no imaging library)."""
+    arr = np.ascontiguousarray(img, dtype=np.uint8)
+    if arr.ndim == 2:
+        color, channels = 0, 1
+    elif arr.ndim == 3 and arr.shape[2] == 3:
+        color, channels = 2, 3
+    else:
+        raise ValueError(f"cannot encode an image of shape {arr.shape}")
+    h, w = arr.shape[:2]
+    rows = arr.reshape(h, w * channels)
+    raw = np.hstack([np.zeros((h, 1), np.uint8), rows]).tobytes()  # filter type 0 on every row
 
-        arr = np.ascontiguousarray(img[..., ::-1] if img.ndim == 3 else img, dtype=np.uint8)  # OpenCV wants BGR
-        ok, buf = cv2.imencode(".png", arr)
-        if ok:
-            return buf.tobytes()
-    except ImportError:  # pragma: no cover - opencv is a core dependency
-        pass
-    import matplotlib
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    out = io.BytesIO()
-    plt.imsave(out, img, cmap="gray", vmin=0, vmax=255, format="png")  # RGB arrays ignore cmap
-    return out.getvalue()
+    head = struct.pack(">IIBBBBB", w, h, 8, color, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", head) + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b"")
 
 
-def _panel(img: np.ndarray, mark: np.ndarray, color: tuple[int, int, int], vmax: float, label: str) -> np.ndarray:
-    """One RGB slice panel (rows top to bottom) with ``mark`` voxels painted in ``color``."""
+def _panel(img: np.ndarray, marks: list[tuple[np.ndarray, tuple[int, int, int]]], vmax: float) -> np.ndarray:
+    """One RGB slice panel (rows top to bottom) with each mark's voxels painted in its colour."""
     gray = np.clip(img / max(vmax, 1e-6) * 255.0, 0, 255).astype(np.uint8)
     rgb = np.repeat(gray[::-1, :, None], 3, axis=2)  # slice arrays come bottom-up
-    rgb[mark[::-1, :]] = color
+    for mark, color in marks:
+        rgb[mark[::-1, :]] = color
     scale = max(1, int(round(200 / max(rgb.shape[:2]))))
-    rgb = np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
-    try:
-        import cv2
-
-        cv2.putText(rgb, label, (4, 14), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 0), 1, cv2.LINE_AA)
-    except ImportError:  # pragma: no cover
-        pass
-    return rgb
+    return np.repeat(np.repeat(rgb, scale, axis=0), scale, axis=1)
 
 
 def _outline(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndi.binary_erosion(mask)
 
 
-def _slices_figure(vol: np.ndarray, mark: np.ndarray, color: tuple[int, int, int], views: tuple[str, ...]) -> bytes:
-    """Side-by-side slices (mid-sagittal, axial through the marked region, coronal) as PNG."""
+def _slices_figure(
+    vol: np.ndarray, marks: list[tuple[np.ndarray, tuple[int, int, int]]], views: tuple[str, ...]
+) -> bytes:
+    """Side-by-side slices (mid-sagittal, axial through the first mark's region, coronal) as PNG."""
     cx, cy = vol.shape[0] // 2, vol.shape[1] // 2
-    zs = np.nonzero(mark.any(axis=(0, 1)))[0]
+    zs = np.nonzero(marks[0][0].any(axis=(0, 1)))[0]
     cz = int(np.median(zs)) if zs.size else vol.shape[2] // 2
-    cuts = {
-        "mid-sagittal": (vol[cx, :, :].T, mark[cx, :, :].T),
-        "axial": (vol[:, :, cz].T, mark[:, :, cz].T),
-        "coronal": (vol[:, cy, :].T, mark[:, cy, :].T),
+    cut = {
+        "mid-sagittal": lambda a: a[cx, :, :].T,
+        "axial": lambda a: a[:, :, cz].T,
+        "coronal": lambda a: a[:, cy, :].T,
     }
     vmax = float(np.percentile(vol[vol > 0], 99.5)) if np.any(vol > 0) else 1.0
-    panels = [_panel(*cuts[name], color, vmax, name) for name in views]
+    panels = [_panel(cut[name](vol), [(cut[name](m), c) for m, c in marks], vmax) for name in views]
     height = max(p.shape[0] for p in panels)
     padded = [np.pad(p, ((0, height - p.shape[0]), (0, 4), (0, 0))) for p in panels]
     return png_bytes(np.concatenate(padded, axis=1))
@@ -175,6 +171,7 @@ def qc_images(
     before: Grid,
     face_render: np.ndarray,
     template_render: np.ndarray | None,
+    brain_render: np.ndarray | None = None,
 ) -> dict[str, bytes]:
     """All QC images of one defaced image.
 
@@ -188,18 +185,23 @@ def qc_images(
         Face mask on the rendering grid.
     template_render : ndarray, optional
         Template head warped onto the rendering grid (for the overlay).
+    brain_render : ndarray of bool, optional
+        This head's own (protected) brain on the rendering grid, outlined in yellow.
 
     Returns
     -------
     dict
-        name -> PNG bytes (the four views, ``slices`` with the face mask outline in red,
-        ``overlay`` with the template head's edges in green).
+        name -> PNG bytes (the four views, ``slices`` with the face mask outline in red and
+        the protected brain's in yellow, ``overlay`` with the template head's edges in green).
     """
     pngs = {name: png_bytes(img) for name, img in views.items()}
-    pngs["slices"] = _slices_figure(before.data, _outline(face_render), (255, 40, 40), ("mid-sagittal", "axial"))
+    marks = [(_outline(face_render), (255, 40, 40))]
+    if brain_render is not None:
+        marks.append((_outline(brain_render), (255, 220, 0)))
+    pngs["slices"] = _slices_figure(before.data, marks, ("mid-sagittal", "axial"))
     if template_render is not None and np.any(template_render > 0):
         t_edges = edges(template_render, surface_threshold(template_render))
-        pngs["overlay"] = _slices_figure(before.data, t_edges, (40, 255, 80), ("mid-sagittal", "axial", "coronal"))
+        pngs["overlay"] = _slices_figure(before.data, [(t_edges, (40, 255, 80))], ("mid-sagittal", "axial", "coronal"))
     return pngs
 
 
