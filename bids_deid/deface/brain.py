@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "brain"
 COARSE_SHAPE = (128, 128, 128)
-FINE_SHAPE = (256, 256, 256)
+FINE_SHAPE = (192, 192, 192)  # the networks were trained at 256^3; 192^3 costs 45 % of the CPU (docs/defacing.md)
 BOX_MARGIN = 0.1  # the coarse box grows by this share of its size on each side (as deepbet does)
 THRESHOLD = 0.5
 
@@ -108,7 +108,7 @@ def _box(coarse: np.ndarray, shape: tuple[int, ...]) -> tuple[slice, slice, slic
     return tuple(box)
 
 
-def brain_mask(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
+def brain_mask(data: np.ndarray, affine: np.ndarray, fine: int | None = None) -> np.ndarray:
     """Brain mask of a 3D head image on the image's own stored grid.
 
     Parameters
@@ -117,6 +117,8 @@ def brain_mask(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
         3D intensities in stored order.
     affine : ndarray
         Voxel to world matrix of ``data``.
+    fine : int, optional
+        Side of the fine network's input cube (default :data:`FINE_SHAPE`; 256 as trained).
 
     Returns
     -------
@@ -134,7 +136,7 @@ def brain_mask(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
     mask = np.zeros(x.shape, bool)
     if box is None or min(b.stop - b.start for b in box) < 2:
         return nib.apply_orientation(mask, nib.orientations.ornt_transform([[0, 1], [1, 1], [2, 1]], ornt))
-    crop = _resize(x[box], FINE_SHAPE)
+    crop = _resize(x[box], FINE_SHAPE if fine is None else (fine,) * 3)
     with _LOCK:
         prob = _run("brain.onnx", _normalise(crop, low, high))
     inside = _resize(prob, tuple(b.stop - b.start for b in box)) > THRESHOLD
@@ -143,3 +145,84 @@ def brain_mask(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
     mask[box] = inside
     back = nib.orientations.ornt_transform([[0, 1], [1, 1], [2, 1]], ornt)
     return np.ascontiguousarray(nib.apply_orientation(mask, back))
+
+
+def tilt_degrees(affine: np.ndarray, to_template: np.ndarray) -> float:
+    """How far the head is turned in its stored voxel axes, in degrees.
+
+    The networks see the voxels in the closest-to-RAS order, so they see an upright head
+    when the template's axes, carried into the image, run close to the voxel axes.
+
+    Parameters
+    ----------
+    affine : ndarray
+        Image voxel to world.
+    to_template : ndarray
+        Image world to template world (the registration).
+    """
+    ornt = nib.io_orientation(affine)
+    canon = affine @ nib.orientations.inv_ornt_aff(ornt, (1, 1, 1))
+    lin = to_template[:3, :3] @ canon[:3, :3]  # canonical voxel axes, seen in the template
+    u, _, vt = np.linalg.svd(lin)
+    rot = u @ vt
+    return float(np.degrees(np.arccos(np.clip((np.trace(rot) - 1.0) / 2.0, -1.0, 1.0))))
+
+
+def brain_mask_upright(
+    data: np.ndarray, affine: np.ndarray, to_template: np.ndarray, region: np.ndarray, spacing: float = 1.2
+) -> np.ndarray:
+    """Brain mask of a head turned in its voxel axes: the networks run on an upright copy.
+
+    The copy (linear interpolation, ``spacing`` mm, axes along the template's, for the
+    networks only: the image itself is never resampled) is segmented and the mask carried
+    back to the stored grid (nearest copy voxel).
+
+    Parameters
+    ----------
+    data : ndarray
+    affine : ndarray
+        Image voxel to world.
+    to_template : ndarray
+        Image world to template world (the registration).
+    region : ndarray, shape (n, 3)
+        Image world points whose box (in the upright frame) the copy covers: the template
+        head's corners carried by the registration (a copy of the whole field of view would
+        hold so much background that the networks' coarse box grows).
+    spacing : float
+
+    Returns
+    -------
+    ndarray of bool
+        On the stored grid.
+    """
+    u, _, vt = np.linalg.svd(to_template[:3, :3])
+    rot = u @ vt  # image world -> template-aligned directions
+    n = np.array(data.shape[:3]) - 1
+    corners = np.array([[i, j, k, 1.0] for i in (0, n[0]) for j in (0, n[1]) for k in (0, n[2])]).T
+    world = (affine @ corners)[:3]
+    turned = rot @ world
+    box = rot @ np.asarray(region, float).T
+    lo = np.maximum(turned.min(1), box.min(1) - 10.0)
+    hi = np.minimum(turned.max(1), box.max(1) + 10.0)
+    shape = tuple(int(np.ceil((h - lo_) / spacing)) + 1 for lo_, h in zip(lo, hi, strict=True))
+    grid = np.eye(4)
+    grid[:3, :3] = rot.T * spacing  # copy voxel -> image world
+    grid[:3, 3] = rot.T @ lo
+    vox = np.linalg.inv(affine) @ grid
+    copy = ndi.affine_transform(
+        np.asarray(data, np.float32), vox[:3, :3], vox[:3, 3], output_shape=shape, order=1, cval=0.0
+    )
+    mask = brain_mask(copy, grid)
+    back = np.linalg.inv(grid) @ affine
+    out = np.zeros(data.shape[:3], bool)
+    ii, jj = np.meshgrid(np.arange(data.shape[0]), np.arange(data.shape[1]), indexing="ij")
+    base = (back[:3, :3] @ np.stack([ii.ravel(), jj.ravel(), np.zeros(ii.size)]) + back[:3, 3:]).astype(np.float32)
+    step = back[:3, 2].astype(np.float32)[:, None]
+    limit = np.array(shape)[:, None]
+    for k in range(data.shape[2]):  # slice by slice: small temporaries on large images
+        g = np.rint(base + k * step).astype(np.intp)
+        ok = np.all((g >= 0) & (g < limit), axis=0)
+        sl = np.zeros(g.shape[1], bool)
+        sl[ok] = mask[g[0, ok], g[1, ok], g[2, ok]]
+        out[:, :, k] = sl.reshape(data.shape[:2])
+    return out

@@ -23,9 +23,10 @@ from .template import Template
 log = logging.getLogger(__name__)
 
 SCALE_RANGE = (0.75, 1.35)  # singular values of the linear part (image to template)
-MIN_BRAIN_DICE = 0.70  # the template brain carried into the image vs this head's own brain (in view)
+MIN_BRAIN_DICE = 0.82  # the template brain carried into the image vs this head's own brain (in view)
+SURE_BRAIN_DICE = 0.87  # below this, a face must also be found where the template puts it (when in view)
 MIN_BRAIN_ML = 150.0  # less own brain in view than this: the image is not a head the gate can judge
-MAX_SKIN_OFFSET_MM = 8.0  # median distance of this face's surface from the template's skin
+MAX_FACE_AFTER = 0.05  # share of the face's lines of sight that may still meet a face surface after defacing
 
 SKULLSTRIP = "try --deface-method skullstrip"
 
@@ -124,12 +125,12 @@ def assess(
             f"template misplaced: its brain overlaps this head's brain with Dice {dice:.2f} < {MIN_BRAIN_DICE}"
             f" (check the orientation in the header, or {SKULLSTRIP})"
         )
-    if before.face and abs(before.offset_mm) > MAX_SKIN_OFFSET_MM:
+    elif before.judged and not before.face and dice < SURE_BRAIN_DICE:
         problems.append(
-            f"face region misplaced: the face surface lies {before.offset_mm:+.0f} mm from the template's"
-            f" (check the QC overlay, or {SKULLSTRIP})"
+            f"face region misplaced: no face surface where the template puts it ({before.surface:.0%} of its lines"
+            f" of sight) and a loose brain fit (Dice {dice:.2f}); check the orientation in the header, or {SKULLSTRIP}"
         )
-    if after.face:
+    if after.judged and after.surface > MAX_FACE_AFTER:
         problems.append(
             f"a face surface is still found after defacing ({after.surface:.0%} of the face's lines of sight)"
             f": check the QC page, or {SKULLSTRIP}"

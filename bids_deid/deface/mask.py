@@ -16,6 +16,7 @@ from .template import Template
 
 log = logging.getLogger(__name__)
 
+
 def voxel_map(template: Template, matrix: np.ndarray, out_affine: np.ndarray) -> np.ndarray:
     """4x4 map from output voxel indices to template voxel indices.
 

@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 from ..atomic import atomic_write_bytes
 from ..errors import OutputError
 from . import render
-from .brain import brain_mask
+from .brain import brain_mask, brain_mask_upright, tilt_degrees
 from .facecheck import face_check
 from .gate import assess
 from .mask import face_in_image, voxel_map
@@ -26,6 +26,8 @@ MIN_SLICES = 8  # fewer stored slices along any axis: too thin to locate a face
 MIN_EXTENT_MM = 60.0  # field of view thinner than this along any axis: too small
 BRAIN_MARGIN_MM = 3.0  # this head's brain, dilated this much, is never removed (docs/defacing.md)
 SEARCH_MM = 25.0  # cut-to-brain distances are measured up to this far
+MARGIN_VOXELS = 2.0  # ... and never less than this many voxels (thick slices)
+MAX_TILT_DEG = 12.0  # a head turned more than this in its voxel axes is segmented on an upright copy
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,30 @@ def _mask_image(mask: np.ndarray, bbox: tuple[slice, ...], shape: tuple[int, int
     return img.to_bytes()
 
 
+def verify_faces(before: np.ndarray, after: np.ndarray, affine: np.ndarray, template: str | None = None):
+    """The geometric face check on an image before and after some defacing of it.
+
+    Registers the template to ``before`` to know where its face is. Returns the two
+    :class:`~bids_deid.deface.facecheck.FaceCheck` results, or None when no head is found.
+    """
+    tpl = load_template(template)
+    reg = register(before, affine, tpl)
+    threshold = tissue_threshold(reg.image_grid) if reg.image_grid is not None else None
+    if reg.start in ("none", "failed") or threshold is None:
+        return None
+    return tuple(face_check(tpl, reg.matrix, affine, [before, after], threshold))
+
+
+def _head_corners(template, matrix: np.ndarray) -> np.ndarray:
+    """The template head's box corners, carried into image world (shape (8, 3))."""
+    from .mask import template_head
+
+    idx = np.argwhere(template_head(template))
+    lo, hi = idx.min(0), idx.max(0)
+    corners = np.array([[a, b, c, 1.0] for a in (lo[0], hi[0]) for b in (lo[1], hi[1]) for c in (lo[2], hi[2])]).T
+    return (np.linalg.inv(matrix) @ template.affine @ corners)[:3].T
+
+
 def _too_small(raw) -> str | None:
     """Why an image is too thin or too small to locate a face in, or None."""
     zooms = np.sqrt((raw.affine[:3, :3] ** 2).sum(0))
@@ -103,7 +129,8 @@ def protect_brain(
     Returns
     -------
     face : ndarray of bool
-        The face mask with every voxel within ``margin_mm`` of the brain removed.
+        The face mask with every voxel within ``margin_mm`` of the brain, or within
+        :data:`MARGIN_VOXELS` voxels of it (for slices thicker than the margin), removed.
     distance : float
         Smallest distance (mm) from a face-mask voxel to the brain (capped at the search
         distance :data:`SEARCH_MM`; ``inf`` for an empty face mask).
@@ -120,7 +147,10 @@ def protect_brain(
     if not sub.any():
         return face, SEARCH_MM
     dist = ndi.distance_transform_edt(~sub, sampling=zooms)[inner]
-    kept = face & (dist > margin_mm)
+    # thick slices: a margin of a few mm is less than a voxel across them, so the brain's
+    # next MARGIN_VOXELS voxels in every direction are kept too
+    near = ndi.distance_transform_edt(~sub)[inner] <= MARGIN_VOXELS
+    kept = face & (dist > margin_mm) & ~near
     closest = float(dist[kept].min()) if kept.any() else float("inf")
     return kept, round(min(closest, SEARCH_MM), 1)
 
@@ -190,7 +220,12 @@ def deface_file(
 
     face, bbox = face_in_image(tpl, reg.matrix, raw.affine, raw.shape3d)
     t1 = time.perf_counter()
-    own = brain_mask(data, raw.affine)
+    tilt = tilt_degrees(raw.affine, reg.matrix)
+    metrics["head_tilt_deg"] = round(tilt, 1)
+    if tilt > MAX_TILT_DEG:
+        own = brain_mask_upright(data, raw.affine, reg.matrix, _head_corners(tpl, reg.matrix))
+    else:
+        own = brain_mask(data, raw.affine)
     metrics["brain_seconds"] = round(time.perf_counter() - t1, 2)
     face, cut_mm = protect_brain(face, bbox, own, raw.affine, BRAIN_MARGIN_MM)
     metrics["cut_to_brain_mm"] = cut_mm

@@ -1,92 +1,48 @@
 """Skull stripping as a defacing method: keep the brain, zero every other voxel.
 
-The brain mask comes from deepbet (a CNN whose weights ship inside its wheel; it runs on
-CPU, or on a GPU when torch sees one). Like template defacing, nothing is resampled: the
-output keeps the input's header bytes, shape, dtype and affine, and only the stored values
-of voxels outside the brain mask change (to raw zero). The image is written only when the
-brain volume is plausible and the automated face check finds no face afterwards.
-
-deepbet and torch are an optional extra: ``pip install 'bids-deid[skullstrip]'``.
+The brain mask comes from the embedded brain-extraction networks (:mod:`.brain`, deepbet's
+weights as ONNX, run with onnxruntime on CPU) at their trained 256^3 resolution. Like
+template defacing, nothing is resampled: the output keeps the input's header bytes, shape,
+dtype and affine, and only the stored values of voxels outside the brain mask change (to
+raw zero). The image is written only when the brain volume is plausible and the geometric
+face check finds no face surface afterwards.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import threading
 import time
-import warnings
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from ..atomic import atomic_write_bytes
-from ..errors import BidsDeidError, OutputError
+from ..errors import OutputError
 from . import render
-from .pipeline import DefaceResult, check_faces, face_left_reason
+from .brain import brain_mask as _brain_mask
+from .pipeline import DefaceResult, verify_faces
 from .rawnifti import encode, read_raw
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'bids-deid[skullstrip]'"
 MIN_BRAIN_ML = 800.0  # smallest plausible brain mask (intracranial) volume
 MAX_BRAIN_ML = 2200.0  # largest plausible brain mask volume
+FINE = 256  # the fine network at the size it was trained at: the mask is the whole output here
 
-_LOCK = threading.Lock()  # deepbet's BrainExtraction keeps per-call state (its bounding box)
 
-
-@functools.lru_cache(maxsize=1)
 def available() -> str | None:
-    """Whether skull stripping can run here.
+    """Whether skull stripping can run here (always: its networks ship with bids-deid).
 
     Returns
     -------
-    str or None
-        ``None`` when deepbet and torch import, else a one-line reason with the install hint.
+    None
     """
-    try:
-        import deepbet  # noqa: F401
-        import torch  # noqa: F401
-    except ImportError as exc:
-        return f"skull stripping needs deepbet and torch ({exc.name or exc} missing): {INSTALL_HINT}"
-    except Exception as exc:  # noqa: BLE001 - a broken torch install must not crash the caller
-        return f"skull stripping unavailable ({type(exc).__name__}: {exc}): {INSTALL_HINT}"
     return None
 
 
-@functools.lru_cache(maxsize=1)
-def _extractor():
-    """The deepbet model pair (bounding box + segmentation), loaded once per process."""
-    from deepbet import BrainExtraction
-
-    with warnings.catch_warnings():  # torch warns that TorchScript loading is deprecated
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return BrainExtraction()
-
-
 def brain_mask(data: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Brain mask of a 3D head image, on the image's own voxel grid.
-
-    Parameters
-    ----------
-    data : ndarray
-        3D intensities (any orientation; deepbet reorients internally and back).
-    affine : ndarray
-        Voxel to world matrix of ``data``.
-
-    Returns
-    -------
-    ndarray of bool
-        Same shape as ``data``.
-    """
-    img = nib.Nifti1Image(np.asarray(data, dtype=np.float32), np.asarray(affine, dtype=float))
-    with _LOCK:
-        _, mask_img, _ = _extractor().run(img)
-    mask = np.asarray(mask_img.dataobj) > 0
-    if mask.shape != data.shape:  # pragma: no cover - deepbet contract
-        raise RuntimeError(f"brain mask shape {mask.shape} differs from the image {data.shape}")
-    return mask
+    """Brain mask of a 3D head image, on the image's own voxel grid (256^3 network input)."""
+    return _brain_mask(data, affine, fine=FINE)
 
 
 def skullstrip_file(src: Path, dst: Path, *, qc: bool = True) -> DefaceResult:
@@ -116,16 +72,11 @@ def skullstrip_file(src: Path, dst: Path, *, qc: bool = True) -> DefaceResult:
         When ``src`` is not a readable single-file NIfTI.
     OutputError
         When ``dst`` is ``src``.
-    BidsDeidError
-        When deepbet or torch is not installed (see :func:`available`).
     """
     t0 = time.perf_counter()
     src, dst = Path(src), Path(dst)
     if dst.exists() and dst.resolve() == src.resolve():
         raise OutputError(f"refusing to overwrite the input {src.name}")
-    why = available()
-    if why is not None:
-        raise BidsDeidError(why)
     raw = read_raw(src)
     data = raw.first_volume()
     voxel_ml = float(abs(np.linalg.det(raw.affine[:3, :3]))) / 1000.0
@@ -150,14 +101,21 @@ def skullstrip_file(src: Path, dst: Path, *, qc: bool = True) -> DefaceResult:
 
     # renderings: the face check always runs, the PNGs only with qc=True
     after = np.where(mask, data, np.float32(0.0))
-    views, before_grid, faces_before, faces_after = check_faces(data, after, raw.affine)
-    del after
+    checks = verify_faces(data, after, raw.affine)
+    faces_before = faces_after = None
+    if checks is not None:
+        faces_before, faces_after = int(checks[0].face), int(checks[1].face)
+        metrics["face_surface_before"], metrics["face_surface_after"] = checks[0].surface, checks[1].surface
     if faces_after:
-        passed, reason = False, face_left_reason(faces_after, "skull stripping", reason)
+        passed = False
+        reason = f"a face surface is still found after skull stripping ({checks[1].surface:.0%} of its lines of sight)"
     qc_images: dict[str, bytes] = {}
     if qc:
+        before_grid = render.render_grid(data, raw.affine)
+        views = render.head_views(before_grid, render.render_grid(after, raw.affine))
         mask_r = render.render_grid(mask.astype(np.float32), raw.affine).data > 0.5
         qc_images = render.qc_images(views, before_grid, mask_r, None)
+    del after
 
     if passed:
         atomic_write_bytes(dst, encode(raw, dst))
