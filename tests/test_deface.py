@@ -85,7 +85,7 @@ def test_perturbed_heads(case, template, tmp_path):
     check_defaced(src, dst, res, p.face_truth, p.brain_truth)
     assert res.faces_before == 1, "the face check should find the face before defacing"
     assert res.faces_after == 0
-    assert res.metrics["cut_to_brain_mm"] > 3.0
+    assert res.metrics["cut_to_brain_mm"] >= 3.0
     assert {"before_front", "after_front", "before_side", "after_side", "slices", "overlay"} <= set(res.qc_images)
     assert all(v[:8] == b"\x89PNG\r\n\x1a\n" for v in res.qc_images.values())
     # the defacemask is the set of voxels set to zero (where the input was not zero already)
