@@ -255,15 +255,3 @@ def test_defaced_images_listed_for_upload(tmp_path, key_file):
     assert len(summary["defaced_images"]) == 1 and summary["defaced_images"][0].endswith("_T1w.nii.gz")
     assert summary["validation"]["errors"] == 0
     assert len(list(out.rglob("*_mod-T1w_defacemask.nii.gz"))) == 1
-
-
-def test_skullstrip_without_extra_refuses_before_writing(tmp_path, canary_ds, key_file, capsys):
-    """--deface-method skullstrip must never fall back to writing faces."""
-    import importlib.util
-
-    if importlib.util.find_spec("deepbet") is not None:
-        pytest.skip("the skullstrip extra is installed here: tests/test_skullstrip.py covers it")
-    out = tmp_path / "out"
-    rc = main([str(canary_ds), str(out), "participant", "--key-file", str(key_file), "--deface-method", "skullstrip"])
-    _one_line_error(capsys, rc, "skullstrip cannot run")
-    assert not list(out.rglob("*.nii*"))

@@ -130,7 +130,7 @@ def test_what_was_removed_counts_real_changes(run):
         assert field in html
     # captions and one line per number
     assert "What to look for" in html
-    assert re.search(r"<code>head_dice</code></td><td[^>]*>[\d.]+</td><td[^>]*>\w", html)
+    assert re.search(r"<code>brain_dice</code></td><td[^>]*>[\d.]+</td><td[^>]*>\w", html)
     # the original label is shown on the private side, the public name too
     assert "sub-canary01" in html
 
