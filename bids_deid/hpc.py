@@ -267,6 +267,10 @@ def passthrough_options(args) -> list[str]:
         opts += ["--dataset-type", args.dataset_type]
     if args.skip_bids_validation:
         opts.append("--skip-bids-validation")
+    if getattr(args, "license", None):
+        opts += ["--license", args.license]
+    if getattr(args, "authors", None):
+        opts += ["--authors", *args.authors]
     opts += ["-v"] * int(args.verbose or 0)
     return opts
 

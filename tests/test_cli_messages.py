@@ -151,3 +151,12 @@ def test_missing_license_and_authors_warned(tmp_path, key_file, capsys):
     assert "License" not in got and "Authors" not in got
     report = (tmp_path / "out-private" / "report.html").read_text()
     assert "no License" in report
+
+
+def test_slurm_jobs_carry_license_and_authors(tmp_path, canary_ds, key_file, capsys):
+    script = tmp_path / "jobs" / "deid.sbatch"
+    assert main([str(canary_ds), str(tmp_path / "out"), "participant", "--key-file", str(key_file),
+                 "--slurm-script", str(script), "--license", "CC0", "--authors", "Ada Lovelace"]) == 0
+    for job in (script, script.with_name("deid-group.sbatch")):
+        text = job.read_text()
+        assert "--license CC0" in text and "--authors 'Ada Lovelace'" in text, job.name

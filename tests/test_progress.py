@@ -13,6 +13,7 @@ import subprocess
 import sys
 import termios
 
+import pytest
 from conftest import SHARED, needs_shared
 
 from bids_deid.progress import Bar, wanted
@@ -66,6 +67,7 @@ def test_bar_on_a_terminal_not_in_a_pipe(tmp_path, canary_ds, key_file):
     assert "\r" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_parallel_run_shows_participants_done(tmp_path, canary_ds, key_file):
     rc, screen = _in_pty(_cli(canary_ds, tmp_path / "o", "participant", "--key-file", key_file,
                               "--deface-method", "none", "--n-cpus", "2"))
@@ -74,6 +76,7 @@ def test_parallel_run_shows_participants_done(tmp_path, canary_ds, key_file):
     assert not BAR.search(screen)  # workers draw nothing: their lines would interleave
 
 
+@pytest.mark.slow
 @needs_shared
 def test_bar_for_raw_input(tmp_path, key_file):
     raw = tmp_path / "raw"

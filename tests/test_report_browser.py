@@ -168,6 +168,7 @@ def test_report_renders_and_figures_load_in_chromium(run, tmp_path):
     assert res.returncode == 0 and shot.stat().st_size > 50_000  # a drawn page, not a blank one
 
 
+@pytest.mark.slow
 @needs_chromium
 def test_a_missing_figure_is_visible_in_chromium(run, tmp_path):
     # the page says when a picture is gone (moved private dir, deleted qc/)
