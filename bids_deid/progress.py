@@ -64,7 +64,7 @@ class Bar:
                          if total is not None else "{desc} [{elapsed}]")
         self._label, self._steps = label, total is not None
         self._stop = threading.Event()
-        if show and total is None:  # a stage without steps: keep the clock moving
+        if show:  # keep the clock moving during a long step (defacing one image takes seconds)
             threading.Thread(target=self._tick, daemon=True).start()
 
     def _tick(self) -> None:
