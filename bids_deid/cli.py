@@ -192,7 +192,7 @@ def _generated_by_us(dd: Path) -> bool:
     return any(isinstance(g, dict) and g.get("Name") == "bids-deid" for g in gen)
 
 
-def _print_result(level: str, result: dict, s, next_command: str = "") -> int:
+def _print_result(level: str, result: dict, s, next_command: str = "", key_note: str = "") -> int:
     if s.dry_run:
         if "audit_plan" in result:
             plan = result["audit_plan"]
@@ -217,7 +217,7 @@ def _print_result(level: str, result: dict, s, next_command: str = "") -> int:
                 print(f"  {status}: {rel}: {reason or 'no reason recorded'}")
             if len(held) > _MOST:
                 print(f"  ... and {len(held) - _MOST} more (see report.html after the group level)")
-        print(f"participant level done; when every participant is done, run:\n  {next_command}")
+        print(f"participant level done; when every participant is done, run{key_note}:\n  {next_command}")
         return 0
     v, a = result["validation"], result["audit"]
     print(f"validator: {v['errors']} errors, {v['warnings']} warnings; "
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         if not s.dry_run:
             check_output_dir(s, args, parser)
         return _print_result(args.analysis_level, run(s), s,
-                             level_command(parser, args, "group") + _key_note(args))
+                             level_command(parser, args, "group"), _key_note(args))
     except BidsDeidError as exc:
         if args.verbose:
             log.exception("failed")

@@ -160,3 +160,14 @@ def test_slurm_jobs_carry_license_and_authors(tmp_path, canary_ds, key_file, cap
     for job in (script, script.with_name("deid-group.sbatch")):
         text = job.read_text()
         assert "--license CC0" in text and "--authors 'Ada Lovelace'" in text, job.name
+
+
+def test_next_step_with_key_from_environment(tmp_path, canary_ds, key_file, capsys, monkeypatch):
+    monkeypatch.setenv("BIDS_DEID_KEY", key_file.read_text().strip())
+    assert main([str(canary_ds), str(tmp_path / "out"), "participant", "--deface-method", "none",
+                 "--participant-label", "canary01"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    i = next(i for i, ln in enumerate(lines) if ln.startswith("participant level done"))
+    assert "$BIDS_DEID_KEY" in lines[i]
+    assert shlex.split(lines[i + 1])[:4] == ["bids-deid", str(canary_ds), str(tmp_path / "out"), "group"]
+    assert "--key-file" not in lines[i + 1] and "(" not in lines[i + 1]
