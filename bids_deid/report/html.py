@@ -135,7 +135,8 @@ def build_context(s: Settings, summary: dict) -> dict:
     defaced = [k for k, v in sorted(files.items()) if v["status"] == "defaced"]
     ok = summary["validation"]["errors"] == 0 and summary["audit"]["hits"] == 0
     audit = read_json(p / "leak-audit.json", {}) or {}
-    affirm = "--affirmConsent" if s.deface_method == "none" else "--affirmDefaced"
+    method = getattr(s, "deface_method", "template")
+    affirm = "--affirmConsent" if method == "none" else "--affirmDefaced"
     return {
         "version": __version__, "profile": s.profile.source, "when": dt.datetime.now().isoformat(timespec="seconds"),
         "verdict": "PASS" if ok else "FAIL", "summary": summary,
@@ -144,8 +145,8 @@ def build_context(s: Settings, summary: dict) -> dict:
         "withheld": withheld, "left_out": left_out, "subjects": subjects, "series": series, "problems": problems,
         "removed": removed_rows, "pixels_qc": pixels_qc_pages(p), "deface_qc": "deface-qc.html" if images else "",
         "written": sum(1 for v in files.values() if v["status"] in PUBLIC),
-        "openneuro": summary.get("openneuro", []), "deface_method": s.deface_method,
-        "upload": f"openneuro upload {affirm} {shlex.quote(str(s.output_dir))}",
+        "openneuro": summary.get("openneuro", []), "deface_method": method,
+        "upload": f"openneuro upload {affirm} {shlex.quote(str(getattr(s, 'output_dir', 'OUT_DIR')))}",
     }
 
 
