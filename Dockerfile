@@ -26,7 +26,7 @@ RUN python3 -m venv /opt/bids-deid \
  && /opt/bids-deid/bin/pip check \
  && /opt/bids-deid/bin/pip uninstall -y -q pip \
  && find /opt/bids-deid/lib -depth -type d -name tests -path '*/site-packages/*' -exec rm -rf {} + \
- && /opt/bids-deid/bin/python -c "import bids_deid.cli, bids_deid.pipeline, bids_deid.deface, bids_deid.demo, scipy.ndimage, SimpleITK, cv2" \
+ && /opt/bids-deid/bin/python -c "import bids_deid.cli, bids_deid.pipeline, bids_deid.deface, bids_deid.demo, scipy.ndimage, SimpleITK, onnxruntime" \
  && /opt/bids-deid/bin/python -m compileall -q -j 0 /opt/bids-deid/lib
 # Warm deno's cache once so the validator starts offline and fast; at run time it is read-only.
 RUN mkdir -p /tmp/dd/sub-01/anat \
