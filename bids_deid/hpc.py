@@ -232,10 +232,13 @@ def write_slurm_scripts(script: Path, job: SlurmJob) -> SlurmFiles:
         'HERE="$(cd "$(dirname "$0")" && pwd)"',
         f'ARRAY_ID="$(sbatch --parsable "$@" "$HERE/{script.name}")"',
         'ARRAY_ID="${ARRAY_ID%%;*}"',
-        f'GROUP_ID="$(sbatch --parsable --dependency=afterok:"$ARRAY_ID" "$@" "$HERE/{files.group_script.name}")"',
+        # a failed task makes the dependency unsatisfiable: SLURM then cancels the group job
+        # instead of leaving it pending forever
+        f'GROUP_ID="$(sbatch --parsable --dependency=afterok:"$ARRAY_ID" --kill-on-invalid-dep=yes "$@"'
+        f' "$HERE/{files.group_script.name}")"',
         'GROUP_ID="${GROUP_ID%%;*}"',
         'echo "participant array: $ARRAY_ID"',
-        'echo "group job: $GROUP_ID (runs after the array succeeded)"',
+        'echo "group job: $GROUP_ID (runs after the array succeeded; cancelled if a task fails)"',
         "",
     ]
     _write(files.submit_script, "\n".join(sub), 0o700)

@@ -45,6 +45,8 @@ def test_array_script_one_participant_per_task(tmp_path, small_ds, key_file, cap
     assert " group " in group and "--array" not in group
     submit = script.with_name("deid-submit.sh").read_text()
     assert "--dependency=afterok:" in submit and "--parsable" in submit
+    # a failed task must cancel the group job, not leave it pending forever
+    assert "--kill-on-invalid-dep=yes" in submit
 
 
 def test_key_passed_by_path_never_inlined(tmp_path, small_ds, key_file):
