@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp = Path(tempfile.mkdtemp(prefix="bench-dicom-"))
     try:
         inputs = make_inputs(tmp, args.copies)
-        key = tmp / "key.txt"
-        key.write_text("benchmark-key-not-secret-0123456789\n")
+        from bids_deid.pseudonym import generate_key
+
+        key = generate_key(tmp / "key.txt")  # a weak or world-readable key is refused
         env = dict(os.environ, PYTHONPATH=str(REPO))
         peer_py = args.peers_venv / "bin" / "python"
         tools = {

@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     """Search OUTPUT_DIR for every identifier recorded in the private dir; exit 3 on an open hit."""
     args = build_parser().parse_args(argv)
     out = args.output_dir.absolute()
-    private = (args.private_dir or out.with_name(out.name + "-private")).absolute()
+    from .settings import default_private_dir
+
+    private = (args.private_dir or default_private_dir(out)).absolute()
     try:
         if not out.is_dir():
             raise BidsDeidError(f"{out} is not a folder")
@@ -53,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
             raise BidsDeidError('--accept needs --reason "...": say why the hit is not a leak')
         key = None
         if args.key_file or os.environ.get("BIDS_DEID_KEY"):
-            from .pseudonym import load_key
+            from .pseudonym import check_key_place, forget_key_env, load_key
 
+            if args.key_file is not None:
+                check_key_place(args.key_file, {"audited output": out})
             key = load_key(args.key_file)  # the file, else $BIDS_DEID_KEY
+            forget_key_env()
         from . import audit
 
         if args.dry_run:

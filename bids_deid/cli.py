@@ -11,6 +11,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import BidsDeidError
+from .pseudonym import forget_key_env
 
 log = logging.getLogger("bids_deid")
 _MOST = 20  # files listed per participant line
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="black out burned-in text (OCR) in DICOM that would be left out as a burned-in risk")
 
     out = p.add_argument_group("output")
+    out.add_argument("--settings", type=Path, metavar="FILE",
+                     help="run with the settings saved in FILE (the private dir's run-settings.json, or the "
+                          "settings file --slurm-script wrote); options that change outputs come from the file")
     out.add_argument("--private-dir", type=Path, metavar="PATH",
                      help="mapping, audit log, reports (default: OUTPUT_DIR-private, mode 0700)")
     out.add_argument("-w", "--work-dir", type=Path, metavar="PATH", help="scratch space (default: in the private dir)")
@@ -98,21 +102,84 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _settings(args: argparse.Namespace):
-    from .config import Settings
+#: options whose value changes what is written, and the settings field each one sets
+_OUTPUT_OPTIONS = {"profile": "profile_sha256", "deface_method": "deface_method", "template": "template",
+                   "write_defacemask": "write_defacemask", "sourcedata": "sourcedata", "input_type": "input_type",
+                   "heuristic": "heuristic", "skip_series_policy": "skip_series_policy",
+                   "clean_pixels": "clean_pixels", "dataset_type": "dataset_type"}
+
+
+def _settings(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None):
+    """The run's settings: from the command line, or from a recorded settings file.
+
+    A group level (or any level with ``--settings``) takes the output-changing settings from
+    the record the participant stage wrote; an option on the command line that says otherwise
+    is refused in one line.
+    """
+    from . import settings as st
+    from .record import record_path
+
+    out, private, work = st.locations(args.output_dir, args.private_dir, args.work_dir)
+    rec = None
+    if args.settings is not None:
+        rec = st.read(args.settings)
+        if args.private_dir is None:
+            private = Path(rec["private_dir"])
+            work = st.locations(out, private, args.work_dir)[2]
+    elif args.analysis_level == "group" and record_path(private).is_file():
+        rec = st.read(record_path(private))
+    if rec is not None and Path(rec["output_dir"]).resolve() != out.resolve():
+        raise st.SettingsError(f"the settings in {args.settings or record_path(private)} are those of the output "
+                               f"{rec['output_dir']}, not of {out}; give the matching output or private dir")
+    key_file = args.key_file if args.key_file is not None or rec is None or not rec.get("key_file") \
+        else Path(rec["key_file"])
+    cli = _cli_settings(args, out, private, work, key_file)
+    if rec is None:
+        return cli
+    given = st.to_record(cli)
+    parser = parser or build_parser()
+    clash = [f"{opt}: {rec.get(field)!s} recorded, {given.get(field)!s} given"
+             for dest, field in _OUTPUT_OPTIONS.items()
+             if getattr(args, dest) != parser.get_default(dest) and given.get(field) != rec.get(field)
+             for opt in [next(o for o in _option_strings(parser, dest) if o.startswith("--"))]]
+    if clash:
+        where = args.settings or record_path(private)
+        raise st.SettingsError(f"these options differ from the recorded settings in {where} ({'; '.join(clash)}); "
+                               "leave them out (the recorded ones are used) or use a new output and private dir")
+    return st.from_record(
+        rec, analysis_level=args.analysis_level, key=cli.key, bids_dir=cli.bids_dir, private_dir=private,
+        work_dir=work, participants=cli.participants, n_cpus=args.n_cpus, dry_run=args.dry_run,
+        verbose=bool(args.verbose), progress=cli.progress, key_file=key_file,
+        skip_validation=args.skip_bids_validation or bool(rec.get("skip_validation")),
+        sessions=cli.sessions if args.session_label else (tuple(rec["sessions"]) if rec.get("sessions") else None),
+        license=args.license or rec.get("license"),
+        authors=tuple(args.authors) if args.authors else (tuple(rec["authors"]) if rec.get("authors") else None),
+    )
+
+
+def _option_strings(parser: argparse.ArgumentParser, dest: str) -> list[str]:
+    return next(a.option_strings for a in parser._actions if a.dest == dest)
+
+
+def _cli_settings(args: argparse.Namespace, out: Path, private: Path, work: Path, key_file: Path | None):
     from .dataset import normalise_labels
     from .profiles import load_profile
-    from .pseudonym import load_key
+    from .pseudonym import check_key_place, load_key
+    from .settings import Settings
 
+    if key_file is not None:
+        check_key_place(key_file, {"input": args.bids_dir, "public output": out})
     profile = load_profile(args.profile)
-    key = load_key(args.key_file)
-    out = args.output_dir.absolute()
-    if args.key_file is not None and out.resolve() in args.key_file.absolute().resolve().parents:
-        from .errors import KeyFileError
-
-        raise KeyFileError("the key file must not be inside the public output folder; move it somewhere private")
-    private = (args.private_dir or out.with_name(out.name + "-private")).absolute()
-    work = (args.work_dir or private / "work").absolute()
+    key = load_key(key_file)
+    spec = args.profile
+    if Path(spec).suffix in (".yaml", ".yml") or Path(spec).exists() or "/" in spec:
+        spec = str(Path(spec).absolute())
+    template = args.template
+    if template and Path(template).exists():
+        template = str(Path(template).absolute())
+    heuristic = args.heuristic
+    if heuristic is not None and str(heuristic).lower() != "reproin":
+        heuristic = heuristic.absolute()
     return Settings(
         bids_dir=args.bids_dir.absolute(), output_dir=out, private_dir=private, work_dir=work,
         analysis_level=args.analysis_level, profile=profile, key=key,
@@ -120,11 +187,12 @@ def _settings(args: argparse.Namespace):
         sessions=normalise_labels(args.session_label, "ses-"), n_cpus=args.n_cpus,
         skip_validation=args.skip_bids_validation, dataset_type=args.dataset_type, dry_run=args.dry_run,
         verbose=bool(args.verbose), deface_method=args.deface_method or profile.deface_method,
-        template=args.template, write_defacemask=args.write_defacemask, sourcedata=args.sourcedata,
-        input_type=args.input_type, heuristic=args.heuristic,
+        template=template, write_defacemask=args.write_defacemask, sourcedata=args.sourcedata,
+        input_type=args.input_type, heuristic=heuristic,
         skip_series_policy=args.skip_series_policy, progress=sys.stderr.isatty(),
         clean_pixels=args.clean_pixels, license=args.license,
         authors=tuple(args.authors) if args.authors else None,
+        profile_spec=spec, key_file=key_file.absolute() if key_file is not None else None,
     )
 
 
@@ -279,13 +347,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.slurm_script:
             from .hpc import write_from_args
 
-            files = write_from_args(args)
+            files = write_from_args(args, _settings(args, parser))
             print(f"wrote {files.array_script} (+ participant list, group job); submit both with: "
                   f"bash {files.submit_script}")
             return 0
         from .pipeline import run
 
-        s = _settings(args)
+        s = _settings(args, parser)
+        forget_key_env()  # child processes (validator, dcm2niix, ...) must not inherit the key
         if not s.dry_run:
             check_output_dir(s, args, parser)
         return _print_result(args.analysis_level, run(s), s,

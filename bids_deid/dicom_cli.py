@@ -20,8 +20,9 @@ from pathlib import Path
 from .atomic import atomic_open, atomic_write_text, cleanup_temps
 from .errors import BidsDeidError, InputError, OutputError
 from .profiles import load_profile
-from .pseudonym import Pseudonymizer, load_key
+from .pseudonym import Pseudonymizer, check_key_place, forget_key_env, load_key
 from .scrub.dicom_tree import iter_tree
+from .settings import default_private_dir
 
 log = logging.getLogger(__name__)
 NO_DEFACE = ("this tool does not deface: MR/CT images of the head keep the face in their pixels; "
@@ -58,12 +59,16 @@ def _check_dirs(in_dir: Path, out_dir: Path, private: Path) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run with parsed arguments; returns the exit code."""
+    private_dir = args.private_dir or default_private_dir(args.out_dir)
+    if args.key_file is not None:  # never inside the input (read as data) nor the output (published)
+        check_key_place(args.key_file, {"input": args.in_dir, "public output": args.out_dir})
     key = load_key(args.key_file)
+    forget_key_env()  # child processes must not inherit the key
     profile = load_profile(args.profile)
     if args.n_cpus < 1:
         raise InputError("--n-cpus must be at least 1")
     out_dir: Path = args.out_dir
-    private: Path = args.private_dir or out_dir.with_name(out_dir.name + "-private")
+    private: Path = private_dir
     _check_dirs(args.in_dir, out_dir, private)
     out_dir.mkdir(parents=True, exist_ok=True)
     private.mkdir(parents=True, exist_ok=True)

@@ -7,11 +7,15 @@ anything; it writes, beside ``FILE``:
   participant list (``--participant-label``), in its own work dir;
 * ``<stem>-participants.txt`` - the participant list (original labels: it is private,
   mode 0600, never inside the public output);
+* ``<stem>-settings.json`` - the run's settings (:mod:`bids_deid.settings`, mode 0600; the
+  key by path and fingerprint only): every task and the group job load this one file
+  (``--settings``), so no option can be lost between a local and a SLURM run;
 * ``<stem>-group.sbatch`` - the group job (dataset files, validator, leak audit, report);
 * ``<stem>-submit.sh`` - submits the array, then the group job with
   ``--dependency=afterok:<array job id>``.
 
-The key is passed by path (``--key-file``); its bytes are never written into a script.
+The key is passed by path (in the settings file); its bytes are never written into a script.
+Nothing is written into the input: the scripts must lie outside it and outside the output.
 Every participant task writes only per-subject files, so tasks may share one output
 dir and one private dir.
 """
@@ -49,8 +53,8 @@ class SlurmJob:
         Labels without ``sub-``, one array task each.
     work_dir : Path
         Scratch root; task *i* uses ``work_dir/task-<i>``.
-    options : list of str
-        Further ``bids-deid`` options passed through to both levels (profile, deface, ...).
+    settings_file : Path
+        The saved settings both levels load (``--settings``).
     max_parallel : int
         SLURM array concurrency limit (``%N``).
     mem, time : str
@@ -69,7 +73,7 @@ class SlurmJob:
     key_file: Path
     participants: list[str]
     work_dir: Path
-    options: list[str] = field(default_factory=list)
+    settings_file: Path | None = None
     max_parallel: int = DEFAULT_MAX_PARALLEL
     mem: str = DEFAULT_MEM
     time: str = DEFAULT_TIME
@@ -77,6 +81,7 @@ class SlurmJob:
     container: Path | None = None
     command: list[str] = field(default_factory=list)
     job_name: str = "bids-deid"
+    verbose: int = 0
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ class SlurmFiles:
 
     array_script: Path
     participants_file: Path
+    settings_file: Path
     group_script: Path
     submit_script: Path
     log_dir: Path
@@ -101,6 +107,8 @@ def default_command() -> list[str]:
 def _binds(job: SlurmJob) -> list[str]:
     """Folders the container must see: input, output, private side, key, scratch."""
     wanted = [job.bids_dir, job.output_dir.parent, job.private_dir.parent, job.key_file.parent, job.work_dir]
+    if job.settings_file is not None:
+        wanted.append(job.settings_file.parent)
     binds: list[str] = []
     for p in wanted:
         s = str(p)
@@ -137,7 +145,7 @@ def _common_args(job: SlurmJob) -> str:
 
 
 def _opts(job: SlurmJob) -> str:
-    words = ["--key-file", str(job.key_file), "--private-dir", str(job.private_dir), *job.options]
+    words = ["--settings", str(job.settings_file)]
     return " ".join(shlex.quote(w) for w in words)
 
 
@@ -150,10 +158,12 @@ def array_spec(n: int, max_parallel: int) -> str:
 
 
 def _check_place(script: Path, job: SlurmJob) -> None:
-    out = job.output_dir.resolve()
     where = script.parent.resolve()
-    if where == out or out in where.parents:
-        raise OutputError("the SLURM script and its participant list must not be inside the public output folder")
+    for what, folder in (("public output", job.output_dir), ("input", job.bids_dir)):
+        f = folder.resolve()
+        if where == f or f in where.parents:
+            raise OutputError(f"the SLURM script and its participant list must not be inside the {what} folder "
+                              f"{folder}; put them in a folder of their own")
 
 
 def _write(path: Path, text: str, mode: int) -> None:
@@ -185,6 +195,7 @@ def write_slurm_scripts(script: Path, job: SlurmJob) -> SlurmFiles:
     files = SlurmFiles(
         array_script=script,
         participants_file=folder / f"{stem}-participants.txt",
+        settings_file=job.settings_file or folder / f"{stem}-settings.json",
         group_script=folder / f"{stem}-group.sbatch",
         submit_script=folder / f"{stem}-submit.sh",
         log_dir=folder / f"{stem}-logs",
@@ -207,7 +218,7 @@ def write_slurm_scripts(script: Path, job: SlurmJob) -> SlurmFiles:
         f'WORK={work}/task-"$TASK"',
         'mkdir -p "$WORK"',
         f"{runner} {_common_args(job)} participant --participant-label \"$LABEL\" "
-        f"{_opts(job)} -w \"$WORK\" --n-cpus {job.n_cpus}",
+        f"{_opts(job)} -w \"$WORK\" --n-cpus {job.n_cpus}" + " -v" * job.verbose,
         'rm -rf "$WORK"',
         "",
     ]
@@ -219,7 +230,7 @@ def write_slurm_scripts(script: Path, job: SlurmJob) -> SlurmFiles:
         "set -euo pipefail",
         f'WORK={work}/group',
         'mkdir -p "$WORK"',
-        f"{runner} {_common_args(job)} group {_opts(job)} -w \"$WORK\"",
+        f"{runner} {_common_args(job)} group {_opts(job)} -w \"$WORK\"" + " -v" * job.verbose,
         'rm -rf "$WORK"',
         "",
     ]
@@ -245,42 +256,15 @@ def write_slurm_scripts(script: Path, job: SlurmJob) -> SlurmFiles:
     return files
 
 
-def passthrough_options(args) -> list[str]:
-    """``bids-deid`` options of a parsed command line that both levels need again."""
-    opts: list[str] = []
-    if args.profile != "basic":
-        prof = Path(args.profile)
-        opts += ["--profile", str(prof.absolute()) if prof.suffix in (".yaml", ".yml") else args.profile]
-    if args.deface_method:
-        opts += ["--deface-method", args.deface_method]
-    if args.template:
-        tpl = Path(args.template)
-        opts += ["--template", str(tpl.absolute()) if tpl.exists() else args.template]
-    if args.write_defacemask:
-        opts.append("--write-defacemask")
-    if args.sourcedata != "dicom":
-        opts += ["--sourcedata", args.sourcedata]
-    if args.heuristic:
-        opts += ["--heuristic", str(args.heuristic.absolute())]
-    if args.input_type != "auto":
-        opts += ["--input-type", args.input_type]
-    if args.session_label:
-        opts += ["--session-label", *args.session_label]
-    if args.dataset_type != "raw":
-        opts += ["--dataset-type", args.dataset_type]
-    if args.skip_bids_validation:
-        opts.append("--skip-bids-validation")
-    if getattr(args, "license", None):
-        opts += ["--license", args.license]
-    if getattr(args, "authors", None):
-        opts += ["--authors", *args.authors]
-    opts += ["-v"] * int(args.verbose or 0)
-    return opts
+def write_from_args(args, settings) -> SlurmFiles:
+    """Build a :class:`SlurmJob` from parsed ``bids-deid`` arguments and the run's settings; write its files.
 
+    The settings are saved beside the script; the tasks and the group job load them.
+    """
+    from dataclasses import replace
 
-def write_from_args(args) -> SlurmFiles:
-    """Build a :class:`SlurmJob` from parsed ``bids-deid`` arguments and write its scripts."""
     from .dataset import normalise_labels
+    from .settings import save
 
     if args.key_file is None:
         raise InputError("--slurm-script needs --key-file: the key is passed to the jobs by path, never in a script")
@@ -301,16 +285,19 @@ def write_from_args(args) -> SlurmFiles:
         subjects = [s for s in subjects if s in wanted]
     if not subjects:
         raise InputError(f"no sub-* folders in {bids}")
-    out = args.output_dir.absolute()
-    private = (args.private_dir or out.with_name(out.name + "-private")).absolute()
-    work = (args.work_dir or private / "work").absolute()
+    out, private, work = settings.output_dir, settings.private_dir, settings.work_dir
     container = args.slurm_container.absolute() if args.slurm_container else None
     if container is not None and not container.exists():
         log.warning("container image %s does not exist (yet)", container)
     job = SlurmJob(
         bids_dir=bids, output_dir=out, private_dir=private, key_file=args.key_file.absolute(),
-        participants=subjects, work_dir=work, options=passthrough_options(args),
+        participants=subjects, work_dir=work,
         max_parallel=args.slurm_max_parallel, mem=args.slurm_mem, time=args.slurm_time, n_cpus=args.n_cpus,
-        container=container,
+        container=container, verbose=int(args.verbose or 0),
     )
-    return write_slurm_scripts(args.slurm_script, job)
+    script = args.slurm_script.absolute()
+    _check_place(script, job)
+    stem = script.name[: -len(".sbatch")] if script.name.endswith(".sbatch") else script.stem
+    job = replace(job, settings_file=script.parent / f"{stem}-settings.json")
+    save(replace(settings, participants=None), job.settings_file)
+    return write_slurm_scripts(script, job)

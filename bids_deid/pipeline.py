@@ -20,6 +20,8 @@ from .private import check_key, ensure_dir, read_json, write_json, write_private
 from .progress import STAGES, Bar
 from .progress import wanted as progress_wanted
 from .pseudonym import Pseudonymizer
+from .record import check_group
+from .record import ensure as ensure_record
 from .scrub.nifti import scrub_nifti_file
 from .scrub.sidecar import ScrubLog, dump_json, load_json, scrub_sidecar
 from .scrub.tabular import read_tsv, scrub_dated_table, scrub_participants, write_tsv
@@ -117,7 +119,7 @@ class SubjectRun:
         self.identifiers += slog.identifiers
 
     def _record(self, rel: str, status: str, reason: str = "", **extra) -> None:
-        self.records[rel] = {"status": status, "reason": reason, **extra}
+        self.records[rel] = {"status": status, "reason": reason, **extra, "settings": self.s.run_id}
 
     def out(self, rel: str) -> Path:
         return self.s.output_dir / rel
@@ -332,6 +334,10 @@ class SubjectRun:
             "dated_tsv": self.do_dated_tsv, "copy": self.do_copy, "source": self.do_source,
             "convert": self.do_convert, "companion": self.do_companion,
         }
+        if not s.dry_run:  # incomplete until finish() (the group level refuses incomplete subjects)
+            from .record import subject_started
+
+            subject_started(s, self.new, self.subject, self.records)
         withheld_images = set()
         # Images first, so a withheld image also withholds its sidecar.
         ordered = sorted(tasks, key=lambda t: t.kind not in ("nifti", "convert"))
@@ -361,10 +367,8 @@ class SubjectRun:
         s, p = self.s, self.s.private_dir
         # Only this subject's scratch: other jobs may share the work dir.
         shutil.rmtree(s.work_dir / f"sub-{self.new}", ignore_errors=True)
-        summary = {"subject": self.new, "records": self.records}
         if s.dry_run:
             return {"subject": self.new, "original": self.subject, "plan": self.plan_lines}
-        write_json(p / "state" / f"sub-{self.new}.json", summary)
         encode = json.JSONEncoder(sort_keys=True).encode  # one encoder for every record (a study has ~10^5)
         write_private(p / "audit" / f"sub-{self.new}.jsonl", "\n".join(map(encode, self.audit)) +
                       ("\n" if self.audit else ""))
@@ -374,6 +378,10 @@ class SubjectRun:
             sessions = ";".join(f"{a}>{b}" for a, b in self.sessions.items())
             write_private(p / "mapping" / f"sub-{self.new}.tsv",
                           f"sub-{self.subject}\tsub-{self.new}\t{self.offset}\t{sessions}\n")
+        # last: the state says complete only once every private file of the subject is written
+        write_json(p / "state" / f"sub-{self.new}.json", {"subject": self.new, "original": self.subject,
+                                                           "complete": True, "settings": s.run_id,
+                                                           "records": self.records})
         return {"subject": self.new, "original": self.subject, "counts": _count(self.records),
                 "not_written": sorted([rel, r["status"], r.get("reason", "")] for rel, r in self.records.items()
                                       if r["status"] not in ("written", "defaced"))}
@@ -472,6 +480,7 @@ def run_participant(s: Settings) -> list[dict]:
     if not s.dry_run:
         check_locations(s)
         check_key(s.private_dir, Pseudonymizer(s.key).fingerprint)
+        s = ensure_record(s)
         _cleanup_subject_temps(s, subjects)
         if not s.skip_validation:
             validate_input(s)
@@ -586,6 +595,7 @@ def run_group(s: Settings, raw: bool = False) -> dict:
     check_locations(s)
     pseudo = Pseudonymizer(s.key)
     check_key(s.private_dir, pseudo.fingerprint)
+    s = check_group(s)  # every subject complete, under the recorded settings and key
     cleanup_temps(s.output_dir)  # group level runs after every participant job: all leftovers go
     slog = ScrubLog()
     records: dict[str, dict] = {}
@@ -723,6 +733,7 @@ def run_raw_participant(s: Settings) -> list[dict]:
     if not s.dry_run:
         check_locations(s)
         check_key(s.private_dir, pseudo.fingerprint)
+        s = ensure_record(s)
         # temp files of earlier runs are removed at group level (other jobs may be writing now)
     s.work_dir.mkdir(parents=True, exist_ok=True)
     job = Path(tempfile.mkdtemp(prefix="raw-", dir=s.work_dir))  # one per job: jobs may share -w

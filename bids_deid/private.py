@@ -47,7 +47,7 @@ def check_key(private_dir: Path, fingerprint: str) -> None:
     """Record the key fingerprint on first use; refuse a different key later."""
     path = private_dir / "key-fingerprint"
     if not path.exists():
-        _create_once(path, (fingerprint + "\n").encode())
+        create_once(path, (fingerprint + "\n").encode())
     old = path.read_text().strip()
     if old != fingerprint:
         raise KeyFileError(
@@ -55,7 +55,7 @@ def check_key(private_dir: Path, fingerprint: str) -> None:
         )
 
 
-def _create_once(path: Path, data: bytes) -> None:
+def create_once(path: Path, data: bytes) -> None:
     """Create ``path`` with ``data`` unless it exists; race-safe between parallel jobs.
 
     A complete temp file is hard-linked into place: the link fails if another job got
@@ -86,3 +86,6 @@ def _create_once(path: Path, data: bytes) -> None:
             os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+_create_once = create_once  # older name, still imported by bids_deid.audit.accept

@@ -42,23 +42,85 @@ def generate_key(path: str | os.PathLike) -> Path:
     return path
 
 
+#: what a key must have: length, distinct characters and estimated entropy (bits)
+KEY_MIN_CHARS = 32
+KEY_MIN_DISTINCT = 12
+KEY_MIN_BITS = 128
+_MAKE_ONE = "make a good one with 'bids-deid --generate-key KEYFILE' (32 random bytes, mode 0600)"
+
+
+def key_weakness(text: str) -> str | None:
+    """Why ``text`` is too weak to be a key, or None.
+
+    The entropy is estimated from the key's own character frequencies (Shannon entropy per
+    character times its length): a guessable key (a repeated letter, a word, a short
+    number) falls below :data:`KEY_MIN_BITS` even when it is long enough.
+    """
+    import math
+    from collections import Counter
+
+    if len(text) < KEY_MIN_CHARS:
+        return f"too short ({len(text)} characters, need at least {KEY_MIN_CHARS})"
+    counts = Counter(text)
+    if len(counts) < KEY_MIN_DISTINCT:
+        return f"too few distinct characters ({len(counts)}, need at least {KEY_MIN_DISTINCT})"
+    bits = -sum(n * math.log2(n / len(text)) for n in counts.values())
+    if bits < KEY_MIN_BITS:
+        return f"too little entropy (about {bits:.0f} bits, need at least {KEY_MIN_BITS})"
+    return None
+
+
 def _decode_key(text: str, where: str) -> bytes:
     text = text.strip()
-    if len(text) < 16:
-        raise KeyFileError(f"the key in {where} is too short (need at least 16 characters)")
+    weak = key_weakness(text)
+    if weak:
+        raise KeyFileError(f"the key in {where} is weak: {weak}; {_MAKE_ONE}")
     return text.encode("utf-8")
 
 
+def check_key_place(key_file: str | os.PathLike, forbidden: dict[str, str | os.PathLike]) -> None:
+    """Refuse a key file inside any of the ``forbidden`` folders (input, public output).
+
+    A key inside the input would be read as data (and could be copied); inside the output it
+    would be published.
+    """
+    key = Path(key_file).absolute().resolve()
+    for what, folder in forbidden.items():
+        f = Path(folder).absolute().resolve()
+        if f == key or f in key.parents:
+            raise KeyFileError(f"the key file {key_file} lies inside the {what} folder {folder}; move it to a "
+                               "private place outside both (e.g. your home folder, mode 0600)")
+
+
+def forget_key_env() -> None:
+    """Drop ``$BIDS_DEID_KEY`` from this process's environment once the key is read.
+
+    Every child process (the validator, dcm2niix, workers started later) then starts without it.
+    """
+    os.environ.pop(KEY_ENV, None)
+
+
 def load_key(key_file: str | os.PathLike | None = None) -> bytes:
-    """Return the key from ``key_file`` or the ``BIDS_DEID_KEY`` environment variable."""
+    """Return the key from ``key_file`` or the ``BIDS_DEID_KEY`` environment variable.
+
+    Raises
+    ------
+    KeyFileError
+        When there is no key, it cannot be read, it is weak, or its file can be read by the
+        group or by others.
+    """
     if key_file is not None:
         path = Path(key_file)
         try:
+            mode = path.stat().st_mode
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise KeyFileError(f"cannot read key file {path}: {exc.strerror or exc}") from exc
         except UnicodeDecodeError as exc:
             raise KeyFileError(f"key file {path} is not text") from exc
+        if mode & 0o077:
+            raise KeyFileError(f"key file {path} can be read by others (mode {mode & 0o777:04o}); "
+                               f"make it private with: chmod 600 {path}")
         return _decode_key(text, str(path))
     env = os.environ.get(KEY_ENV)
     if env:

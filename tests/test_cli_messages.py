@@ -157,9 +157,11 @@ def test_slurm_jobs_carry_license_and_authors(tmp_path, canary_ds, key_file, cap
     script = tmp_path / "jobs" / "deid.sbatch"
     assert main([str(canary_ds), str(tmp_path / "out"), "participant", "--key-file", str(key_file),
                  "--slurm-script", str(script), "--license", "CC0", "--authors", "Ada Lovelace"]) == 0
+    settings = script.with_name("deid-settings.json")
+    rec = json.loads(settings.read_text())
+    assert rec["license"] == "CC0" and rec["authors"] == ["Ada Lovelace"]
     for job in (script, script.with_name("deid-group.sbatch")):
-        text = job.read_text()
-        assert "--license CC0" in text and "--authors 'Ada Lovelace'" in text, job.name
+        assert f"--settings {settings}" in job.read_text(), job.name
 
 
 def test_next_step_with_key_from_environment(tmp_path, canary_ds, key_file, capsys, monkeypatch):

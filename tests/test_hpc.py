@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import threading
@@ -35,7 +36,12 @@ def test_array_script_one_participant_per_task(tmp_path, small_ds, key_file, cap
     text = script.read_text()
     assert "#SBATCH --array=0-1%1" in text
     assert "#SBATCH --mem=3G" in text and "#SBATCH --time=01:00:00" in text and "--cpus-per-task=2" in text
-    assert "--deface-method none" in text and "--n-cpus 2" in text
+    assert "--n-cpus 2" in text
+    # the options that change outputs travel in one settings file that both levels load
+    settings = json.loads(script.with_name("deid-settings.json").read_text())
+    assert settings["deface_method"] == "none"
+    assert f"--settings {script.with_name('deid-settings.json')}" in text
+    assert oct(script.with_name("deid-settings.json").stat().st_mode & 0o777) == "0o600"
     plist = script.with_name("deid-participants.txt")
     assert plist.read_text().split() == ["canary01", "canary02"]
     assert oct(plist.stat().st_mode & 0o777) == "0o600"
@@ -56,7 +62,9 @@ def test_key_passed_by_path_never_inlined(tmp_path, small_ds, key_file):
     for p in script.parent.iterdir():
         if p.is_file():
             assert secret not in p.read_text()
-    assert str(key_file.absolute()) in script.read_text()
+    rec = json.loads(script.with_name("deid-settings.json").read_text())
+    assert rec["key_file"] == str(key_file.absolute())  # by path, with its fingerprint
+    assert secret not in json.dumps(rec)
 
 
 def test_task_index_selects_participant_line(tmp_path, small_ds, key_file):

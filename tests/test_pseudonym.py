@@ -61,8 +61,48 @@ def test_key_file_roundtrip(tmp_path, monkeypatch):
         generate_key(path)
     with pytest.raises(KeyFileError, match="generate-key"):
         load_key(None)
-    monkeypatch.setenv("BIDS_DEID_KEY", "x" * 40)
-    assert load_key(None) == b"x" * 40
+    good = path.read_text().strip()
+    monkeypatch.setenv("BIDS_DEID_KEY", good)
+    assert load_key(None) == good.encode()
     (tmp_path / "short").write_text("abc")
+    (tmp_path / "short").chmod(0o600)
     with pytest.raises(KeyFileError, match="too short"):
         load_key(tmp_path / "short")
+
+
+@pytest.mark.parametrize("text, why", [
+    ("a" * 16, "too short"),  # accepted before: sixteen a's
+    ("x" * 40, "distinct"),
+    ("abababababcdcdcdcdcdefefefefefghghghghgh", "distinct"),
+    ("abcdefghijkl" + "a" * 30, "entropy"),
+])
+def test_weak_keys_refused_with_how_to_make_one(tmp_path, monkeypatch, text, why):
+    f = tmp_path / "weak.key"
+    f.write_text(text + "\n")
+    f.chmod(0o600)
+    with pytest.raises(KeyFileError, match=why) as exc:
+        load_key(f)
+    assert "--generate-key" in str(exc.value)
+    monkeypatch.setenv("BIDS_DEID_KEY", text)
+    with pytest.raises(KeyFileError, match=why):
+        load_key(None)
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o660])
+def test_key_file_open_to_others_refused(tmp_path, mode):
+    f = generate_key(tmp_path / "k")
+    f.chmod(mode)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        load_key(f)
+    f.chmod(0o600)
+    assert load_key(f)
+
+
+def test_generated_and_hex_keys_are_strong():
+    import secrets
+
+    from bids_deid.pseudonym import key_weakness
+
+    for _ in range(200):
+        assert key_weakness(secrets.token_urlsafe(32)) is None
+        assert key_weakness(secrets.token_hex(32)) is None
