@@ -326,11 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--generate-key", type=Path)
+    pre.add_argument("folders", nargs="*", type=Path)
     early, _ = pre.parse_known_args(argv)
     if early.generate_key and not any(a in ("-h", "--help") for a in argv):
-        from .pseudonym import generate_key
+        from .pseudonym import check_key_place, generate_key
 
-        try:
+        try:  # with BIDS_DIR OUTPUT_DIR given too, the new key goes in neither
+            check_key_place(early.generate_key, dict(zip(("input", "public output"), early.folders[:2], strict=False)))
             path = generate_key(early.generate_key)
         except (BidsDeidError, OSError) as exc:
             print(f"bids-deid: error: {exc}", file=sys.stderr)
