@@ -138,7 +138,13 @@ class SubjectRun:
     # -- per kind
     def do_sidecar(self, t: FileTask, data: dict | None = None) -> None:
         slog = ScrubLog()
-        obj = load_json(t.src.read_bytes(), t.src.name) if data is None else data
+        from .limits import ResourceLimitError
+
+        try:
+            obj = load_json(t.src.read_bytes(), t.src.name) if data is None else data
+        except ResourceLimitError as exc:  # withheld, the rest goes on
+            self._record(t.rel_out, "withheld", str(exc))
+            return
         obj = scrub_sidecar(obj, self.s.profile, self.offset, slog)
         # IntendedFor, Sources, RawSources, AssociatedEmptyRoom, ... name files by their original labels.
         obj = _relabel_any(obj, self.relabel_value)
@@ -223,11 +229,27 @@ class SubjectRun:
             self._log(t.rel_out, slog)
             self._record(t.rel_out, "written")
             return
+        if not self._fits_deface(t):
+            return
         tmp = self.s.work_dir / f"sub-{self.new}" / t.rel_out
         scrub_nifti_file(t.src, tmp, self.s.profile, slog)
         self._log(t.rel_out, slog)
         self._deface(tmp, dst, t.rel_out)
         tmp.unlink(missing_ok=True)
+
+    def _fits_deface(self, t: FileTask) -> bool:
+        """Size and packing ratio from the header alone, before anything is unpacked (bids_deid.limits)."""
+        from .limits import ResourceLimitError, check_image_for_deface
+        from .scrub.nifti import data_size, voxel_count
+
+        h = scrub_nifti_file(t.src, None, self.s.profile, ScrubLog())
+        try:
+            check_image_for_deface(t.src, voxel_count(h), data_size(h, t.src.name))
+        except ResourceLimitError as exc:
+            self._record(t.rel_out, "withheld", str(exc))
+            self.audit.append({"file": t.rel_out, "field": "voxels", "action": "withhold", "why": str(exc)})
+            return False
+        return True
 
     def _deface(self, src: Path, dst: Path, rel: str) -> None:
         from .deface import deface_file

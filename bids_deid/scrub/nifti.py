@@ -190,6 +190,16 @@ def data_size(h: NiftiHeader, where: str) -> int:
     return int(np.prod([int(d) for d in dim[1 : ndim + 1]], dtype=object)) * bitpix // 8
 
 
+def voxel_count(h: NiftiHeader) -> int:
+    """Voxels the header declares (product of the used dims; 0 for a corrupt dim field)."""
+    dt = _DTYPES[h.version].newbyteorder(h.endian)
+    dim = np.frombuffer(bytes(h.header), dtype=dt.fields["dim"][0], count=1, offset=dt.fields["dim"][1])[0]
+    ndim = int(dim[0])
+    if not 1 <= ndim <= 7:
+        return 0
+    return int(np.prod([max(int(d), 0) for d in dim[1 : ndim + 1]], dtype=object))
+
+
 def _copy_rest(src: IO[bytes], dst: IO[bytes], limit: int | None = None) -> int:
     n = 0
     while chunk := src.read(CHUNK if limit is None else min(CHUNK, limit - n)):

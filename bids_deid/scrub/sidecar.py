@@ -45,8 +45,10 @@ class ScrubLog:
 
 def load_json(data: bytes, where: str) -> Any:
     """Parse JSON bytes or raise a one-line :class:`InputError`."""
+    from ..limits import load_json_limited  # size and depth limits
+
     try:
-        return json.loads(data.decode("utf-8-sig"))
+        return load_json_limited(data, where)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InputError(f"corrupt JSON file {where}: {exc.__class__.__name__}") from exc
 
