@@ -81,6 +81,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="License of the output dataset, e.g. CC0 (OpenNeuro's default; else the input's)")
     out.add_argument("--authors", nargs="+", metavar="NAME",
                      help="Authors of the output dataset, one argument per author (else the input's)")
+    out.add_argument("--bids-validator-config", type=Path, metavar="FILE",
+                     help="bids-validator config file (issues to ignore), used for the input and the output")
     out.add_argument("--dry-run", action="store_true", help="print the plan (every file and what is removed)")
     out.add_argument("--skip-bids-validation", "--skip_bids_validator", "--skip-bids-validator",
                      action="store_true", dest="skip_bids_validation", help="do not validate the input")
@@ -153,6 +155,8 @@ def _settings(args: argparse.Namespace, parser: argparse.ArgumentParser | None =
         skip_validation=args.skip_bids_validation or bool(rec.get("skip_validation")),
         sessions=cli.sessions if args.session_label else (tuple(rec["sessions"]) if rec.get("sessions") else None),
         license=args.license or rec.get("license"),
+        bids_validator_config=cli.bids_validator_config or (
+            Path(rec["bids_validator_config"]) if rec.get("bids_validator_config") else None),
         authors=tuple(args.authors) if args.authors else (tuple(rec["authors"]) if rec.get("authors") else None),
     )
 
@@ -193,6 +197,7 @@ def _cli_settings(args: argparse.Namespace, out: Path, private: Path, work: Path
         clean_pixels=args.clean_pixels, license=args.license,
         authors=tuple(args.authors) if args.authors else None,
         profile_spec=spec, key_file=key_file.absolute() if key_file is not None else None,
+        bids_validator_config=args.bids_validator_config.absolute() if args.bids_validator_config else None,
     )
 
 
@@ -242,6 +247,8 @@ def check_output_dir(s, args: argparse.Namespace, parser: argparse.ArgumentParse
     if s.analysis_level != "group":
         return
     has_subjects = any(out.glob("sub-*")) or any(out.glob("sourcedata/*/sub-*"))
+    if not any(p.is_dir() for p in s.bids_dir.glob("sub-*")) and (s.bids_dir / "dataset_description.json").is_file():
+        return  # a dataset without subjects (atlas, templates): all of it is dataset level
     if not has_subjects:
         raise OutputError(f"no participant has been processed into {out} yet; run the participant level first: "
                           f"{level_command(parser, args, 'participant')}{_key_note(args)}")

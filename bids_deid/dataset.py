@@ -23,7 +23,7 @@ class FileTask:
 
     src: Path
     rel_out: str | None  # path under OUTPUT_DIR (None: not written)
-    kind: str  # nifti | sidecar | coldict | dated_tsv | copy | dicom | twix | unknown
+    kind: str  # nifti | sidecar | coldict | dated_tsv | copy | source | convert | companion | format | unknown
     deface: bool = False
     note: str = ""  # why an "unknown" task is left out, when it is not just its type
 
@@ -146,6 +146,8 @@ def classify(rel: str) -> tuple[str, bool]:
     if name.endswith((".tsv", ".tsv.gz", ".bval", ".bvec")):
         return "copy", False
     low = name.lower()
+    if name.split(".")[0].endswith("_photo"):
+        return "format", False  # photos: withheld unless the profile keeps them (bids_deid.formats.photo)
     if "micr" in parts[:-1] and low.endswith((".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".btf", ".dcm")):
         return "convert", False  # whole-slide image: scrubbed, written as OME-TIFF (bids_deid.convert.micr)
     if low.endswith((".hdr", ".mnc", ".par")):
@@ -173,12 +175,27 @@ def plan_subject(
     Symbolic links out of ``bids_dir`` are not followed unless ``follow_links`` (set for the
     staging tree bids-deid builds from raw input, whose links point at that input).
     """
+    from .formats import is_folder_format
+
     tasks: list[FileTask] = []
     root = bids_dir / f"sub-{subject}"
     for path in sorted(root.rglob("*")):
         if not follow_links and outside_link(path, bids_dir):
             if path.is_symlink():  # reported once, at the link itself; what lies behind it is not looked at
                 tasks.append(FileTask(path, None, "unknown", note="symbolic link out of the input: not followed"))
+            continue
+        inner = path.relative_to(root).parts
+        if any(is_folder_format(p) for p in inner[:-1]):
+            continue  # inside a recording stored as a folder: handled with the folder
+        if path.is_dir() and is_folder_format(path.name):
+            rel = path.relative_to(bids_dir).as_posix()
+            ses = re.search(r"(?:^|/)ses-([A-Za-z0-9]+)(?:/|$)", rel)
+            if selected_sessions and ses and ses.group(1) not in selected_sessions:
+                continue
+            if not bids_name(path.name, subject):
+                tasks.append(FileTask(path, None, "unknown", note="not a BIDS file name (no sub- entity first)"))
+            else:
+                tasks.append(FileTask(path, relabel_rel(rel, subject, new_subject, sessions), "format"))
             continue
         if path.is_dir() or path.name.startswith("."):
             if path.is_file():
@@ -189,6 +206,8 @@ def plan_subject(
         if selected_sessions and ses and ses.group(1) not in selected_sessions:
             continue
         kind, needs_deface = classify(rel)
+        if kind == "unknown" and bids_name(path.name, subject):
+            kind = "format"  # the format registry decides: scrubbed and carried, or withheld with a reason
         if kind not in ("unknown", "companion") and not bids_name(path.name, subject):
             tasks.append(FileTask(path, None, "unknown", note="not a BIDS file name (no sub- entity first)"))
             continue
@@ -228,3 +247,45 @@ def root_files(bids_dir: Path) -> tuple[list[Path], list[Path]]:
         else:
             left_out.append(path)
     return handled, left_out
+
+
+_ENTITY = re.compile(r"(?<![A-Za-z0-9])(sub|ses)-([A-Za-z0-9]+)(?![A-Za-z0-9])")
+
+
+@dataclass(frozen=True)
+class Relabel:
+    """Every subject and session label of a dataset, old -> new, applied to any string.
+
+    Cross-subject references (``AssociatedEmptyRoom`` naming ``sub-emptyroom``,
+    ``bids::sub-02/...`` URIs, ``.bidsignore`` patterns) are relabelled like the
+    subject's own paths. A ``ses-`` label takes the map of the last ``sub-`` label seen
+    before it in the string; with none, a session label that maps the same way in every
+    subject (or the subject given) is replaced.
+    """
+
+    subjects: dict[str, str]
+    sessions: dict[str, dict[str, str]]
+
+    def __call__(self, value: str, subject: str | None = None) -> str:
+        """``value`` relabelled; ``subject`` (original label) owns ``ses-`` labels met before any ``sub-``."""
+        if "sub-" not in value and "ses-" not in value:
+            return value
+        current: list[str | None] = [subject]
+
+        def one(m: re.Match) -> str:
+            kind, label = m[1], m[2]
+            if kind == "sub":
+                current[0] = label
+                return f"sub-{self.subjects.get(label, label)}"
+            if current[0] is not None and current[0] in self.sessions:
+                return f"ses-{self.sessions[current[0]].get(label, label)}"
+            return f"ses-{self.unambiguous_sessions().get(label, label)}"
+
+        return _ENTITY.sub(one, value)
+
+    def unambiguous_sessions(self) -> dict[str, str]:
+        seen: dict[str, set[str]] = {}
+        for m in self.sessions.values():
+            for old, new in m.items():
+                seen.setdefault(old, set()).add(new)
+        return {old: next(iter(new)) for old, new in seen.items() if len(new) == 1}

@@ -73,10 +73,25 @@ def session_map(s: Settings, pseudo: Pseudonymizer, subject: str) -> dict[str, s
     return {ses: pseudo.session(subject, ses) for ses in sessions if date_like_label(ses)}
 
 
+_RELABELS: dict[tuple, object] = {}
+
+
+def dataset_relabel(s: Settings, pseudo: Pseudonymizer):
+    """The input's :class:`~bids_deid.dataset.Relabel` (every subject and session label), cached per process."""
+    from .dataset import Relabel
+
+    key = (str(s.bids_dir), pseudo.fingerprint, s.profile.subjects, s.profile.sessions, s.labels_pseudonymized)
+    if key not in _RELABELS:
+        subjects = list_subjects(s.bids_dir)
+        _RELABELS[key] = Relabel({x: pseudonym_for(s, pseudo, x) for x in subjects},
+                                 {x: session_map(s, pseudo, x) for x in subjects})
+    return _RELABELS[key]
+
+
 def selected_subjects(s: Settings) -> list[str]:
     subjects = list_subjects(s.bids_dir)
     if not subjects:
-        raise InputError(f"no sub-* folders in {s.bids_dir}")
+        return []  # atlas / template datasets: everything is dataset level (the group step)
     if s.participants:
         missing = [p for p in s.participants if p not in subjects]
         if missing:
@@ -111,6 +126,7 @@ class SubjectRun:
         self.state = read_json(s.private_dir / "state" / f"sub-{self.new}.json", {}) or {}
         self.records: dict[str, dict] = self.state.get("records", {})
         self.plan_lines: list[str] = []
+        self._relabel = None
 
     # -- helpers
     def _log(self, rel: str, slog: ScrubLog) -> None:
@@ -131,9 +147,10 @@ class SubjectRun:
         return f"sourcedata/{folder}/sub-{self.new}/{parent}/{name}"
 
     def relabel_value(self, value: str) -> str:
-        from .dataset import relabel_rel
-
-        return relabel_rel(value, self.subject, self.new, self.sessions)
+        """Every subject/session label in ``value`` (this subject's and other subjects') relabelled."""
+        if self._relabel is None:
+            self._relabel = dataset_relabel(self.s, self.pseudo)
+        return self._relabel(value, self.subject)
 
     # -- per kind
     def do_sidecar(self, t: FileTask, data: dict | None = None) -> None:
@@ -170,6 +187,50 @@ class SubjectRun:
         for k in set(obj) - set(keep):
             slog.change(k, "remove", "column not kept")
         self._write(t.rel_out, dump_json(keep), slog)
+
+    def do_format(self, t: FileTask) -> None:
+        """A file (or folder recording) of any other format: through the format registry."""
+        from .formats import handler_for
+        from .formats.base import Context
+
+        mod = handler_for(t.src)
+        if mod is None:
+            what = "".join(Path(t.src.name).suffixes[-2:]) or t.src.name
+            self._record(t.rel_out, "withheld", f"no format module reads '{what}' files (unknown may identify)")
+            if self.s.dry_run:
+                self.plan_lines.append(f"  WITHHOLD {t.rel_out} (unknown file type)")
+            return
+        ctx = Context(rel_out=t.rel_out, offset_days=self.offset, relabel=self.relabel_value, subject=self.new,
+                      keep_photos=self.s.profile.keep_photos)
+        res = mod.scrub(t.src, self.s.profile, ctx)
+        self._log(t.rel_out, res.log)
+        if res.withheld:
+            self._record(t.rel_out, "withheld", res.withheld)
+            for comp in mod.companions(t.src):
+                self._record(self._companion_rel(t, comp), "withheld", "goes with a withheld file")
+            if self.s.dry_run:
+                self.plan_lines.append(f"  WITHHOLD {t.rel_out} ({res.withheld})")
+            return
+        if self.s.dry_run:
+            self.plan_lines.append(f"  {mod.NAME:8} {t.rel_out}")
+            return
+        self.write_outcome(res)
+        self._record(t.rel_out, "written")
+
+    def _companion_rel(self, t: FileTask, comp: Path) -> str:
+        return t.rel_out.rpartition("/")[0] + "/" + self.relabel_value(comp.name)
+
+    def write_outcome(self, res) -> None:
+        """Write what a format handler returned (bytes, or a source file copied unchanged)."""
+        for rel, data in res.writes.items():
+            path = self.out(rel)
+            if not path.exists():
+                if isinstance(data, Path):
+                    with open(data, "rb") as fh:
+                        atomic_write_bytes(path, fh.read())
+                else:
+                    atomic_write_bytes(path, data)
+            self._record(rel, "written")
 
     def do_dated_tsv(self, t: FileTask) -> None:
         slog = ScrubLog()
@@ -234,6 +295,12 @@ class SubjectRun:
         tmp = self.s.work_dir / f"sub-{self.new}" / t.rel_out
         scrub_nifti_file(t.src, tmp, self.s.profile, slog)
         self._log(t.rel_out, slog)
+        why = _not_defaceable(tmp)
+        if why:
+            tmp.unlink(missing_ok=True)
+            self._record(t.rel_out, "withheld", why)
+            self.audit.append({"file": t.rel_out, "field": "voxels", "action": "withhold", "why": why})
+            return
         self._deface(tmp, dst, t.rel_out)
         tmp.unlink(missing_ok=True)
 
@@ -354,15 +421,17 @@ class SubjectRun:
         handlers = {
             "nifti": self.do_nifti, "sidecar": self.do_sidecar, "coldict": self.do_coldict,
             "dated_tsv": self.do_dated_tsv, "copy": self.do_copy, "source": self.do_source,
-            "convert": self.do_convert, "companion": self.do_companion,
+            "convert": self.do_convert, "companion": self.do_companion, "format": self.do_format,
         }
         if not s.dry_run:  # incomplete until finish() (the group level refuses incomplete subjects)
             from .record import subject_started
 
             subject_started(s, self.new, self.subject, self.records)
-        withheld_images = set()
-        # Images first, so a withheld image also withholds its sidecar.
-        ordered = sorted(tasks, key=lambda t: t.kind not in ("nifti", "convert"))
+        claimed = _claimed_companions(tasks)
+        withheld_images: set[str] = set()
+        data_dirs: set[str] = set()  # folders where at least one data file was written
+        # Data files first, so a withheld one also withholds its sidecars; scans.tsv last (its rows follow).
+        ordered = sorted(tasks, key=lambda t: (t.kind not in DATA_KINDS, t.kind == "dated_tsv"))
         bar = Bar(f"sub-{self.new}", len(ordered), show=progress_wanted(s.progress) and not s.dry_run)
         for t in bar.each(ordered, _stage_text):
             if t.kind == "unknown":
@@ -371,13 +440,28 @@ class SubjectRun:
                 if s.dry_run:
                     self.plan_lines.append(f"  LEAVE OUT {rel} (unknown file type)")
                 continue
-            if t.kind == "sidecar" and _stem(t.rel_out) in withheld_images:
-                self._record(t.rel_out, "withheld", "its image was withheld")
+            if t.src in claimed:
+                continue  # written (or withheld) with the file it belongs to
+            if t.kind not in DATA_KINDS and t.kind != "source" and _goes_with_withheld(t.rel_out, withheld_images,
+                                                                                        data_dirs):
+                self._record(t.rel_out, "withheld", "its data file was withheld")
                 continue
-            handlers[t.kind](t)
-            outs = (t.rel_out, *(_stem(t.rel_out or "") + e for e in (".nii.gz", ".ome.tif")))  # converted too
-            if t.kind in ("nifti", "convert") and any(self.records.get(o, {}).get("status") == "withheld" for o in outs):
-                withheld_images.add(_stem(t.rel_out))
+            try:
+                handlers[t.kind](t)
+            except (OutputError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # one bad file never stops the run: withheld with a one-line reason
+                rel = t.rel_out or t.src.relative_to(s.bids_dir).as_posix()
+                log.info("withheld %s", rel, exc_info=s.verbose)
+                self._record(rel, "withheld", self.relabel_value(_one_line(exc)))  # reasons name new labels only
+            outs = (t.rel_out, t.src.relative_to(s.bids_dir).as_posix(),
+                    *(_stem(t.rel_out or "") + e for e in (".nii.gz", ".ome.tif")))  # converted too
+            if t.kind in DATA_KINDS:
+                fates = {self.records.get(o, {}).get("status") for o in outs}
+                if fates & {"withheld", "left out", "error"} and not fates & {"written", "defaced"}:
+                    withheld_images.add(_stem(t.rel_out))
+                else:
+                    data_dirs.add(t.rel_out.rpartition("/")[0])
         bar.close()
         if getattr(self, "_dicom_unsynced", False):
             from .atomic import sync_tree
@@ -448,6 +532,27 @@ def _face_in_pixels(path: Path) -> str | None:
     return f"{modality} image whose pixels may show the face: withheld while defacing is on"
 
 
+#: smallest head image the defacer can judge: fewer voxels or slices than this along any
+#: axis, or less than this many millimetres of field of view, cannot show where the face is
+_MIN_VOXELS, _MIN_FOV_MM = 16, 60.0
+
+
+def _not_defaceable(path: Path) -> str:
+    """Why an anatomical image cannot be defaced (so it is withheld), or ''."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    shape = img.shape[:3] if len(img.shape) >= 3 else (*img.shape, *([1] * (3 - len(img.shape))))
+    zooms = img.header.get_zooms()[:3]
+    if min(shape) < _MIN_VOXELS:
+        return (f"too thin or small to deface ({'x'.join(map(str, img.shape))} voxels): withheld, "
+                "its face could not be removed")
+    fov = [n * float(z) for n, z in zip(shape, zooms, strict=False)]
+    if min(fov) < _MIN_FOV_MM:
+        return f"field of view too small to deface ({min(fov):.0f} mm): withheld, its face could not be removed"
+    return ""
+
+
 def _stage_text(t: FileTask) -> str:
     """The progress bar's stage for a task (output names only: they hold no identifier)."""
     stage = STAGES["deface" if t.kind == "nifti" and t.deface else t.kind]
@@ -456,6 +561,54 @@ def _stage_text(t: FileTask) -> str:
 
 def _stem(rel: str) -> str:
     return rel.split(".")[0]
+
+
+#: task kinds that are data files (handled first: their sidecars follow their fate)
+DATA_KINDS = ("nifti", "convert", "format")
+#: files that belong to a recording's entities rather than to its suffix (withheld with it)
+_ASSOCIATED = ("channels", "events", "electrodes", "physio", "physioevents", "stim", "headshape", "markers",
+               "optodes")
+
+
+def _goes_with_withheld(rel: str | None, withheld: set[str], data_dirs: set[str]) -> bool:
+    """True for a sidecar, or an associated table of the same recording, of a withheld data file;
+    and for a folder's coordinate system when every data file of that folder was withheld."""
+    if not rel or not withheld:
+        return False
+    stem = _stem(rel)
+    if stem in withheld:
+        return True
+    prefix, _, suffix = stem.rpartition("_")
+    if suffix in _ASSOCIATED and any(w.rpartition("_")[0] == prefix for w in withheld):
+        return True
+    folder = rel.rpartition("/")[0]
+    return suffix in _PER_FOLDER and folder not in data_dirs and any(w.rpartition("/")[0] == folder for w in withheld)
+
+
+#: files that describe a whole folder of recordings (kept while any of them is)
+_PER_FOLDER = ("coordsystem", "headshape", "photo", "electrodes")
+
+
+def _claimed_companions(tasks: list[FileTask]) -> set[Path]:
+    """Files that a format handler takes with another file (the .eeg of a .vhdr, the .fdt of a .set)."""
+    from .formats import handler_for
+
+    claimed: set[Path] = set()
+    for t in tasks:
+        if t.kind != "format":
+            continue
+        mod = handler_for(t.src)
+        if mod is not None:
+            try:
+                claimed.update(mod.companions(t.src))
+            except OSError:
+                continue
+    return claimed
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"could not be processed ({exc.__class__.__name__}{': ' + text[:200] if text else ''})"
 
 
 def _count(records: dict) -> dict:
@@ -537,7 +690,7 @@ def _cleanup_subject_temps(s: Settings, subjects: list[str]) -> None:
 def validate_input(s: Settings) -> None:
     from .validate import run_validator
 
-    res = run_validator(s.bids_dir)
+    res = run_validator(s.bids_dir, config=s.bids_validator_config)
     write_json(s.private_dir / "validator-input.json", res.report)
     if res.errors:
         raise InputError(
@@ -676,7 +829,7 @@ def run_group(s: Settings, raw: bool = False) -> dict:
     write_json(s.private_dir / "state" / "_dataset.json", {"records": records})
     _merge_mapping(s)
     validation = None
-    res = run_validator(s.output_dir)
+    res = run_validator(s.output_dir, config=s.bids_validator_config)
     write_json(s.private_dir / "validator-output.json", res.report)
     validation = {"errors": res.errors, "warnings": res.warnings, "codes": res.codes}
     write_json(s.private_dir / "audit-settings.json", {"free_text": s.profile.audit_free_text})

@@ -40,7 +40,7 @@ BURNED_IN_POLICIES = ("skip", "keep")
 
 _TOP_KEYS = {
     "name", "description", "extends", "subjects", "sessions", "dates",
-    "sidecar", "nifti", "tabular", "dicom", "deface", "audit",
+    "sidecar", "nifti", "tabular", "dicom", "deface", "audit", "files",
 }
 _SECTION_KEYS = {
     "sidecar": {"rules", "keep_unknown"},
@@ -49,6 +49,7 @@ _SECTION_KEYS = {
     "dicom": {"options", "rules", "burned_in", "burned_in_modalities", "pixel_regions", "keep_private"},
     "deface": {"method", "write_defacemask"},
     "audit": {"free_text"},
+    "files": {"keep_photos"},
 }
 _TAG_RE = re.compile(r"^\(?([0-9A-Fa-f]{4}),?([0-9A-Fa-f]{4})\)?$")
 
@@ -88,6 +89,7 @@ class Profile:
     dicom_keep_private: tuple = ()
     deface_method: str = "template"
     write_defacemask: bool = False
+    keep_photos: bool = False  # files.keep_photos: *_photo images carried (metadata stripped) instead of withheld
     audit_free_text: str = "review"  # identifier-shaped strings in kept free text: "review" or "require" (fail)
     raw: dict = field(default_factory=dict, compare=False, repr=False)
 
@@ -307,6 +309,7 @@ def load_profile(spec: str = "basic") -> Profile:
         dicom_keep_private=_keep_private(dcm.get("keep_private"), where),
         deface_method=_choice(dfc.get("method", "template"), DEFACE_METHODS, "deface.method", where),
         write_defacemask=bool(dfc.get("write_defacemask", False)),
+        keep_photos=bool((data.get("files") or {}).get("keep_photos", False)),
         audit_free_text=_choice((data.get("audit") or {}).get("free_text", "review"), ("review", "require"),
                                 "audit.free_text", where),
         raw=data,

@@ -19,7 +19,7 @@ from tqdm import tqdm
 STAGES = {
     "nifti": "header", "deface": "defacing", "sidecar": "sidecar", "coldict": "column dictionary",
     "dated_tsv": "table", "copy": "copy", "source": "DICOM", "convert": "convert", "companion": "convert",
-    "unknown": "left out",
+    "format": "scrub", "unknown": "left out",
 }
 
 

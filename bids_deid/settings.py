@@ -71,6 +71,7 @@ class Settings:
     authors: tuple[str, ...] | None = None  # dataset_description Authors (else the input's)
     profile_spec: str = "basic"  # what --profile said (a shipped name or an absolute path)
     key_file: Path | None = None  # where the key came from (None: $BIDS_DEID_KEY)
+    bids_validator_config: Path | None = None  # --bids-validator-config: passed to every validator call
     run_id: str = ""  # id of the recorded settings this run writes with (see bids_deid.record)
 
 
@@ -133,6 +134,7 @@ def to_record(s: Settings) -> dict:
         "sessions": list(s.sessions) if s.sessions else None,
         "skip_validation": s.skip_validation,
         "license": s.license, "authors": list(s.authors) if s.authors else None,
+        "bids_validator_config": str(s.bids_validator_config) if s.bids_validator_config else None,
     }
     rec["settings_id"] = settings_id(rec)
     return rec
@@ -228,6 +230,7 @@ def from_record(rec: dict, *, analysis_level: str, key: bytes | None = None, **o
         skip_series_policy=rec["skip_series_policy"], clean_pixels=bool(rec["clean_pixels"]),
         license=rec.get("license"), authors=tuple(rec["authors"]) if rec.get("authors") else None,
         profile_spec=rec["profile"], key_file=key_file,
+        bids_validator_config=Path(rec["bids_validator_config"]) if rec.get("bids_validator_config") else None,
     )
     values.update(override)
     return Settings(**values)

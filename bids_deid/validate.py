@@ -31,9 +31,18 @@ def _binary() -> str:
     return found
 
 
-def run_validator(dataset: Path, timeout: int = 1800) -> ValidatorResult:
-    """Validate ``dataset``; returns counts and the parsed JSON report."""
-    cmd = [_binary(), "--format", "json", "--max-rows", "-1", str(dataset)]
+def run_validator(dataset: Path, timeout: int = 1800, config: Path | None = None) -> ValidatorResult:
+    """Validate ``dataset``; returns counts and the parsed JSON report.
+
+    ``config`` is a bids-validator configuration file (``--config``: issues to ignore or
+    to raise), passed on as given so that input and output are judged the same way.
+    """
+    cmd = [_binary(), "--format", "json", "--max-rows", "-1"]
+    if config is not None:
+        if not Path(config).is_file():
+            raise BidsDeidError(f"bids-validator config {config} does not exist")
+        cmd += ["--config", str(config)]
+    cmd.append(str(dataset))
     log.info("running the BIDS validator on %s", dataset.name)
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     try:

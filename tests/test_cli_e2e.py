@@ -187,7 +187,17 @@ def test_error_corrupt_file_and_no_partial(tmp_path, canary_ds, key_file, capsys
         f.write_bytes(f.read_bytes()[:300])
     out = tmp_path / "o"
     rc = _run(canary_ds, out, key_file, "participant", "--skip-bids-validation")
-    _one_line_error(capsys, rc, "corrupt" if damage == "json" else f.name)
+    # One bad file never stops the run: it is withheld, with its sidecar, and listed with a reason.
+    assert rc == 0
+    text = capsys.readouterr().out
+    held = [ln for ln in text.splitlines() if ln.strip().startswith("withheld:") and "_bold." + f.name.split(".", 1)[1]
+            in ln]
+    assert held and ("corrupt" in held[0] or "truncated" in held[0] or "NIfTI" in held[0]), text
+    assert "canary01" not in held[0]  # the reason names the new labels only
+    stem = f.name.split(".")[0].split("_", 1)[1]
+    per_subject = sorted(sorted(p.name.split(".", 1)[1] for p in d.rglob(f"*_{stem}.*")) for d in out.glob("sub-*"))
+    # the damaged subject: a damaged image takes its sidecar with it; a damaged sidecar goes alone
+    assert per_subject == ([["json", "nii.gz"], ["nii.gz"]] if damage == "json" else [[], ["json", "nii.gz"]])
     assert not [p for p in out.rglob("*") if p.name.startswith(".bids-deid-tmp")]
 
 
