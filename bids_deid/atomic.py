@@ -76,6 +76,14 @@ def atomic_write_text(path: str | os.PathLike, text: str, perm: int = 0o644) -> 
     atomic_write_bytes(path, text.encode("utf-8"), perm)
 
 
+def publish(src: str | os.PathLike, dst: str | os.PathLike, perm: int = 0o644) -> None:
+    """Copy a finished scratch file to ``dst`` atomically (``src`` may be on another file system)."""
+    import shutil
+
+    with open(src, "rb") as fh, atomic_open(dst, "wb", perm) as out:
+        shutil.copyfileobj(fh, out, 1 << 22)
+
+
 def cleanup_temps(root: str | os.PathLike) -> int:
     """Remove temp files an interrupted run left under ``root``; return how many."""
     n = 0

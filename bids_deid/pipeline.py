@@ -7,12 +7,11 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from . import __version__
-from .atomic import atomic_write_bytes, cleanup_temps
+from .atomic import atomic_write_bytes, cleanup_temps, publish
 from .config import Settings
 from .dataset import FileTask, check_bids_input, list_subjects, plan_subject, root_files, subject_sessions
 from .errors import BidsDeidError, InputError, OutputError
@@ -20,7 +19,7 @@ from .private import check_key, ensure_dir, read_json, write_json, write_private
 from .progress import STAGES, Bar
 from .progress import wanted as progress_wanted
 from .pseudonym import Pseudonymizer
-from .record import check_group
+from .record import check_group, journal_read, journal_write
 from .record import ensure as ensure_record
 from .scrub.nifti import scrub_nifti_file
 from .scrub.sidecar import ScrubLog, dump_json, load_json, scrub_sidecar
@@ -55,6 +54,8 @@ def check_locations(s: Settings) -> None:
         except OSError as exc:
             raise OutputError(f"cannot write to {where}: {exc.strerror or exc}") from exc
     ensure_dir(priv)
+    if priv in work.parents or work == priv:
+        ensure_dir(work)  # the default work dir: 0700 like the rest of the private side
 
 
 def pseudonym_for(s: Settings, pseudo: Pseudonymizer, subject: str) -> str:
@@ -281,9 +282,17 @@ class SubjectRun:
             what = "deface  " if t.deface else "header  "
             self.plan_lines.append(f"  {what} {t.rel_out}  ({len(slog.changes)} header changes)")
             return
+        resumed = journal_read(self.s, self.new, t.rel_out) if t.deface and dst.exists() else None
+        if t.deface and dst.exists() and resumed is None:
+            dst.unlink()  # a public image without its private record is not known to be defaced: redone
         if dst.exists():
             scrub_nifti_file(t.src, None, self.s.profile, slog)
             self._log(t.rel_out, slog)
+            if resumed is not None:  # the defacing result, QC names and audit entry, as first recorded
+                self._record(t.rel_out, **resumed["record"])
+                self.audit.append(resumed["audit"])
+            else:
+                self._record(t.rel_out, "written")
             return
         if not t.deface:
             scrub_nifti_file(t.src, dst, self.s.profile, slog)
@@ -292,8 +301,8 @@ class SubjectRun:
             return
         if not self._fits_deface(t):
             return
-        tmp = self.s.work_dir / f"sub-{self.new}" / t.rel_out
-        scrub_nifti_file(t.src, tmp, self.s.profile, slog)
+        tmp = ensure_dir(self.s.work_dir / f"sub-{self.new}" / Path(t.rel_out).parent) / Path(t.rel_out).name
+        scrub_nifti_file(t.src, tmp, self.s.profile, slog, perm=0o600)  # not yet defaced: private
         self._log(t.rel_out, slog)
         why = _not_defaceable(tmp)
         if why:
@@ -325,12 +334,15 @@ class SubjectRun:
         if self.s.write_defacemask or self.s.profile.write_defacemask:
             entities, suffix = dst.name.split(".")[0].rsplit("_", 1)
             mask = dst.with_name(f"{entities}_mod-{suffix}_defacemask.nii.gz")
+        # written in the private scratch first; public only after its private record (resumes)
+        scratch = ensure_dir(self.s.work_dir / f"sub-{self.new}" / "defaced")
+        tmp_dst, tmp_mask = scratch / dst.name, scratch / mask.name if mask is not None else None
         if self.s.deface_method == "skullstrip":
             from .deface.skullstrip import skullstrip_file
 
-            res = skullstrip_file(src, dst, qc=True)
+            res = skullstrip_file(src, tmp_dst, qc=True)
         else:
-            res = deface_file(src, dst, template=self.s.template, defacemask_path=mask, qc=True)
+            res = deface_file(src, tmp_dst, template=self.s.template, defacemask_path=tmp_mask, qc=True)
         qc_dir = self.s.private_dir / "qc" / f"sub-{self.new}"
         qc_names = {}
         for name, png in (res.qc_images or {}).items():
@@ -339,10 +351,17 @@ class SubjectRun:
             qc_names[name] = f"qc/sub-{self.new}/{fname}"
         metrics = {k: v for k, v in res.metrics.items() if isinstance(v, int | float | str | bool)}
         status = "defaced" if res.passed else "withheld"
-        self._record(rel, status, res.reason, metrics=metrics, qc=qc_names,
-                     faces_before=res.faces_before, faces_after=res.faces_after)
-        self.audit.append({"file": rel, "field": "voxels", "action": "deface" if res.passed else "withhold",
-                           "why": res.reason})
+        record = {"status": status, "reason": res.reason, "metrics": metrics, "qc": qc_names,
+                  "faces_before": res.faces_before, "faces_after": res.faces_after}
+        entry = {"file": rel, "field": "voxels", "action": "deface" if res.passed else "withhold", "why": res.reason}
+        journal_write(self.s, self.new, rel, {"record": record, "audit": entry})
+        for tmp, final in ((tmp_mask, mask), (tmp_dst, dst)):  # the image last: it marks the file done
+            if res.passed and tmp is not None and tmp.exists():
+                publish(tmp, final)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        self._record(rel, **record)
+        self.audit.append(entry)
 
     def do_source(self, t: FileTask) -> None:
         from .scrub.dicom import deidentify_file, is_dicom
@@ -369,8 +388,13 @@ class SubjectRun:
             self.plan_lines.append(f"  dicom    {rel}")
             return
         # no fsync per file: run() syncs the output once after the subject's files
-        res = deidentify_file(t.src, self.out(rel), self.s.profile, self.pseudo, subject=self.new, offset_days=self.offset,
+        # A resumed file is de-identified again into scratch (then dropped): its audit record and the
+        # identifiers the leak audit searches are those of an uninterrupted run.
+        dst = self.out(rel) if not self.out(rel).exists() else self._scratch(rel)
+        res = deidentify_file(t.src, dst, self.s.profile, self.pseudo, subject=self.new, offset_days=self.offset,
                               fsync=False)
+        if dst != self.out(rel):
+            dst.unlink(missing_ok=True)
         self._dicom_unsynced = True
         for c in res.changes:
             self.audit.append({"file": rel, **c})
@@ -400,19 +424,22 @@ class SubjectRun:
         if self.s.dry_run:
             self.plan_lines.append(f"  twix     {rel}")
             return
-        if self.out(rel).exists():
-            from .convert.twix import read_twix_identifiers
-
-            self.identifiers += read_twix_identifiers(t.src)
-        else:
-            try:
-                changes, idents = scrub_twix(t.src, self.out(rel), f"sub-{self.new}")
-            except InputError as exc:
-                self._record(rel, "error", str(exc))
-                return
-            self.identifiers += idents
-            self.audit += [{"file": rel, **c} for c in changes]
+        dst = self.out(rel) if not self.out(rel).exists() else self._scratch(rel)  # resumed: as in do_source
+        try:
+            changes, idents = scrub_twix(t.src, dst, f"sub-{self.new}")
+        except InputError as exc:
+            self._record(rel, "error", str(exc))
+            return
+        finally:
+            if dst != self.out(rel):
+                dst.unlink(missing_ok=True)
+        self.identifiers += idents
+        self.audit += [{"file": rel, **c} for c in changes]
         self._record(rel, "written")
+
+    def _scratch(self, rel: str) -> Path:
+        """A private scratch path (0700 folders) for a file whose public copy already exists."""
+        return ensure_dir(self.s.work_dir / f"sub-{self.new}" / "recheck") / Path(rel).name
 
     def run(self) -> dict:
         s = self.s
@@ -665,7 +692,10 @@ def run_participant(s: Settings) -> list[dict]:
         from dataclasses import replace
 
         # One bar of participants in this process; workers draw none (their lines would interleave).
-        with ProcessPoolExecutor(max_workers=min(s.n_cpus, len(subjects))) as ex, \
+        from .private import die_with_parent
+
+        with ProcessPoolExecutor(max_workers=min(s.n_cpus, len(subjects)), initializer=die_with_parent,
+                                 initargs=(os.getpid(),)) as ex, \
                 Bar("participants", len(subjects), show=progress_wanted(s.progress) and not s.dry_run,
                     unit="participant") as bar:
             futures = [ex.submit(_run_subject, replace(s, progress=False), subj) for subj in subjects]
@@ -682,6 +712,7 @@ def _cleanup_subject_temps(s: Settings, subjects: list[str]) -> None:
     pseudo = Pseudonymizer(s.key)
     for subj in subjects:
         new = pseudonym_for(s, pseudo, subj)
+        shutil.rmtree(s.work_dir / f"sub-{new}", ignore_errors=True)  # scratch of a killed run
         for folder in [s.output_dir / f"sub-{new}", *s.output_dir.glob(f"sourcedata/*/sub-{new}")]:
             if folder.is_dir():
                 cleanup_temps(folder)
@@ -911,7 +942,9 @@ def run_raw_participant(s: Settings) -> list[dict]:
         s = ensure_record(s)
         # temp files of earlier runs are removed at group level (other jobs may be writing now)
     s.work_dir.mkdir(parents=True, exist_ok=True)
-    job = Path(tempfile.mkdtemp(prefix="raw-", dir=s.work_dir))  # one per job: jobs may share -w
+    from .private import claim_job_dir
+
+    job, lock = claim_job_dir(s.work_dir, "raw-")  # one per job: jobs may share -w; dead jobs' removed
     try:
         # While defacing, series that became BIDS images keep their (facial) DICOM out of sourcedata.
         sourcedata = s.sourcedata if s.deface_method == "none" else "non-bids-only"
@@ -954,12 +987,14 @@ def run_raw_participant(s: Settings) -> list[dict]:
                         skip_validation=True)
         subjects = set(list_subjects(staging))  # and those with only sourcedata (CT, twix, ...)
         subjects |= {p.name[4:] for p in staging.glob("sourcedata/*/sub-*") if p.is_dir()}
+        _cleanup_subject_temps(inner, sorted(subjects))  # half-files of a killed run of these subjects
         results = [_run_subject(inner, subj) for subj in sorted(subjects)]
         _forget_kept_names(s.private_dir, sorted(subjects))
         return results
     finally:
         if not s.dry_run:
             shutil.rmtree(job, ignore_errors=True)
+        os.close(lock)
 
 
 def _series_record(r: dict, sourcedata: str) -> dict:

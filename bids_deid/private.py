@@ -19,9 +19,35 @@ FILE_MODE = 0o600
 
 
 def ensure_dir(path: Path) -> Path:
-    path.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
+    """``path`` and every folder created on the way to it: mode 0700 (existing ancestors are left alone)."""
+    path = Path(path)
+    missing = []
+    p = path
+    while not p.exists() and p != p.parent:
+        missing.append(p)
+        p = p.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            d.mkdir(mode=DIR_MODE)
+        os.chmod(d, DIR_MODE)  # whatever the umask
     os.chmod(path, DIR_MODE)
     return path
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Worker initializer: the kernel kills this process when its parent dies (Linux), so a killed
+    run leaves no worker writing into the output; elsewhere, a worker whose parent is already gone exits."""
+    import signal
+
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
 
 def write_private(path: Path, data: bytes | str) -> None:
@@ -89,3 +115,34 @@ def create_once(path: Path, data: bytes) -> None:
 
 
 _create_once = create_once  # older name, still imported by bids_deid.audit.accept
+
+
+def claim_job_dir(work_dir: Path, prefix: str) -> tuple[Path, int]:
+    """A fresh 0700 scratch folder for one job, locked while the job runs; returns (folder, lock fd).
+
+    Folders of the same ``prefix`` left by killed jobs (their lock no longer held) are removed
+    first; those of jobs still running (on this machine) are left alone.
+    """
+    import fcntl
+    import shutil
+
+    for old in Path(work_dir).glob(prefix + "*"):
+        lock = old / ".lock"
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except FileNotFoundError:  # no lock: a job that died before taking it, or an older version
+            shutil.rmtree(old, ignore_errors=True)
+            continue
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            continue  # held: that job is running
+        shutil.rmtree(old, ignore_errors=True)
+        os.close(fd)
+    job = Path(tempfile.mkdtemp(prefix=prefix, dir=work_dir))  # 0700
+    fd = os.open(job / ".lock", os.O_RDWR | os.O_CREAT, FILE_MODE)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return job, fd

@@ -101,3 +101,29 @@ def check_group(s: Settings) -> Settings:
         raise OutputError(f"group refused: {'; '.join(bad[:3])}{more}; rerun the participant level for it with "
                           f"the same settings and key")
     return replace(s, run_id=sid)
+
+
+# ------------------------------------------------------------------ per-file journal (resumes)
+def _journal_path(s: Settings, new: str, rel: str) -> Path:
+    import hashlib
+
+    return s.private_dir / "journal" / f"sub-{new}" / (hashlib.sha256(rel.encode()).hexdigest()[:24] + ".json")
+
+
+def journal_write(s: Settings, new: str, rel: str, entry: dict) -> None:
+    """Keep what cannot be recomputed cheaply for one output file (defacing result, QC names).
+
+    Written before the public file is renamed into place: a public file then always has its
+    private record, whatever the moment of a kill.
+    """
+    from .private import write_json
+
+    write_json(_journal_path(s, new, rel), {"file": rel, "settings": s.run_id, **entry})
+
+
+def journal_read(s: Settings, new: str, rel: str) -> dict | None:
+    """The journal entry of ``rel`` made under the current settings, or None."""
+    entry = read_json(_journal_path(s, new, rel))
+    if not isinstance(entry, dict) or entry.get("file") != rel or entry.get("settings") != s.run_id:
+        return None
+    return entry

@@ -238,8 +238,9 @@ def _verify_gzip(path: str, expected: int, where: str) -> None:
         raise InputError(f"written gzip of {where} has {n} bytes, expected {expected}")
 
 
-def scrub_nifti_file(src: Path, dst: Path | None, profile: Profile, log_: ScrubLog) -> NiftiHeader:
-    """Scrub ``src`` into ``dst`` (atomic); with ``dst=None`` only read and log the header.
+def scrub_nifti_file(src: Path, dst: Path | None, profile: Profile, log_: ScrubLog,
+                     perm: int = 0o644) -> NiftiHeader:
+    """Scrub ``src`` into ``dst`` (atomic, mode ``perm``); with ``dst=None`` only read and log the header.
 
     Raises
     ------
@@ -255,7 +256,7 @@ def scrub_nifti_file(src: Path, dst: Path | None, profile: Profile, log_: ScrubL
                 return h
             gz_out = dst.name.endswith(".gz")
             size = data_size(h, where)  # bytes after the voxel data (text appended to a file) are dropped
-            with atomic_open(dst, "wb") as out:
+            with atomic_open(dst, "wb", perm) as out:
                 if gz_out:
                     with igzip.IGzipFile(filename="", mode="wb", fileobj=out, compresslevel=GZ_LEVEL, mtime=0) as gz:
                         gz.write(new_header)
