@@ -28,6 +28,8 @@ from typing import Any
 import yaml
 
 from ..errors import ProfileError
+from .guess import Guess, sanitize_label
+from .reproin import reproin_guess
 
 log = logging.getLogger(__name__)
 
@@ -63,32 +65,6 @@ _ALLOWED = {
 DIR_SUFFIXES = ("epi", "bold", "sbref", "dwi", "asl", "m0scan")
 # world (RAS+) axis -> label when the phase axis points to + / - along it
 _DIR_LABELS = (("LR", "RL"), ("PA", "AP"), ("IS", "SI"))
-_LABEL_RE = re.compile(r"[^A-Za-z0-9]")
-
-
-@dataclass
-class Guess:
-    """Where one converted image goes.
-
-    ``datatype`` is None for images that are skipped; ``reason`` says why, or which
-    rule placed it. ``entities`` never holds sub/ses; ``run`` only when a heuristic set it.
-    """
-
-    datatype: str | None
-    suffix: str | None
-    entities: dict[str, str] = field(default_factory=dict)
-    reason: str = ""
-    metadata: dict[str, Any] = field(default_factory=dict)  # sidecar fields a user rule adds
-    aslcontext: list[str] | None = None  # a user rule's ASL volume order (repeated over the run)
-
-    @property
-    def skipped(self) -> bool:
-        return self.datatype is None
-
-
-def sanitize_label(text: str) -> str:
-    """A BIDS label from free text: alphanumerics only (empty if nothing is left)."""
-    return _LABEL_RE.sub("", str(text))
 
 
 def task_label(*texts: str | None) -> str:
@@ -481,8 +457,6 @@ def classify(fields: dict, heuristic: list[HeuristicRule] | None = None, reproin
     if str(fields.get("Modality") or "MR").upper() != "MR":
         return Guess(None, None, {}, f"modality {sanitize_label(fields.get('Modality'))} is not MR")
     if reproin:
-        from .reproin import reproin_guess
-
         g = reproin_guess(fields)
         if g is not None:
             if g.skipped:

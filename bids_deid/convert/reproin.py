@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 
-from .classify import Guess, sanitize_label
+from .guess import Guess, sanitize_label
 
 DATATYPES = ("anat", "func", "dwi", "fmap", "perf")
 DEFAULT_SUFFIX = {"func": "bold", "dwi": "dwi", "perf": "asl"}
