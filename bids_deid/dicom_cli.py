@@ -92,18 +92,18 @@ def run(args: argparse.Namespace) -> int:
             audit.write(f'{head[:-1]}, "changes": {r.changes_json()}}}\n')
             counts[r.status] = counts.get(r.status, 0) + 1
             _mapping_from((r,), args.in_dir, pseudo, mapping)
-            if r.status == "error":
-                print(f"bids-deid: error: {r.src.relative_to(args.in_dir)}: {r.reason}", file=sys.stderr)
+            if r.status in ("error", "withheld"):
+                print(f"bids-deid: {r.status}: {r.src.relative_to(args.in_dir)}: {r.reason}", file=sys.stderr)
     rows = ["original_patient_id\tpseudonym"] + [f"{k}\tsub-{v}" for k, v in sorted(mapping.items())]
     atomic_write_text(private / "mapping.tsv", "\n".join(rows) + "\n", perm=0o600)
-    errors = counts.get("error", 0)
+    errors, withheld = counts.get("error", 0), counts.get("withheld", 0)
     print(
         f"bids-deid-dicom: {counts.get('written', 0)} written, {counts.get('exists', 0)} already done, "
-        f"{counts.get('skipped', 0)} skipped, {errors} errors (audit in {private})"
+        f"{counts.get('skipped', 0)} skipped, {withheld} withheld, {errors} errors (audit in {private})"
     )
     if counts.get("written", 0) or counts.get("exists", 0):
         print(f"bids-deid-dicom: note: {NO_DEFACE}")
-    return 1 if errors else 0
+    return 1 if errors or withheld else 0
 
 
 def _clean_pixels(r, out_dir: Path, profile, pseudo: Pseudonymizer, private: Path):

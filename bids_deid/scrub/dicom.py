@@ -29,6 +29,7 @@ from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
+from pydicom.filebase import DicomBytesIO
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -37,6 +38,9 @@ from pydicom.values import multi_string
 
 from .. import __version__
 from ..atomic import atomic_open
+from ..dicom import integrity
+from ..dicom.syntax import refusal as syntax_refusal
+from ..dicom.syntax import transfer_syntax
 from ..profiles import Profile
 from ..pseudonym import Pseudonymizer, shift_da, shift_dt
 from . import dicom_allowlist as allow
@@ -533,12 +537,17 @@ def is_dicom(path: Path) -> bool:
 
 def _read(src: Path) -> Dataset:
     try:
-        return pydicom.dcmread(src)
+        ds = pydicom.dcmread(src)
     except InvalidDicomError:
         ds = pydicom.dcmread(src, force=True)
         if "SOPClassUID" not in ds:
             raise
-        return ds
+    if any(type(e) is RawDataElement and e.VR is None for e in ds._dict.values()):
+        # read as implicit VR (pydicom reads data in the encoding they have, whatever the meta
+        # declares): convert every element now so that each has its VR when written
+        for _ in ds.iterall():
+            pass
+    return ds
 
 
 def _prepare_meta(ds: Dataset) -> None:
@@ -555,10 +564,22 @@ def _prepare_meta(ds: Dataset) -> None:
         ds.file_meta = meta
 
 
-def _write(ds: Dataset, dst: Path, fsync: bool = True) -> None:
+def _write(ds: Dataset, dst: Path, fsync: bool = True, kept: frozenset[int] = frozenset()) -> None:
+    """Write ``ds`` to ``dst`` atomically, once its bytes parse completely, keep the elements
+    ``kept`` and hold pixel data of the length the header declares (else :class:`OutputDefect`)."""
     ds.preamble = b"\x00" * 128  # a preamble may hold data (dual-format files)
+    buf = DicomBytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    data = buf.getvalue()
+    found = integrity.inspect(data)
+    if found.defect is not None:
+        raise OutputDefect(f"the de-identified file would not be whole ({found.defect})")
+    lost = sorted(kept - found.tags.keys())
+    if lost:
+        shown = ", ".join(f"({t >> 16:04X},{t & 0xFFFF:04X})" for t in lost[:5])
+        raise OutputDefect(f"the de-identified file would lose {len(lost)} element(s) the profile keeps ({shown})")
     with atomic_open(dst, "wb", fsync=fsync) as fh:
-        ds.save_as(fh, enforce_file_format=True)
+        fh.write(data)
 
 
 def _subject_for(ds: Dataset, pseudo: Pseudonymizer, subject: str | None) -> str:
@@ -573,15 +594,37 @@ def _process_slow(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, s
                   check_dicom: bool = False) -> DicomResult:
     """The raw path, then the full pydicom path (for files the lean path declines)."""
     src = Path(src)
+    if check_dicom and not is_dicom(src):
+        return DicomResult(src, None, "skipped", "not a DICOM file")
+    found = integrity.inspect_path(src)
+    refused = _refusal(src, found)
+    if refused is not None:
+        return refused
     try:
         return _process_raw(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync)
     except Fallback as exc:
         log.debug("full pydicom path for %s: %s", src, exc)
     except Exception:  # noqa: BLE001 - the full path decides (it reports real errors)
         log.debug("raw path failed on %s; trying the full pydicom path", src, exc_info=True)
-    if check_dicom and not is_dicom(src):
-        return DicomResult(src, None, "skipped", "not a DICOM file")
-    return _process_full(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync)
+    return _process_full(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync, found)
+
+
+_MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
+_DIRECTORY_RECORDS = 0x00041220
+DICOMDIR_REASON = ("DICOMDIR (a media directory) not copied: its records index the input's files and folders, "
+                   "which the de-identified tree renames; the output is read as a folder of files")
+
+
+def _refusal(src: Path, found: integrity.Inspection) -> DicomResult | None:
+    """The result for a file the engine does not write (input defect, unknown transfer syntax,
+    media directory), before any path of the engine reads it; else None."""
+    if found.defect is not None:
+        return DicomResult(src, None, "withheld", f"input defect: {found.defect}; not written")
+    if found.transfer_syntax and transfer_syntax(found.transfer_syntax) is None:
+        return DicomResult(src, None, "withheld", syntax_refusal(found.transfer_syntax))
+    if found.media_sop_class == _MEDIA_DIRECTORY or _DIRECTORY_RECORDS in found.tags:
+        return DicomResult(src, None, "skipped", DICOMDIR_REASON)
+    return None
 
 
 def _process_raw(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subject: str | None,
@@ -626,11 +669,21 @@ def _not_to_write(src: Path, dst: Path, ds: Dataset, profile: Profile, subj: str
 
 
 def _process_full(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subject: str | None,
-                  offset_days: int | None, overwrite: bool, fsync: bool = True) -> DicomResult:
+                  offset_days: int | None, overwrite: bool, fsync: bool = True,
+                  found: integrity.Inspection | None = None) -> DicomResult:
+    if found is None:
+        found = integrity.inspect_path(src)
+        refused = _refusal(src, found)
+        if refused is not None:
+            return refused
     try:
         ds = _read(src)
     except Exception as exc:  # noqa: BLE001 - one line, file never copied
         return DicomResult(src, None, "error", f"not readable as DICOM ({type(exc).__name__})")
+    if len(ds._dict) < len(found.tags):
+        return DicomResult(src, None, "withheld", f"pydicom read {len(ds._dict)} of the file's {len(found.tags)} "
+                           "top-level elements; not written")
+    kept = kept_tags(profile, found.tags)
     subj = _subject_for(ds, pseudo, subject)
     orig_series = _sv(ds, 0x0020000E)
     orig_sop = _sv(ds, 0x00080018)
@@ -642,11 +695,27 @@ def _process_full(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, s
     try:
         _prepare_meta(ds)
         changes, identifiers = deidentify_dataset(ds, profile, pseudo, subj, offset)
-        _write(ds, dst, fsync)
+        missing = [name for tag, name in ((_MS_SOP_CLASS, "SOP Class UID"), (_MS_SOP_INSTANCE, "SOP Instance UID"))
+                   if not _sv(ds.file_meta, tag).strip()]
+        if missing:
+            raise OutputDefect(f"no {' and no '.join(missing)}: the file meta PS3.10 requires cannot be made")
+        _write(ds, dst, fsync, kept)
+    except OutputDefect as exc:
+        return DicomResult(src, None, "withheld", f"{exc}; not written", subject=subj)
     except Exception as exc:  # noqa: BLE001
         log.debug("failed on %s", src, exc_info=True)
         return DicomResult(src, None, "error", f"de-identification failed ({type(exc).__name__})", subject=subj)
     return _written(src, dst, changes, identifiers, subj, ds)
+
+
+def kept_tags(profile: Profile, tags: dict[int, str | None]) -> frozenset[int]:
+    """The top-level ``tags`` (tag -> VR as read) that ``profile`` keeps as they are."""
+    plan = compile_plan(profile)
+    return frozenset(t for t, vr in tags.items() if t >> 16 != 0x0002 and _decide(plan, t, vr) is None)
+
+
+class OutputDefect(Exception):
+    """The bytes about to be written are not a whole DICOM file (nothing is written)."""
 
 
 def _written(src: Path, dst: Path, changes: list[dict], identifiers: list, subj: str, ds: Dataset) -> DicomResult:

@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import os
 import re
+import struct
 from pathlib import Path
 
+from ..dicom import integrity
 from ..pseudonym import shift_da, shift_dt
 from . import dicom_core
 from .dicom_core import (
@@ -70,9 +72,32 @@ _SOP_CLASS, _SOP_INSTANCE, _SERIES_UID, _STUDY_UID = 0x00080016, 0x00080018, 0x0
 _BURNED_IN, _MODALITY = 0x00280301, 0x00080060
 _METHOD_TAGS = (0x00120063, 0x00120064)
 _UID_WATCH = frozenset({_SOP_CLASS, _SOP_INSTANCE, _STUDY_UID, _SERIES_UID})
-# Top-level elements read before the walk (identifiers, output name, burned-in check, charset).
+_MEDIA_DIRECTORY = b"1.2.840.10008.1.3.10"
+_PIXEL_MODULE = (0x00280002, 0x00280004, 0x00280008, 0x00280010, 0x00280011, 0x00280100)
+_PIXEL_TAGS = (PIXEL_DATA, integrity.FLOAT_PIXEL_DATA, integrity.DOUBLE_PIXEL_DATA)
+# Top-level elements read before the walk (identifiers, output name, burned-in check, charset)
+# or looked at by the pixel length check.
 _LOOKED_UP = frozenset({_CHARSET, _PATIENT_ID, _PATIENT_NAME, _SERIES_UID, _SOP_INSTANCE, _SOP_CLASS, _BURNED_IN,
-                        _MODALITY, *dicom_core._IDENT_SOURCES})
+                        _MODALITY, *dicom_core._IDENT_SOURCES, *_PIXEL_MODULE, *_PIXEL_TAGS})
+
+
+def _check_pixels(data, by_tag: dict) -> None:
+    """Fallback (the slower paths report the defect) when the pixel data do not have the length
+    the image header declares."""
+    rec = next((by_tag[t] for t in _PIXEL_TAGS if t in by_tag), None)
+    if rec is None:
+        return
+    try:
+        if rec[5]:
+            pixel = (rec[0], -1, integrity.fragments(data, rec[3], rec[4]))
+        else:
+            pixel = (rec[0], rec[4] - rec[3], 0)
+    except integrity.Defect as exc:
+        raise Fallback(str(exc)) from None
+    values = {t: data[by_tag[t][3]:by_tag[t][4]] for t in _PIXEL_MODULE if t in by_tag}
+    defect = integrity.pixel_defect(values, pixel)
+    if defect is not None:
+        raise Fallback(defect)
 _MISS = object()
 
 
@@ -559,9 +584,12 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
         raise Fallback("implicit transfer syntax but explicit-looking data")
     if 0x00020001 not in meta_values:
         raise Fallback("no file meta version")
+    if meta_values.get(0x00020002, b"").rstrip(b"\0 ") == _MEDIA_DIRECTORY:
+        raise Fallback("media directory (DICOMDIR)")
     f = _File(data, None, eng, plan, implicit)
     recs = f.scan(pos, size)
     by_tag = {r[0]: r for r in recs if r[0] in _LOOKED_UP}
+    _check_pixels(data, by_tag)
     if not eng._keeps_pixels(plan) and any(r[6] == _K_PIXEL for r in recs):
         raise Fallback("the plan does not keep Pixel Data as is")
     cs = by_tag.get(_CHARSET)
@@ -782,7 +810,7 @@ def peek(path, tags: frozenset[int]) -> dict[int, list[str]] | None:
         with open(path, "rb") as fh:
             head = fh.read(READ_WHOLE_MAX)
         return _peek(head, tags)
-    except (Fallback, OSError, UnicodeDecodeError, IndexError, ValueError):
+    except (Fallback, OSError, UnicodeDecodeError, IndexError, ValueError, struct.error):
         return None
 
 

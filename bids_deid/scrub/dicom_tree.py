@@ -40,7 +40,16 @@ def _process(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subjec
             log.debug("lean path failed on %s; trying the raw path", src, exc_info=True)
     from . import dicom  # pydicom: imported only when a file needs it
 
-    return dicom._process_slow(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync, check_dicom)
+    try:
+        return dicom._process_slow(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync,
+                                   check_dicom)
+    except OSError as exc:
+        return DicomResult(Path(src), None, "error", f"cannot read or write ({exc.strerror or type(exc).__name__})")
+    except Exception as exc:  # noqa: BLE001 - hostile input must not stop a run: one line, nothing written
+        log.debug("DICOM engine failed on %s", src, exc_info=True)
+        return DicomResult(Path(src), None, "error",
+                           f"internal error of the DICOM engine ({type(exc).__name__}); nothing written "
+                           "(rerun with -v for details)")
 
 
 # ------------------------------------------------------------------ trees

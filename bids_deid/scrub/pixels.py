@@ -55,6 +55,7 @@ class PixelResult:
     remaining: list[str] = field(default_factory=list)
     before_png: bytes | None = None
     after_png: bytes | None = None
+    photometric_note: str = ""
 
 
 def ocr_available() -> bool:
@@ -221,7 +222,6 @@ def clean_dataset_pixels(ds, regions: tuple[dict, ...] = (), max_passes: int = 3
     LeakError
         When OCR still finds text after ``max_passes`` cleanings.
     """
-    import pydicom  # noqa: PLC0415
 
     if "PixelData" not in ds:
         return PixelResult()
@@ -260,17 +260,44 @@ def clean_dataset_pixels(ds, regions: tuple[dict, ...] = (), max_passes: int = 3
             res.after_png = png_thumbnail(disp)
     if res.remaining:
         raise LeakError(f"burned-in text remains after {max_passes} cleaning passes ({len(res.remaining)} box(es))")
-    bits_stored = int(ds.get("BitsStored", arr.dtype.itemsize * 8) or arr.dtype.itemsize * 8)
-    data = arr[0] if n_frames == 1 else arr
-    if data.dtype.kind == "i" and data.dtype.itemsize > 2 or data.dtype.kind == "u" and data.dtype.itemsize > 2:
-        data = data.astype(np.uint16 if data.dtype.kind == "u" else np.int16)
-    ds.set_pixel_data(np.ascontiguousarray(data), out_pi, min(bits_stored, data.dtype.itemsize * 8),
-                      generate_instance_uid=False)
-    if n_frames > 1:
-        ds.NumberOfFrames = n_frames
-    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    res.photometric_note = store_pixels(ds, arr[0] if n_frames == 1 else arr, pi, out_pi, n_frames)
     ds.BurnedInAnnotation = "NO"
     return res
+
+
+def store_pixels(ds, data: np.ndarray, pi: str, out_pi: str, n_frames: int) -> str:
+    """Put the decoded (and cleaned) ``data`` back into ``ds`` uncompressed, Explicit VR Little
+    Endian, with the input's Bits Allocated, Bits Stored and Pixel Representation; returns why
+    the photometric interpretation changed ('' when it did not)."""
+    import pydicom  # noqa: PLC0415
+
+    bits = int(ds.BitsAllocated)
+    if bits == 1:
+        raw = np.packbits(np.ascontiguousarray(data, dtype=np.uint8).ravel(), bitorder="little").tobytes()
+    else:
+        want = np.dtype(f"<{'i' if int(ds.get('PixelRepresentation', 0) or 0) else 'u'}{bits // 8}")
+        if data.dtype.itemsize * 8 != bits and not np.can_cast(data.dtype, want, "same_kind"):
+            raise ValueError(f"decoded pixels of type {data.dtype} do not fit {bits}-bit storage")
+        raw = np.ascontiguousarray(data, dtype=want).tobytes()
+    if len(raw) % 2:
+        raw += b"\0"
+    ds.PixelData = raw
+    ds["PixelData"].VR = "OW" if bits > 8 else "OB"
+    ds["PixelData"].is_undefined_length = False
+    ds.PhotometricInterpretation = out_pi
+    spp = int(ds.get("SamplesPerPixel", 1) or 1)
+    if spp > 1:
+        ds.PlanarConfiguration = 0  # decoded arrays are colour-by-pixel
+    if n_frames > 1:
+        ds.NumberOfFrames = n_frames
+    for kw in ("ExtendedOffsetTable", "ExtendedOffsetTableLengths", "LossyImageCompression"):
+        if kw in ds and kw != "LossyImageCompression":
+            del ds[kw]
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    if out_pi != pi:
+        return (f"{pi} pixels are written as {out_pi}: the decoder returns {out_pi} and the cleaned image is "
+                "stored uncompressed")
+    return ""
 
 
 def data_uri(png: bytes | None) -> str:
@@ -292,26 +319,48 @@ def deidentify_file_clean_pixels(src: Path, dst: Path, profile, pseudo, subject:
     Files without a burned-in risk go through :func:`bids_deid.scrub.dicom.deidentify_file`
     unchanged. Risky ones have their text blacked out (:func:`clean_dataset_pixels`),
     BurnedInAnnotation set to NO, then the header de-identified and written
-    (uncompressed, Explicit VR Little Endian). A file where text remains is refused
-    (status ``withheld``).
+    (uncompressed, Explicit VR Little Endian, the input's bit depth; a change of photometric
+    interpretation is said in the result). A file where text remains, or whose pixels cannot
+    be decoded or stored again, is refused (status ``withheld``, with the reason); nothing
+    is ever raised for a bad input.
 
     Returns
     -------
     (DicomResult, PixelResult or None)
     """
+    from .dicom import DicomResult  # noqa: PLC0415
+
+    try:
+        return _clean_pixels_file(Path(src), Path(dst), profile, pseudo, subject, offset_days, max_passes)
+    except Exception as exc:  # noqa: BLE001 - a hostile file must not stop the run: one line, nothing written
+        log.debug("pixel cleaning failed on %s", src, exc_info=True)
+        return DicomResult(Path(src), None, "withheld", f"pixel data could not be cleaned ({type(exc).__name__}); "
+                           "not written", subject=subject), None
+
+
+def _clean_pixels_file(src: Path, dst: Path, profile, pseudo, subject, offset_days, max_passes):
     from dataclasses import replace  # noqa: PLC0415
 
+    from ..dicom import integrity  # noqa: PLC0415
+    from ..dicom.syntax import EXPLICIT_BE, name  # noqa: PLC0415
     from .dicom import (  # noqa: PLC0415
         DicomResult,
+        OutputDefect,
         _prepare_meta,
         _read,
+        _refusal,
+        _subject_for,
         _write,
         burned_in_reason,
         deidentify_dataset,
-        deidentify_file,  # noqa: PLC0415
+        deidentify_file,
+        kept_tags,
     )
 
-    src, dst = Path(src), Path(dst)
+    found = integrity.inspect_path(src)
+    refused = _refusal(src, found)
+    if refused is not None:
+        return refused, None
     try:
         ds = _read(src)
     except Exception as exc:  # noqa: BLE001
@@ -321,8 +370,13 @@ def deidentify_file_clean_pixels(src: Path, dst: Path, profile, pseudo, subject:
         return deidentify_file(src, dst, profile, pseudo, subject=subject, offset_days=offset_days), None
     if dst.exists():
         return DicomResult(src, dst, "exists", "already written", subject=subject), None
-    subj = subject or pseudo.subject(str(ds.get("PatientID", "") or "unknown"))
+    subj = _subject_for(ds, pseudo, subject)
     offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
+    ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
+    if ts == EXPLICIT_BE:
+        return DicomResult(src, None, "withheld", f"burned-in text not cleaned: pixel cleaning does not re-encode "
+                           f"{name(ts)} files; not written", subject=subj), None
+    kept = kept_tags(profile, found.tags)
     try:
         _prepare_meta(ds)
         pres = clean_dataset_pixels(ds, profile.dicom_pixel_regions, max_passes=max_passes)
@@ -330,14 +384,33 @@ def deidentify_file_clean_pixels(src: Path, dst: Path, profile, pseudo, subject:
         return DicomResult(src, None, "withheld", str(exc), subject=subj), None
     except Exception as exc:  # noqa: BLE001
         log.debug("pixel cleaning failed on %s", src, exc_info=True)
-        return DicomResult(src, None, "withheld", f"pixel data could not be cleaned ({type(exc).__name__})",
+        why = _decode_failure(exc, name(ts) if ts else "")
+        return DicomResult(src, None, "withheld", f"pixel data could not be cleaned ({why}); not written",
                            subject=subj), None
     changes, identifiers = deidentify_dataset(ds, replace(profile, dicom_burned_in="keep"), pseudo, subj, offset)
     changes.append({"field": "PixelData", "action": "clean",
                     "why": f"{pres.boxes} OCR text box(es) and {pres.region_boxes} fixed region(s) blacked out"})
+    if pres.photometric_note:
+        changes.append({"field": "PhotometricInterpretation", "action": "replace", "why": pres.photometric_note})
     identifiers = list(identifiers) + [("burned-in text", t) for t in pres.texts_found if len(t.strip()) >= 4]
-    _write(ds, dst)
-    return DicomResult(src, dst, "written", "ok (burned-in text cleaned)", changes, identifiers, subj), pres
+    try:
+        _write(ds, dst, True, kept)
+    except OutputDefect as exc:
+        return DicomResult(src, None, "withheld", f"{exc}; not written", subject=subj), None
+    note = "ok (burned-in text cleaned" + (f"; {pres.photometric_note})" if pres.photometric_note else ")")
+    return DicomResult(src, dst, "written", note, changes, identifiers, subj), pres
+
+
+def _decode_failure(exc: Exception, syntax: str) -> str:
+    """Why pixel data could not be decoded, in words that hold nothing of the file."""
+    msg = str(exc)
+    if "decompression bomb" in msg or "exceeds limit" in msg:
+        return "the declared image size exceeds the decoder's decompression-bomb limit"
+    if "does not support" in msg or "No plugins" in msg or "missing" in msg and "dependenc" in msg:
+        return f"no installed decoder supports this {syntax or 'encoding'}"
+    if "broken data stream" in msg or "truncated" in msg.lower():
+        return f"the {syntax or 'compressed'} stream is corrupt"
+    return f"{type(exc).__name__} while decoding {syntax}".rstrip()
 
 
 def write_pixels_qc(path: Path, items: list[dict]) -> Path:
