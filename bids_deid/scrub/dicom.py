@@ -542,7 +542,9 @@ def _read(src: Path) -> Dataset:
         ds = pydicom.dcmread(src, force=True)
         if "SOPClassUID" not in ds:
             raise
-    if any(type(e) is RawDataElement and e.VR is None for e in ds._dict.values()):
+    ts = transfer_syntax(str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""))
+    if ts is not None and not ts.implicit and any(type(e) is RawDataElement and e.VR is None
+                                                  for e in ds._dict.values()):
         # read as implicit VR (pydicom reads data in the encoding they have, whatever the meta
         # declares): convert every element now so that each has its VR when written
         for _ in ds.iterall():
