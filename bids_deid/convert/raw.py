@@ -33,6 +33,7 @@ import pydicom
 
 from ..atomic import atomic_open, atomic_write_text
 from ..errors import InputError
+from ..openneuro import bids_version
 from ..pseudonym import Pseudonymizer
 from .asl import aslcontext_tsv
 from .batch import MAX_DEPTH, conversion_key, convert_links, convert_one, depth_below, index_outputs, start_folder
@@ -49,7 +50,6 @@ log = logging.getLogger(__name__)
 
 WORK_DIR_NAME = ".bids-deid-work"
 UNPACK_DIR_NAME = ".bids-deid-unpacked"  # gzip-compressed DICOM, unpacked (the staging tree links to them)
-BIDS_VERSION = "1.10.0"
 
 _ID_TAGS = (
     "PatientName",
@@ -1227,7 +1227,7 @@ def _stage_raw(
                                               wanted, sourcedata)
         desc = {
             "Name": "bids-deid staging",
-            "BIDSVersion": BIDS_VERSION,
+            "BIDSVersion": bids_version(),
             "DatasetType": "raw",
             "GeneratedBy": [{"Name": "bids-deid", "Description": "staging of raw scanner data (dcm2niix)"}],
         }
