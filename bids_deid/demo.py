@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -199,7 +200,6 @@ def build_demo_dataset(root: Path, head: nib.Nifti1Image | None = None, dicom: b
 
 def main(argv: list[str] | None = None) -> int:
     """``bids-deid-demo OUT``: build the demo dataset and run both levels on it."""
-    from .cli import main as cli_main
     from .pseudonym import generate_key
 
     p = argparse.ArgumentParser(prog="bids-deid-demo", description=__doc__.splitlines()[0])
@@ -226,7 +226,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = ["--key-file", str(key), "--private-dir", str(out / "output-private"), "--n-cpus", args.n_cpus]
     for level in ("participant", "group"):
         print(f"== bids-deid {level}")
-        rc = cli_main(common + [level] + opts)
+        # the demo runs the App as a user does: its own command, in its own process
+        sys.stdout.flush()
+        rc = subprocess.run([sys.executable, "-m", "bids_deid.cli", *common, level, *opts], check=False).returncode
         if rc:
             return rc
     print(f"\nDone. Public, shareable output: {out / 'output'}")
