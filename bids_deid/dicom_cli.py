@@ -80,8 +80,12 @@ def run(args: argparse.Namespace) -> int:
     counts: dict[str, int] = {}
     # Results are streamed: one audit line per file as it is done, only counters and the
     # PatientID -> pseudonym mapping stay in memory (flat in the number of files).
+    from .dicom_resume import Resumer
+
+    resume = Resumer(private / "audit.jsonl", args.in_dir, out_dir, profile, pseudo, private / "work" / "recheck")
     with atomic_open(private / "audit.jsonl", "w", perm=0o600) as audit:
         for r in iter_tree(args.in_dir, out_dir, profile, pseudo, n_cpus=args.n_cpus, progress=True):
+            r = resume.complete(r)  # a file an earlier (maybe killed) run wrote: its audit and mapping too
             if getattr(args, "clean_pixels", False) and r.status == "skipped" and "burned-in" in r.reason:
                 r = _clean_pixels(r, out_dir, profile, pseudo, private)
             head = json.dumps({
@@ -94,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
             _mapping_from((r,), args.in_dir, pseudo, mapping)
             if r.status in ("error", "withheld"):
                 print(f"bids-deid: {r.status}: {r.src.relative_to(args.in_dir)}: {r.reason}", file=sys.stderr)
+    resume.close()
     rows = ["original_patient_id\tpseudonym"] + [f"{k}\tsub-{v}" for k, v in sorted(mapping.items())]
     atomic_write_text(private / "mapping.tsv", "\n".join(rows) + "\n", perm=0o600)
     errors, withheld = counts.get("error", 0), counts.get("withheld", 0)
