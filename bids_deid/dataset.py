@@ -59,7 +59,7 @@ def date_like_label(label: str) -> bool:
     for m in re.finditer(r"(?=(\d{8}))", low):
         d = m.group(1)
         for y, mo, da in ((d[:4], d[4:6], d[6:]), (d[4:], d[2:4], d[:2]), (d[4:], d[:2], d[2:4])):
-            if not 1900 <= int(y) <= 2099:
+            if not 1800 <= int(y) <= 2099:  # shifted dates (OpenNeuro moves them to the 1800s) too
                 continue
             try:
                 _dt.date(int(y), int(mo), int(da))

@@ -13,7 +13,7 @@ from pathlib import Path
 from . import __version__
 from .atomic import atomic_write_bytes, cleanup_temps, publish
 from .config import Settings
-from .dataset import FileTask, check_bids_input, list_subjects, plan_subject, root_files, subject_sessions
+from .dataset import FileTask, check_bids_input, list_subjects, plan_subject, subject_sessions
 from .errors import BidsDeidError, InputError, OutputError
 from .private import check_key, ensure_dir, read_json, write_json, write_private
 from .progress import STAGES, Bar
@@ -58,7 +58,13 @@ def check_locations(s: Settings) -> None:
         ensure_dir(work)  # the default work dir: 0700 like the rest of the private side
 
 
+#: subject labels the BIDS specification gives a meaning (they name no one): kept
+SPEC_SUBJECTS = ("emptyroom",)
+
+
 def pseudonym_for(s: Settings, pseudo: Pseudonymizer, subject: str) -> str:
+    if subject in SPEC_SUBJECTS:
+        return subject  # MEG empty-room recordings: sub-emptyroom by the specification
     return pseudo.subject(subject) if s.profile.subjects == "pseudonymize" else subject
 
 
@@ -121,7 +127,7 @@ class SubjectRun:
         self.offset = self.pseudo.date_offset_days(self.new)
         self.audit: list[dict] = []
         self.identifiers: list[tuple[str, str]] = []
-        if not s.labels_pseudonymized:
+        if not s.labels_pseudonymized and self.new != subject:
             self.identifiers += [("subject label", subject), ("subject label", f"sub-{subject}")]
             self.identifiers += [("session label", f"ses-{ses}") for ses in self.sessions]
         self.state = read_json(s.private_dir / "state" / f"sub-{self.new}.json", {}) or {}
@@ -736,23 +742,66 @@ DD_KEEP = ("Name", "BIDSVersion", "License", "Authors", "Acknowledgements", "How
 
 
 def dataset_description(s: Settings, original: dict) -> dict:
-    """The output's dataset_description.json: safe fields of the input plus GeneratedBy."""
-    from .openneuro import bids_version, publication_fields
+    """The output's dataset_description.json: the schema's fields of the input, GeneratedBy appended.
 
-    dd = {k: original[k] for k in DD_KEEP if k in original}
+    A derivative input stays a derivative; its GeneratedBy and SourceDatasets are kept.
+    """
+    from .openneuro import bids_version, publication_fields
+    from .schema import dataset_description_fields, metadata_fields
+
+    keep = [*DD_KEEP, *dataset_description_fields(), *(["Genetics"] if "Genetics" in metadata_fields() else [])]
+    dd = {k: original[k] for k in dict.fromkeys(keep) if k in original}
     dd.setdefault("Name", "De-identified dataset")
     dd["BIDSVersion"] = bids_version(original.get("BIDSVersion"))
     dd.update(publication_fields(s.license, s.authors, original)[0])  # --license/--authors win
-    dd["DatasetType"] = s.dataset_type
+    dd["DatasetType"] = "derivative" if original.get("DatasetType") == "derivative" else s.dataset_type
     gen = {"Name": "bids-deid", "Version": __version__,
            "Description": f"De-identified with profile '{s.profile.name}'"}
     container = _container()
     if container:
         gen["Container"] = container
-    dd["GeneratedBy"] = [gen]
-    if s.dataset_type == "derivative":
+    before = [g for g in original.get("GeneratedBy") or [] if isinstance(g, dict) and g.get("Name") != "bids-deid"]
+    dd["GeneratedBy"] = [*before, gen]
+    if dd["DatasetType"] == "derivative" and not dd.get("SourceDatasets"):
         dd["SourceDatasets"] = [{"URL": "n/a (withheld: original data are identifiable)"}]
     return dd
+
+
+def _nested_dataset(s: Settings, child: Path, rel: str) -> dict[str, dict]:
+    """A dataset nested in ``derivatives/``: its subjects and its dataset files, like the top one.
+
+    Its private records go to ``PRIVATE/nested/<token>/``; what the leak audit needs (the
+    identifiers met) is copied into the top private dir, and its file records are
+    returned under their path in the output.
+    """
+    from dataclasses import replace
+
+    from .dataset_files import DatasetFiles
+
+    pseudo = Pseudonymizer(s.key)
+    token = pseudo.text_token("nested", rel)
+    priv = s.private_dir / "nested" / token
+    inner = replace(s, bids_dir=child, output_dir=s.output_dir / rel, private_dir=priv, work_dir=s.work_dir / token,
+                    participants=None, dataset_type="derivative", progress=False)
+    try:
+        original = check_bids_input(child)
+    except InputError as exc:
+        return {rel + "/": {"status": "withheld", "reason": str(exc), "original": True}}
+    records: dict[str, dict] = {}
+    subjects = list_subjects(child)
+    for subj in subjects:
+        res = _run_subject(inner, subj)
+        st = read_json(priv / "state" / f"sub-{res['subject']}.json", {}) or {}
+        records.update({f"{rel}/{k}": v for k, v in (st.get("records") or {}).items()})
+    done = {f"sub-{x}": f"sub-{pseudonym_for(s, pseudo, x)}" for x in subjects}
+    files = DatasetFiles(inner, dataset_relabel(inner, pseudo), done, lambda dd: dataset_description(inner, dd),
+                         nested=lambda c, r: _nested_dataset(inner, c, r))
+    records.update({f"{rel}/{k}": v for k, v in files.run(original).items()})
+    idents = list(files.slog.identifiers)
+    for f in sorted((priv / "identifiers").glob("*.json")):
+        idents += [tuple(x) for x in read_json(f, []) or []]
+    write_json(s.private_dir / "identifiers" / f"_nested-{token}.json", [list(x) for x in sorted(set(idents))])
+    return records
 
 
 def _container() -> dict | None:
@@ -807,49 +856,19 @@ def run_group(s: Settings, raw: bool = False) -> dict:
     records: dict[str, dict] = {}
     if raw:
         original_dd, done = _raw_dataset_files(s)
-        subjects, handled, left_out = done, [], []
+        subjects = done
         atomic_write_bytes(s.output_dir / "dataset_description.json", dump_json(dataset_description(s, original_dd)))
     else:
         subjects = list_subjects(s.bids_dir)
         relabel = {f"sub-{subj}": f"sub-{pseudonym_for(s, pseudo, subj)}" for subj in subjects}
         done = {r for r in relabel if (s.output_dir / relabel[r]).is_dir()}
         relabel_done = {k: v for k, v in relabel.items() if k in done}
-        handled, left_out = root_files(s.bids_dir)
-    for path in handled:
-        rel = path.relative_to(s.bids_dir).as_posix()
-        name = path.name
-        if name == "dataset_description.json":
-            data = dump_json(dataset_description(s, original_dd))
-        elif name.endswith(".tsv") and (name == "participants.tsv" or rel.startswith("phenotype/")):
-            header, rows = read_tsv(path.read_bytes(), rel)
-            header, rows, _removed = scrub_participants(header, rows, s.profile, relabel_done, slog)
-            data = write_tsv(header, rows)
-        elif name.endswith(".json") and (name == "participants.json" or rel.startswith("phenotype/")):
-            if not path.with_suffix(".tsv").is_file():  # describes no table: its entries could be anything
-                records[rel] = {"status": "left out", "reason": "column dictionary without its table",
-                                "original": True}
-                continue
-            obj = load_json(path.read_bytes(), rel)
-            header = read_tsv(path.with_suffix(".tsv").read_bytes(), rel)[0]
-            kept = [c for c in header if c in s.profile.participants_columns or (
-                s.profile.tabular_rule(c) and s.profile.tabular_rule(c).action != "remove")]
-            data = dump_json({k: v for k, v in obj.items() if k in kept})
-        elif name.endswith(".json"):
-            data = dump_json(scrub_sidecar(load_json(path.read_bytes(), rel), s.profile, None, slog))
-        else:
-            data = path.read_bytes()
-        atomic_write_bytes(s.output_dir / rel, data)
-        records[rel] = {"status": "written", "reason": ""}
-    for path in left_out:
-        if path.name == "sourcedata" and path.is_dir():
-            # Subjects' parts were handled at participant level; report only the rest.
-            for f in sorted(p for p in path.rglob("*") if p.is_file()):
-                rel = f.relative_to(s.bids_dir).as_posix()
-                if not any(part.startswith("sub-") for part in rel.split("/")[1:]):
-                    records[rel] = {"status": "left out", "reason": "sourcedata file of no subject", "original": True}
-            continue
-        rel = path.relative_to(s.bids_dir).as_posix() + ("/" if path.is_dir() else "")
-        records[rel] = {"status": "left out", "reason": "not a file bids-deid understands", "original": True}
+        from .dataset_files import DatasetFiles
+
+        files = DatasetFiles(s, dataset_relabel(s, pseudo), relabel_done, lambda dd: dataset_description(s, dd),
+                             nested=lambda child, rel: _nested_dataset(s, child, rel))
+        records.update(files.run(original_dd))
+        slog = files.slog
     records.update(_publication_notes(s))
     idents = sorted({(k, v) for k, v in slog.identifiers})
     write_json(s.private_dir / "identifiers" / "_dataset.json", [list(x) for x in idents])

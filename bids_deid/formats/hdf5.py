@@ -24,6 +24,7 @@ NAME = "hdf5"
 _SNIRF_KEEP = {"LengthUnit", "TimeUnit", "FrequencyUnit", "MeasurementTime", "SubjectID", "MeasurementDate"}
 _NWB_GENERAL_KEEP = {"devices", "extracellular_ephys", "intracellular_ephys", "optogenetics", "optophysiology"}
 _NWB_DROP_ROOT = {"file_create_date"}
+_NWB_REPLACED = {"identifier", "session_description", "session_start_time", "timestamps_reference_time"}
 
 
 def sniff(path: Path) -> bool:
@@ -84,27 +85,31 @@ def scrub_snirf(src, dst, ctx: Context, log: ScrubLog) -> None:
     for k, v in src.attrs.items():
         dst.attrs[k] = v
     for name in src:
-        src.copy(src[name], dst, name=name)
-        if not name.startswith("nirs"):
+        if not name.startswith("nirs") or "metaDataTags" not in src[name]:
+            src.copy(src[name], dst, name=name)
             continue
-        tags = dst[name].get("metaDataTags")
-        if tags is None:
-            continue
-        for tag in list(tags):
+        g = dst.create_group(name)
+        for k, v in src[name].attrs.items():
+            g.attrs[k] = v
+        for child in src[name]:
+            if child != "metaDataTags":
+                src.copy(src[name][child], g, name=child)
+        tags_in, tags = src[name]["metaDataTags"], g.create_group("metaDataTags")
+        for tag in tags_in:
             if tag not in _SNIRF_KEEP:
-                _walk_strings(tags[tag], log, f"snirf:{tag}")
-                del tags[tag]
+                _walk_strings(tags_in[tag], log, f"snirf:{tag}")
                 log.change(f"metaDataTags/{tag}", "remove", "SNIRF metadata tag that may identify")
-        if "SubjectID" in tags:
-            log.met("snirf:SubjectID", _text(tags["SubjectID"][()]))
-            _scalar_string(tags, "SubjectID", ctx.subject or "n/a")
-            log.change("metaDataTags/SubjectID", "replace", "new subject label")
-        if "MeasurementDate" in tags:
-            old = _text(tags["MeasurementDate"][()])
-            log.met("snirf:MeasurementDate", old)
-            new = _shift_iso(old, ctx.offset_days) or "unknown"
-            _scalar_string(tags, "MeasurementDate", new)
-            log.change("metaDataTags/MeasurementDate", "shift_date", "SNIRF measurement date")
+            elif tag == "SubjectID":
+                log.met("snirf:SubjectID", _text(tags_in[tag][()]))
+                _scalar_string(tags, "SubjectID", ctx.subject or "n/a")
+                log.change("metaDataTags/SubjectID", "replace", "new subject label")
+            elif tag == "MeasurementDate":
+                old = _text(tags_in[tag][()])
+                log.met("snirf:MeasurementDate", old)
+                _scalar_string(tags, "MeasurementDate", _shift_iso(old, ctx.offset_days) or "unknown")
+                log.change("metaDataTags/MeasurementDate", "shift_date", "SNIRF measurement date")
+            else:
+                src.copy(tags_in[tag], tags, name=tag)
 
 
 def scrub_nwb(src, dst, ctx: Context, log: ScrubLog) -> None:
@@ -138,16 +143,18 @@ def scrub_nwb(src, dst, ctx: Context, log: ScrubLog) -> None:
                     _walk_strings(src["general"][sub], log, f"nwb:general/{sub}")
                     log.change(f"general/{sub}", "remove", "NWB metadata that may identify")
             continue
+        if name in _NWB_REPLACED:
+            continue  # written new below (copying, then overwriting, would leave the old bytes in the file)
         src.copy(src[name], dst, name=name)
     for name in ("identifier", "session_description"):
-        if name in dst:
-            log.met(f"nwb:{name}", _text(dst[name][()]))
+        if name in src:
+            log.met(f"nwb:{name}", _text(src[name][()]))
             _scalar_string(dst, name, "de-identified" if name == "session_description" else
                            f"sub-{ctx.subject or 'x'}:{ctx.rel_out.rsplit('/', 1)[-1]}")
             log.change(name, "replace", "NWB free text")
     for name in ("session_start_time", "timestamps_reference_time"):
-        if name in dst:
-            old = _text(dst[name][()])
+        if name in src:
+            old = _text(src[name][()])
             log.met(f"nwb:{name}", old[:10])
             _scalar_string(dst, name, _shift_iso(old, ctx.offset_days) or "1900-01-01T00:00:00+00:00")
             log.change(name, "shift_date", "NWB session time")
