@@ -246,7 +246,9 @@ def check_output_dir(s, args: argparse.Namespace, parser: argparse.ArgumentParse
                           "that wrote it)")
     if s.analysis_level != "group":
         return
-    has_subjects = any(out.glob("sub-*")) or any(out.glob("sourcedata/*/sub-*"))
+    # a subject whose every file was withheld has no folder in the output, but its record
+    has_subjects = any(out.glob("sub-*")) or any(out.glob("sourcedata/*/sub-*")) or any(
+        (private / "state").glob("sub-*.json"))
     if not any(p.is_dir() for p in s.bids_dir.glob("sub-*")) and (s.bids_dir / "dataset_description.json").is_file():
         return  # a dataset without subjects (atlas, templates): all of it is dataset level
     if not has_subjects:

@@ -169,7 +169,15 @@ class SubjectRun:
         except ResourceLimitError as exc:  # withheld, the rest goes on
             self._record(t.rel_out, "withheld", str(exc))
             return
-        obj = scrub_sidecar(obj, self.s.profile, self.offset, slog)
+        from .schema import tabular_suffixes
+
+        if t.src.name.split(".")[0].rpartition("_")[2] in tabular_suffixes() and isinstance(obj, dict):
+            from .scrub.coldict import scrub_column_dictionary, table_columns
+
+            # events.json, channels.json, physio.json ...: keys naming the table's columns keep their descriptions
+            obj = scrub_column_dictionary(obj, table_columns(t.src), self.s.profile, self.offset, slog)
+        else:
+            obj = scrub_sidecar(obj, self.s.profile, self.offset, slog)
         # IntendedFor, Sources, RawSources, AssociatedEmptyRoom, ... name files by their original labels.
         obj = _relabel_any(obj, self.relabel_value)
         stem = str(t.src)[: -len(".json")]

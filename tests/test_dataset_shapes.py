@@ -150,3 +150,24 @@ def test_every_shape_scrubbed_carried_or_withheld_with_reason(tmp_path, key_file
     a = mne.io.read_raw_fif(ds / "sub-01" / "meg" / "sub-01_task-rest_meg.fif", verbose="error")
     b = mne.io.read_raw_fif(out / new / "meg" / f"{new}_task-rest_meg.fif", verbose="error")
     assert np.array_equal(a.get_data(), b.get_data())
+
+
+def test_subject_column_dictionaries_keep_described_columns(tmp_path):
+    from bids_deid.profiles import load_profile
+    from bids_deid.scrub.coldict import scrub_column_dictionary, table_columns
+    from bids_deid.scrub.sidecar import ScrubLog
+
+    tsv = tmp_path / "sub-01_task-x_events.tsv"
+    tsv.write_text("onset\tduration\ttrial_type\tstim_file\n1\t0\tgo\tface.png\n")
+    side = tmp_path / "sub-01_task-x_events.json"
+    obj = {"trial_type": {"LongName": "Event", "Levels": {"go": "Go"}, "HED": {"go": "Sensory-event"},
+                          "Note": "asked Jane canary"},
+           "stim_file": {"Description": "stimulus"},
+           "OperatorName": "Dr canary",  # not a column and not a BIDS field: removed
+           "StimulusPresentation": {"SoftwareName": "PsychoPy"}}  # a BIDS field: kept
+    side.write_text(json.dumps(obj))
+    log = ScrubLog()
+    out = scrub_column_dictionary(obj, table_columns(side), load_profile("basic"), 0, log)
+    assert out == {"trial_type": {"LongName": "Event", "Levels": {"go": "Go"}, "HED": {"go": "Sensory-event"}},
+                   "stim_file": {"Description": "stimulus"}, "StimulusPresentation": {"SoftwareName": "PsychoPy"}}
+    assert ("coldict:trial_type.Note", "asked Jane canary") in log.identifiers
