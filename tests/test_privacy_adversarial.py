@@ -269,10 +269,12 @@ def test_root_text_files_and_folders(tmp_path, ds, key_file):
         (ds / d).mkdir()
         (ds / d / "canary.txt").write_text("CANARYSMITH\n")
     (ds / ".hidden_canary").write_text("x")
-    assert _both(ds, tmp_path / "out", key_file) == 3  # README carried over: the audit must catch it
-    hits = _hits(tmp_path)
-    assert any(h["file"] == "README" for h in hits)
-    assert [h for h in canary_hits(tmp_path / "out") if not h.startswith("README")] == []
+    assert _both(ds, tmp_path / "out", key_file) == 3  # README, code/, stimuli/ carried: the audit must catch them
+    hit_files = {h["file"] for h in _hits(tmp_path)}
+    assert {"README", "code/canary.txt", "stimuli/canary.txt"} <= hit_files, hit_files
+    carried = ("README", "code/", "stimuli/", "name:code/", "name:stimuli/")
+    # hidden files, .git and a loose file in derivatives/ (no module reads .txt there) are not carried
+    assert [h for h in canary_hits(tmp_path / "out") if not h.startswith(carried)] == []
 
 
 def test_birth_date_in_readme_caught(tmp_path, ds, key_file):
