@@ -21,7 +21,7 @@ from .atomic import atomic_open, atomic_write_text, cleanup_temps
 from .errors import BidsDeidError, InputError, OutputError
 from .profiles import load_profile
 from .pseudonym import Pseudonymizer, check_key_place, forget_key_env, load_key
-from .scrub.dicom_tree import iter_tree
+from .scrub.dicom_tree import TreeDst, iter_tree
 from .settings import default_private_dir
 
 log = logging.getLogger(__name__)
@@ -115,12 +115,11 @@ def _clean_pixels(r, out_dir: Path, profile, pseudo: Pseudonymizer, private: Pat
     """Re-run one skipped file through the burned-in text cleaner (same output naming as the tree)."""
     import pydicom
 
-    from .scrub.dicom import _TreeDst
     from .scrub.pixels import deidentify_file_clean_pixels, write_pixels_qc
 
     head = pydicom.dcmread(r.src, stop_before_pixels=True, force=True)
     subject = r.subject or pseudo.subject(str(head.get("PatientID", "") or "unknown"))
-    dst = _TreeDst(out_dir, pseudo, r.src)(subject, str(head.get("SeriesInstanceUID", "") or ""),
+    dst = TreeDst(out_dir, pseudo, r.src)(subject, str(head.get("SeriesInstanceUID", "") or ""),
                                            str(head.get("SOPInstanceUID", "") or ""))
     res, pres = deidentify_file_clean_pixels(r.src, dst, profile, pseudo, subject=subject)
     if pres is not None and pres.before_png:

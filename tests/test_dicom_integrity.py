@@ -308,3 +308,20 @@ def test_no_traceback_for_hostile_structures(tmp_path):
         rc, out, err, out_dir = _run(tmp_path / label, src)
         assert rc == 1 and _counts(out)["withheld"] == 1, (label, out, err)
         assert "Traceback" not in err and not list(out_dir.rglob("*.dcm"))
+
+
+def test_compile_plan_cache_is_bounded_and_shared_by_equal_profiles():
+    """Issue 14: 200 per-file copies of a profile (``dataclasses.replace``) used to leave 200 plans."""
+    from dataclasses import replace
+
+    from bids_deid.profiles import load_profile
+    from bids_deid.scrub import dicom_table
+
+    base = load_profile("basic")
+    first = dicom_table.compile_plan(replace(base, dicom_burned_in="keep"))
+    for _ in range(200):
+        assert dicom_table.compile_plan(replace(base, dicom_burned_in="keep")) is first
+    for i in range(20):
+        dicom_table.compile_plan(replace(base, name=f"p{i}"))
+    assert len(dicom_table._PLANS) <= dicom_table.PLANS_MAX
+    assert dicom_table.compile_plan(base) is dicom_table.compile_plan(base)

@@ -104,10 +104,10 @@ from .dicom_table import (
     keyword,
 )
 from .dicom_tree import (  # noqa: F401 - re-exported: the tree driver
+    TreeDst,
     _init_worker,
     _process,
     _tree_job,
-    _TreeDst,
     deidentify_tree,
     iter_files,
     iter_tree,
@@ -126,6 +126,13 @@ def _values(elem: DataElement) -> list[str]:
     val = elem.value
     vals = list(val) if isinstance(val, (list, tuple, pydicom.multival.MultiValue)) else [val]
     return [str(v).strip() for v in vals if str(v).strip()]
+
+
+def _ident(ctx: _Ctx, kind: str, elem: DataElement) -> None:
+    """Record the string values of a converted element as identifiers of ``kind``."""
+    for v in _values(elem):
+        if len(v) >= 3:
+            ctx.identifiers.append((kind, v))
 
 
 def _set_empty(elem: DataElement) -> None:
@@ -239,7 +246,7 @@ def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ct
             if raw.VR in _TEXT_VRS or raw.VR is None:
                 elem = _get(ds, key)
                 if elem.VR in _TEXT_VRS:
-                    ctx.ident(_ident_kind(tag, elem.VR), elem)
+                    _ident(ctx, _ident_kind(tag, elem.VR), elem)
         del ds[tag]
         ctx.note(tag, "remove", why)
         return
@@ -252,7 +259,7 @@ def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ct
     if action == KEEP:
         return
     if vr in _TEXT_VRS:
-        ctx.ident(_ident_kind(tag, vr), elem)
+        _ident(ctx, _ident_kind(tag, vr), elem)
     if action == EMPTY:
         _set_empty(elem)
     elif action == DUMMY:

@@ -291,14 +291,6 @@ class _Ctx:
             entry = _NOTES[(tag, action, why)] = {"tag": label, "keyword": kw, "action": action, "why": why}
         self.changes.append(entry)
 
-    def ident(self, kind: str, elem) -> None:
-        """Record the string values of a converted pydicom element as identifiers of ``kind``."""
-        from .dicom import _values  # pydicom paths only
-
-        for v in _values(elem):
-            if len(v) >= 3:
-                self.identifiers.append((kind, v))
-
 
 @lru_cache(maxsize=8192)
 def _tag_label(tag: int) -> tuple[str, str]:

@@ -755,6 +755,8 @@ def _method_elements(eng, plan, profile_name: str, implicit: bool = False) -> di
         0x00120064: _TAG.pack(0x0012, 0x0064) + (b"" if imp else b"SQ\0\0") + _U32.pack(len(seq)) + seq,
         0x00280303: _encode(0x00280303, "CS", [plan.date_handling], imp),
     }
+    if len(_METHOD_CACHE) >= 32:  # plans are few (compile_plan keeps the last 8)
+        _METHOD_CACHE.clear()
     _METHOD_CACHE[key] = (plan, out)
     return out
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -135,16 +136,34 @@ def rule_tag(target: str) -> int | None:
         return None
 
 
-_PLANS: dict[int, tuple[Profile, Plan]] = {}
+# Plans of the last few distinct profiles, least recently used first. Profiles are frozen
+# values: an equal copy (``dataclasses.replace`` per file, as the whole-slide and pixel paths
+# make) finds the plan of the first; the last profile asked is checked by identity first.
+PLANS_MAX = 8
+_PLANS: OrderedDict = OrderedDict()
+_LAST: list = [None, None]  # [profile, plan]
 
 
 def compile_plan(profile: Profile) -> Plan:
-    """Resolve Table E.1-1 + options + ``dicom_rules`` of ``profile`` into a :class:`Plan` (cached)."""
-    hit = _PLANS.get(id(profile))
-    if hit is not None and hit[0] is profile:
-        return hit[1]
-    plan = _compile(profile)
-    _PLANS[id(profile)] = (profile, plan)
+    """Resolve Table E.1-1 + options + ``dicom_rules`` of ``profile`` into a :class:`Plan`
+    (cached for the :data:`PLANS_MAX` most recently used profiles)."""
+    if _LAST[0] is profile:
+        return _LAST[1]
+    try:
+        hash(profile)
+        key: object = profile
+    except TypeError:  # a profile with unhashable parts: keyed by identity
+        key = ("id", id(profile))
+    hit = _PLANS.get(key)
+    if hit is not None and (key is profile or hit[0] is profile):
+        _PLANS.move_to_end(key)
+        plan = hit[1]
+    else:
+        plan = _compile(profile)
+        _PLANS[key] = (profile, plan)
+        while len(_PLANS) > PLANS_MAX:
+            _PLANS.popitem(last=False)
+    _LAST[0], _LAST[1] = profile, plan
     return plan
 
 

@@ -63,7 +63,7 @@ def iter_files(root: Path) -> Iterator[Path]:
             yield Path(dirpath) / name
 
 
-class _TreeDst:
+class TreeDst:
     """Output path ``sub-<label>/ser-<token>/<token>.dcm`` (keyed tokens; picklable)."""
 
     def __init__(self, out_dir: Path, pseudo: Pseudonymizer, src: Path):
@@ -90,7 +90,7 @@ def _tree_job(src: Path) -> DicomResult:
     assert _JOB is not None, "worker not initialised"
     out_dir, profile, pseudo, subject, fsync = _JOB
     src = Path(src)
-    return _process(src, _TreeDst(out_dir, pseudo, src), profile, pseudo, subject, None, False,
+    return _process(src, TreeDst(out_dir, pseudo, src), profile, pseudo, subject, None, False,
                     fsync=fsync, check_dicom=True)
 
 
