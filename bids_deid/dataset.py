@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .errors import InputError
@@ -249,9 +250,6 @@ def root_files(bids_dir: Path) -> tuple[list[Path], list[Path]]:
     return handled, left_out
 
 
-_ENTITY = re.compile(r"(?<![A-Za-z0-9])(sub|ses)-([A-Za-z0-9]+)(?![A-Za-z0-9])")
-
-
 @dataclass(frozen=True)
 class Relabel:
     """Every subject and session label of a dataset, old -> new, applied to any string.
@@ -281,7 +279,16 @@ class Relabel:
                 return f"ses-{self.sessions[current[0]].get(label, label)}"
             return f"ses-{self.unambiguous_sessions().get(label, label)}"
 
-        return _ENTITY.sub(one, value)
+        return self._pattern.sub(one, value)
+
+    @cached_property
+    def _pattern(self) -> re.Pattern:
+        """``sub-``/``ses-`` labels: the dataset's own first (longest first, so labels that are
+        not valid BIDS, with dashes, are found whole), then any alphanumeric label."""
+        known = sorted({*self.subjects, *(s for m in self.sessions.values() for s in m)}, key=len, reverse=True)
+        alts = "|".join(re.escape(k) for k in known if k)
+        label = f"(?:{alts}|[A-Za-z0-9]+)" if alts else "[A-Za-z0-9]+"
+        return re.compile(rf"(?<![A-Za-z0-9])(sub|ses)-({label})(?![A-Za-z0-9])")
 
     def unambiguous_sessions(self) -> dict[str, str]:
         seen: dict[str, set[str]] = {}

@@ -20,6 +20,7 @@ Each file gets one fate, recorded with a reason:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -128,11 +129,14 @@ class DatasetFiles:
             raise
         except Exception as exc:
             log.info("withheld %s", rel, exc_info=self.s.verbose)
-            self._hold(rel, "withheld", self.relabel(f"could not be processed ({exc.__class__.__name__})"))
+            text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            self._hold(rel, "withheld", self.relabel(f"could not be processed ({exc.__class__.__name__}"
+                                                     f"{': ' + text if text else ''})"))
 
     def _files(self, folder: Path, carry: bool) -> None:
         from .formats import is_folder_format
 
+        todo = []
         for f in sorted(folder.rglob("*")):
             inner = f.relative_to(folder).parts
             if any(is_folder_format(p) for p in inner[:-1]):
@@ -141,7 +145,27 @@ class DatasetFiles:
                 continue
             if any(p.startswith(".") for p in inner) and not carry:
                 continue
-            self._guard(f, lambda f=f: self._carry(f) if carry else self._generic(f))
+            todo.append(f)
+        if carry:
+            for f in todo:
+                self._guard(f, lambda f=f: self._carry(f))
+            return
+        # data files first: a withheld one takes its sidecar with it (also one it inherits)
+        fates: dict[str, list[tuple[frozenset[str], bool]]] = {}  # folder/suffix -> (entities, written)
+        for f in sorted(todo, key=lambda p: p.name.endswith(".json")):
+            rel = f.relative_to(self.s.bids_dir).as_posix()
+            folder, _, name = rel.rpartition("/")
+            ents, suffix = _entities(name)
+            if f.name.endswith(".json"):
+                data = fates.get(f"{folder}/{suffix}", [])
+                served = [ok for e, ok in data if ents <= e]
+                if served and not any(served):
+                    self._hold(rel, "withheld", "its data files were withheld")
+                    continue
+            self._guard(f, lambda f=f: self._generic(f))
+            if not f.name.endswith(".json"):
+                ok = self.records.get(rel, {}).get("status") != "withheld"
+                fates.setdefault(f"{folder}/{suffix}", []).append((ents, ok))
 
     # -- per kind
     def out_rel(self, f: Path) -> str:
@@ -176,6 +200,33 @@ class DatasetFiles:
         else:
             self._generic(path)
 
+    def _orphan(self, f: Path) -> bool:
+        """True for a top-level inherited file (``task-rest_bold.json``) whose data files are all
+        withheld: the input has some it applies to, the output none."""
+        if f.parent != self.s.bids_dir or not f.name.endswith((".json", ".tsv", ".bval", ".bvec")):
+            return False
+        stem = f.name.split(".")[0]
+        parts = stem.split("_")
+        suffix, entities = parts[-1], [p for p in parts[:-1] if "-" in p]
+        if not suffix or len(entities) != len(parts) - 1:
+            return False
+
+        pattern = "*" if suffix == "description" else f"*_{suffix}.*"  # atlas-X_description.json: any atlas-X file
+
+        def applies(root: Path) -> bool:
+            for p in root.glob(f"sub-*/**/{pattern}"):
+                if not p.is_file() or suffix == "description" and p.name.endswith(".json"):
+                    continue
+                if p.name.endswith((".json", ".tsv", ".bval", ".bvec")) and suffix not in ("events", "channels"):
+                    continue
+                if p.name.endswith(f.name[len(stem):]) and suffix in ("events", "channels"):
+                    continue  # a table beside it is another inherited-level file, not data
+                if all(f"_{e}_" in f"_{p.name.split('.')[0]}_" for e in entities):
+                    return True
+            return False
+
+        return applies(self.s.bids_dir) and not applies(self.s.output_dir)
+
     def _generic(self, f: Path) -> None:
         """Any other file outside subjects: by extension, else through the format registry."""
         from .formats import handler_for
@@ -183,6 +234,9 @@ class DatasetFiles:
 
         rel_in = f.relative_to(self.s.bids_dir).as_posix()
         rel = self.out_rel(f)
+        if self._orphan(f):
+            self._hold(rel_in, "withheld", "inherited by files that were all withheld")
+            return
         low = f.name.lower()
         suffix = f.name.split(".")[0].rpartition("_")[2]
         if f.is_file() and f.stat().st_size == 0:
@@ -239,6 +293,9 @@ class DatasetFiles:
         rel = path.relative_to(self.s.bids_dir).as_posix()
         header, rows = read_tsv(path.read_bytes(), rel)
         header, rows = self._filter_table(header, rows, table, rel)
+        if not rows:
+            self._hold(rel, "left out", "no participant of it is in the output")
+            return
         self._write(self.relabel(rel), write_tsv(header, rows))
 
     def _filter_table(self, header, rows, table, rel, extra: set[str] = frozenset()):
@@ -261,10 +318,17 @@ class DatasetFiles:
             self._hold(rel, "left out", "column dictionary without its table")
             return
         out_tsv = self.s.output_dir / self.relabel(tsv.relative_to(self.s.bids_dir).as_posix())
-        header = read_tsv(out_tsv.read_bytes(), rel)[0] if out_tsv.is_file() else []
+        if not out_tsv.is_file():
+            self._hold(rel, "left out", "its table is not in the output")
+            return
+        header = read_tsv(out_tsv.read_bytes(), rel)[0]
         obj = load_json(path.read_bytes(), rel)
         kept = {k: v for k, v in obj.items() if k in header} if isinstance(obj, dict) else {}
         kept = scrub_column_dictionary(kept, header, self.s.profile, None, self.slog)
+        gone = [k for k in obj if k not in header] if isinstance(obj, dict) else []
+        for k, v in kept.items():  # HED that refers to a removed column ({notes}) would not validate
+            if isinstance(v, dict) and "HED" in v and any("{" + g + "}" in json.dumps(v["HED"]) for g in gone):
+                kept[k] = {dk: dv for dk, dv in v.items() if dk != "HED"}
         self._write(self.relabel(rel), dump_json(kept))
 
     def _phenotype(self, f: Path) -> None:
@@ -285,10 +349,16 @@ class DatasetFiles:
             values = {r[i].strip() for r in rows}
             if all(_number(v) or v in ("n/a", "") or v in levels for v in values):
                 coded.add(c)
-        header, rows = self._filter_table(header, rows, "Phenotype", rel, extra=coded)
+        header, rows = self._filter_table(header, rows, "Phenotype", rel, extra=coded | {"session_id"})
         self._write(self.relabel(rel), write_tsv(header, rows))
         if side.is_file():
             self._table_json(side)
+
+
+def _entities(name: str) -> tuple[frozenset[str], str]:
+    """(key-value entities, suffix) of a BIDS file name."""
+    parts = name.split(".")[0].split("_")
+    return frozenset(p for p in parts[:-1] if "-" in p), parts[-1]
 
 
 def _number(v: str) -> bool:

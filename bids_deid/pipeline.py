@@ -607,8 +607,7 @@ def _stem(rel: str) -> str:
 #: task kinds that are data files (handled first: their sidecars follow their fate)
 DATA_KINDS = ("nifti", "convert", "format")
 #: files that belong to a recording's entities rather than to its suffix (withheld with it)
-_ASSOCIATED = ("channels", "events", "electrodes", "physio", "physioevents", "stim", "headshape", "markers",
-               "optodes")
+_ASSOCIATED = ("channels", "events", "physio", "physioevents", "stim", "markers")
 
 
 def _goes_with_withheld(rel: str | None, withheld: set[str], data_dirs: set[str]) -> bool:
@@ -623,11 +622,12 @@ def _goes_with_withheld(rel: str | None, withheld: set[str], data_dirs: set[str]
     if suffix in _ASSOCIATED and any(w.rpartition("_")[0] == prefix for w in withheld):
         return True
     folder = rel.rpartition("/")[0]
-    return suffix in _PER_FOLDER and folder not in data_dirs and any(w.rpartition("/")[0] == folder for w in withheld)
+    return suffix in _PER_FOLDER and folder not in data_dirs and any(
+        w.rpartition("/")[0] == folder and w.rpartition("_")[2] not in _PER_FOLDER for w in withheld)
 
 
 #: files that describe a whole folder of recordings (kept while any of them is)
-_PER_FOLDER = ("coordsystem", "headshape", "photo", "electrodes")
+_PER_FOLDER = ("coordsystem", "headshape", "photo", "electrodes", "optodes")
 
 
 def _claimed_companions(tasks: list[FileTask]) -> set[Path]:

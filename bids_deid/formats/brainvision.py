@@ -129,6 +129,8 @@ def scrub(src: Path, profile, ctx: Context) -> Outcome:
     names = {}
     for key, ext in (("DataFile", ".eeg"), ("MarkerFile", ".vmrk")):
         comp = src.parent / Path(refs.get(key, "").replace("\\", "/")).name if refs.get(key) else src.with_suffix(ext)
+        if not comp.is_file() and src.with_suffix(ext).is_file():
+            comp = src.with_suffix(ext)  # the header names a file that is not there; BIDS names it after the header
         if not comp.is_file():
             if key == "DataFile":
                 return Outcome.withhold("BrainVision data file named in the header is missing")

@@ -24,6 +24,8 @@ NAME = "hdf5"
 _SNIRF_KEEP = {"LengthUnit", "TimeUnit", "FrequencyUnit", "MeasurementTime", "SubjectID", "MeasurementDate"}
 _NWB_GENERAL_KEEP = {"devices", "extracellular_ephys", "intracellular_ephys", "optogenetics", "optophysiology"}
 _NWB_DROP_ROOT = {"file_create_date"}
+#: attributes that describe the file's structure (random UUIDs, schema names), not a person
+_STRUCTURAL_ATTRS = {"object_id", "namespace", "neurodata_type", "help", "nwb_version"}
 _NWB_REPLACED = {"identifier", "session_description", "session_start_time", "timestamps_reference_time"}
 
 
@@ -67,6 +69,8 @@ def _walk_strings(obj, log: ScrubLog, where: str) -> None:
                 log.met(where, _text(v))
         return
     for k, v in obj.attrs.items():
+        if k in _STRUCTURAL_ATTRS:
+            continue
         if isinstance(v, bytes | str):
             log.met(f"{where}@{k}", _text(v))
     for k in obj:
