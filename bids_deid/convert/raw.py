@@ -32,6 +32,7 @@ import numpy as np
 import pydicom
 
 from ..atomic import atomic_open, atomic_write_text
+from ..dicom.sniff import is_dicom
 from ..errors import InputError
 from ..openneuro import bids_version
 from ..pseudonym import Pseudonymizer
@@ -154,21 +155,6 @@ class StageResult:
     demographics: dict[str, dict[str, object]] = field(default_factory=dict)  # label -> sex/age (PRIVATE)
 
 
-def _looks_dicom(path: Path) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    if len(head) >= 132 and head[128:132] == b"DICM":
-        return True
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=["SOPInstanceUID", "Modality"])
-    except Exception:  # noqa: BLE001 - anything unreadable is "not DICOM"
-        return False
-    return bool(ds.get("SOPInstanceUID") or ds.get("Modality"))
-
-
 def is_raw_input(path: Path) -> bool:
     """True when ``path`` is not a BIDS dataset but holds DICOM or twix files.
 
@@ -189,7 +175,7 @@ def is_raw_input(path: Path) -> bool:
     for f in _walk(path):
         if f.suffix.lower() == ".dat" and is_twix(f):
             return True
-        if _looks_dicom(f):
+        if is_dicom(f):
             return True
         if _other_format(f):
             return True

@@ -39,6 +39,7 @@ from pydicom.values import multi_string
 from .. import __version__
 from ..atomic import atomic_open
 from ..dicom import integrity
+from ..dicom.sniff import is_dicom
 from ..dicom.syntax import refusal as syntax_refusal
 from ..dicom.syntax import transfer_syntax
 from ..profiles import Profile
@@ -521,25 +522,6 @@ def _treat_meta(ds: Dataset, meta: FileMetaDataset, ctx: _Ctx) -> None:
 def burned_in_reason(ds: Dataset, profile: Profile) -> str | None:
     """Why ``ds`` may carry burned-in text, or None."""
     return burned_in_rule(lambda tag: _sv(ds, tag), profile)
-
-
-def is_dicom(path: Path) -> bool:
-    """True if ``path`` holds DICOM: 'DICM' after the preamble, or a parseable dataset."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(132)
-    except OSError:
-        return False
-    if len(head) == 132 and head[128:132] == b"DICM":
-        return True
-    if len(head) < 8:
-        return False
-    try:
-        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["SOPClassUID", "Modality"])
-    except Exception:  # noqa: BLE001 - any parse failure means "not DICOM"
-        return False
-    return "SOPClassUID" in ds
 
 
 def _read(src: Path) -> Dataset:
