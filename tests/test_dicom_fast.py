@@ -26,7 +26,7 @@ from test_scrub_dicom import _canary_dataset, _leaks
 
 from bids_deid.atomic import atomic_open
 from bids_deid.scrub import dicom as engine
-from bids_deid.scrub import dicom_raw
+from bids_deid.scrub import dicom_engine, dicom_raw
 from bids_deid.scrub.dicom import deidentify_file, deidentify_tree, iter_files, iter_tree
 
 DICOM_DIR = SHARED / "dicom"
@@ -43,7 +43,7 @@ def full_calls(monkeypatch):
         calls.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(engine, "_process_full", spy)
+    monkeypatch.setattr(dicom_engine, "_process_full", spy)  # the module whose _process_slow calls it
     return calls
 
 

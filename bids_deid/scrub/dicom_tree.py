@@ -38,10 +38,10 @@ def _process(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subjec
             log.debug("raw path for %s: %s", src, exc)
         except Exception:  # noqa: BLE001 - the raw and full paths decide (they report real errors)
             log.debug("lean path failed on %s; trying the raw path", src, exc_info=True)
-    from . import dicom  # pydicom: imported only when a file needs it
+    from . import dicom_engine  # pydicom: imported only when a file needs it
 
     try:
-        return dicom._process_slow(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync,
+        return dicom_engine._process_slow(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync,
                                    check_dicom)
     except OSError as exc:
         return DicomResult(Path(src), None, "error", f"cannot read or write ({exc.strerror or type(exc).__name__})")
@@ -50,6 +50,22 @@ def _process(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subjec
         return DicomResult(Path(src), None, "error",
                            f"internal error of the DICOM engine ({type(exc).__name__}); nothing written "
                            "(rerun with -v for details)")
+
+
+def deidentify_file(
+    src: Path, dst: Path, profile: Profile, pseudo: Pseudonymizer, subject: str | None = None,
+    offset_days: int | None = None, overwrite: bool = False, fsync: bool = True,
+) -> DicomResult:
+    """De-identify one DICOM file into ``dst`` (atomic write; the input is never changed).
+
+    ``subject`` None -> ``pseudo.subject(PatientID)``; ``offset_days`` None ->
+    ``pseudo.date_offset_days(subject)``. An existing ``dst`` is left alone (status
+    ``exists``) unless ``overwrite``. Corrupt or non-DICOM input gives status ``error`` or
+    ``withheld`` with the reason; nothing is ever written for it.
+    ``fsync=False`` skips the per-file fsync (the file is still written to a temp name and
+    renamed); the caller then syncs once (:func:`bids_deid.atomic.sync_tree`) after many files.
+    """
+    return _process(Path(src), lambda *_: dst, profile, pseudo, subject, offset_days, overwrite, fsync)
 
 
 # ------------------------------------------------------------------ trees
