@@ -391,7 +391,8 @@ class SubjectRun:
         if source_task(self, t, rel_src):  # Analyze/MINC/PAR/slides, whole-slide DICOM, --clean-pixels
             return
         if not is_dicom(t.src):
-            self._record(f"sourcedata/{rel_src}", "left out", "not DICOM: unknown files may identify", original=True)
+            if not self._source_by_format(t, rel_src):
+                self._record(f"sourcedata/{rel_src}", "left out", "not DICOM: unknown files may identify", original=True)
             return
         face = self.s.deface_method != "none" and _face_in_pixels(t.src)
         if face:
@@ -417,6 +418,29 @@ class SubjectRun:
             self._record(rel, "written")
         else:
             self._record(rel, res.status, res.reason)
+
+    def _source_by_format(self, t: FileTask, rel_src: str) -> bool:
+        """A one-file recording under sourcedata/ (EDF/BDF, FIF, SNIRF/NWB, PNG): scrubbed by its format
+        module and written under a keyed name (source names are not BIDS and may hold anything)."""
+        from .formats import edf, fif, handler_for, hdf5, png
+        from .formats.base import Context
+
+        mod = handler_for(t.src)
+        if mod not in (edf, fif, hdf5, png):
+            return False
+        ext = "".join(Path(t.src.name).suffixes[-2:]) if t.src.name.lower().endswith(".gz") else t.src.suffix
+        rel = f"sourcedata/{mod.NAME}/sub-{self.new}/{self.pseudo.text_token('srcfile', f'{self.subject}/{rel_src}')}"
+        rel += ext.lower()
+        res = mod.scrub(t.src, self.s.profile, Context(rel_out=rel, offset_days=self.offset,
+                                                       relabel=self.relabel_value, subject=self.new))
+        self._log(rel, res.log)
+        if res.withheld:
+            self._record(f"sourcedata/{rel_src}", "withheld", res.withheld, original=True)
+        elif self.s.dry_run:
+            self.plan_lines.append(f"  {mod.NAME:8} {rel}")
+        else:
+            self.write_outcome(res)
+        return True
 
     def do_convert(self, t: FileTask) -> None:
         from .convert.formats import convert_task  # Analyze / MINC / PAR -> NIfTI (+ sidecar)

@@ -171,3 +171,34 @@ def test_subject_column_dictionaries_keep_described_columns(tmp_path):
     assert out == {"trial_type": {"LongName": "Event", "Levels": {"go": "Go"}, "HED": {"go": "Sensory-event"}},
                    "stim_file": {"Description": "stimulus"}, "StimulusPresentation": {"SoftwareName": "PsychoPy"}}
     assert ("coldict:trial_type.Note", "asked Jane canary") in log.identifiers
+
+
+@pytest.mark.parametrize("shape", [(8, 8, 8), (256, 256, 1)])
+def test_tiny_or_flat_anatomical_withheld_from_defacing_not_a_crash(tmp_path, canary_ds, key_file, capsys, shape):
+    import nibabel as nib
+
+    t1 = next(canary_ds.rglob("sub-canary01*_T1w.nii.gz"))
+    nib.save(nib.Nifti1Image(np.ones(shape, dtype=np.int16), np.eye(4)), t1)
+    out = tmp_path / "out"
+    rc = main([str(canary_ds), str(out), "participant", "--key-file", str(key_file), "--skip-bids-validation",
+               "--participant-label", "canary01"])
+    assert rc == 0
+    held = [ln for ln in capsys.readouterr().out.splitlines() if "withheld:" in ln and "_T1w.nii.gz" in ln]
+    tiny = [ln for ln in held if "too thin or small to deface" in ln]
+    assert len(tiny) == 1 and "x".join(map(str, shape)) in tiny[0], held
+    assert not list(out.rglob("*_T1w.*"))  # the withheld image took its sidecar with it
+
+
+def test_sourcedata_edf_scrubbed_under_a_keyed_name(tmp_path, canary_ds, key_file):
+    edfio = pytest.importorskip("edfio")
+    src = canary_ds / "sourcedata" / "sub-canary01" / "eeg" / "canary_Jane_night.edf"
+    src.parent.mkdir(parents=True)
+    edfio.Edf([edfio.EdfSignal(np.zeros(256), 256, label="EEG Fz")],
+              patient=edfio.Patient(code="MRN-CANARY-1", name="Jane_canary"),
+              recording=edfio.Recording(startdate=dt.date(2019, 3, 14))).write(src)
+    out = tmp_path / "out"
+    assert main([str(canary_ds), str(out), "participant", "--key-file", str(key_file), "--skip-bids-validation",
+                 "--participant-label", "canary01", "--deface-method", "none"]) == 0
+    written = list(out.glob("sourcedata/edf/sub-*/*.edf"))
+    assert len(written) == 1 and canary_hits(out / "sourcedata") == []
+    assert edfio.read_edf(written[0]).signals[0].label == "EEG Fz"
