@@ -216,6 +216,7 @@ def test_key_bytes_found_in_every_form_and_never_shown(tmp_path, capsys):
     assert key.decode() not in (priv / "leak-audit.json").read_text()
     assert audit_main([str(out), "--private-dir", str(priv)]) == 0  # without the key the CLI cannot know
     (tmp_path / "k").write_bytes(key + b"\n")
+    (tmp_path / "k").chmod(0o600)  # a key readable by others is refused
     assert audit_main([str(out), "--private-dir", str(priv), "--key-file", str(tmp_path / "k")]) == 3
     assert key.decode() not in capsys.readouterr().out
 
