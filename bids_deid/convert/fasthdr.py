@@ -1,10 +1,11 @@
 """A fast, strict reader for the few top-level DICOM header fields raw staging needs.
 
 Discovery reads every file of a raw folder; pydicom's general reader spends ~1.5 ms per
-file building a dataset. This reader walks the byte stream of the common case only —
-a Part 10 file (preamble + ``DICM``), little-endian implicit or explicit VR,
-uncompressed pixel data, a character set of ASCII, Latin-1 or UTF-8 — up to the last
-wanted tag, and checks that the pixel data ends where Rows x Columns x ... says.
+file building a dataset. The engine's one header reader (:func:`bids_deid.dicom.header.read_header`)
+walks the byte stream of the common case only — a Part 10 file (preamble + ``DICM``),
+little-endian implicit or explicit VR — up to the last wanted tag; this module turns its
+values into the plain values discovery uses (a character set of ASCII, Latin-1 or UTF-8,
+uncompressed pixel data) and checks that the pixel data ends where Rows x Columns x ... says.
 Anything else (big endian, deflate, compressed pixels, another character set, an odd
 element, a header longer than the first read) returns None, and the caller falls back
 to pydicom. It never guesses: fallback is always safe.
@@ -18,9 +19,10 @@ from functools import lru_cache
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
+from ..dicom.header import NotPlain, read_header
+
 IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
-_LONG_VR = {b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"}
 _CHARSETS = {"": "latin-1", "ISO_IR 6": "latin-1", "ISO_IR 100": "latin-1", "ISO_IR 192": "utf-8"}
 _SPECIFIC = {"PN", "LO", "SH", "LT", "ST", "UT", "UC"}  # VRs decoded with SpecificCharacterSet
 _SINGLE = {"LT", "ST", "UT", "UR"}  # never split on backslash
@@ -43,48 +45,6 @@ def _wanted(keywords: tuple[str, ...]) -> dict[int, tuple[str, str]]:
             raise ValueError(f"unknown DICOM keyword {kw}")
         out[int(tag)] = (kw, dictionary_VR(tag))
     return out
-
-
-def _element(buf: bytes, pos: int, explicit: bool) -> tuple[int, str | None, int, int]:
-    """(tag, VR or None, value length, header length) of the element at ``pos``."""
-    if pos + 8 > len(buf):
-        raise _Unsure
-    group, elem = struct.unpack_from("<HH", buf, pos)
-    tag = group << 16 | elem
-    if group == 0xFFFE or not explicit:  # item tags have no VR in either syntax
-        return tag, None, struct.unpack_from("<I", buf, pos + 4)[0], 8
-    vr = buf[pos + 4:pos + 6]
-    if not (vr.isalpha() and vr.isupper()):
-        raise _Unsure
-    if vr in _LONG_VR:
-        if pos + 12 > len(buf):
-            raise _Unsure
-        return tag, vr.decode(), struct.unpack_from("<I", buf, pos + 8)[0], 12
-    return tag, vr.decode(), struct.unpack_from("<H", buf, pos + 6)[0], 8
-
-
-def _skip_undefined(buf: bytes, pos: int, explicit: bool, depth: int = 0) -> int:
-    """Position after a sequence of undefined length whose items start at ``pos``."""
-    if depth > 16:
-        raise _Unsure
-    while True:
-        tag, _vr, length, hdr = _element(buf, pos, False)
-        pos += hdr
-        if tag == 0xFFFEE0DD:  # sequence delimiter
-            return pos
-        if tag != 0xFFFEE000:
-            raise _Unsure
-        if length != 0xFFFFFFFF:
-            pos += length
-            continue
-        while True:  # item of undefined length: its elements up to the item delimiter
-            tag, _vr, length, hdr = _element(buf, pos, explicit)
-            pos += hdr
-            if tag == 0xFFFEE00D:
-                break
-            pos = _skip_undefined(buf, pos, explicit, depth + 1) if length == 0xFFFFFFFF else pos + length
-            if pos > len(buf):
-                raise _Unsure
 
 
 def _decode(raw: bytes, vr: str, encoding: str):
@@ -145,53 +105,12 @@ def fast_header(path: str, keywords: tuple[str, ...], stop_after: int = 0x002801
         with open(path, "rb") as fh:
             buf = fh.read(_FIRST_READ)
             size = os.fstat(fh.fileno()).st_size
-            if len(buf) < 140 or buf[128:132] != b"DICM":
-                return None
-            pos, meta = 132, {}
-            while pos + 8 <= len(buf) and buf[pos:pos + 2] == b"\x02\x00":
-                tag, _vr, length, hdr = _element(buf, pos, True)
-                if length == 0xFFFFFFFF:
-                    return None
-                meta[tag] = buf[pos + hdr:pos + hdr + length]
-                pos += hdr + length
-            ts = meta.get(0x00020010, b"").decode("latin-1").rstrip("\x00 ")
-            if ts not in (IMPLICIT, EXPLICIT):
-                return None
-            explicit = ts == EXPLICIT
-            raws: dict[int, tuple[str, bytes]] = {}
-            n, unpack, long_vr = len(buf), struct.unpack_from, _LONG_VR
-            while pos < n:
-                # _element inlined: this loop runs over every element of every file of a study
-                if pos + 8 > n:
-                    raise _Unsure
-                group, elem = unpack("<HH", buf, pos)
-                tag = group << 16 | elem
-                if group == 0xFFFE or not explicit:
-                    vr, length, hdr = None, unpack("<I", buf, pos + 4)[0], 8
-                else:
-                    vrb = buf[pos + 4:pos + 6]
-                    if vrb in long_vr:
-                        if pos + 12 > n:
-                            raise _Unsure
-                        vr, length, hdr = vrb.decode(), unpack("<I", buf, pos + 8)[0], 12
-                    elif vrb.isalpha() and vrb.isupper():
-                        vr, length, hdr = vrb.decode(), unpack("<H", buf, pos + 6)[0], 8
-                    else:
-                        raise _Unsure
-                if tag > stop_after:
-                    break
-                if length == 0xFFFFFFFF:
-                    pos = _skip_undefined(buf, pos + hdr, explicit)
-                    continue
-                end = pos + hdr + length
-                if end > len(buf):
-                    return None
-                if tag in wanted or tag == _CHARSET_TAG:
-                    raws[tag] = (vr or (wanted[tag][1] if tag in wanted else "CS"), buf[pos + hdr:end])
-                pos = end
-            else:
-                if len(buf) < size:
-                    return None  # header longer than the first read
+            head = read_header(buf, _tags(tuple(wanted)), stop_after)
+            if not head.complete or not head.stopped and len(buf) < size:
+                return None  # an element cut by the first read, or a header longer than it
+            explicit = not head.implicit
+            raws = {tag: (vr or (wanted[tag][1] if tag in wanted else "CS"), buf[a:b])
+                    for tag, (vr, a, b) in head.elements.items()}
             charset = raws.get(_CHARSET_TAG, ("CS", b""))[1].decode("latin-1").strip("\x00 ")
             if charset not in _CHARSETS:
                 return None
@@ -207,11 +126,17 @@ def fast_header(path: str, keywords: tuple[str, ...], stop_after: int = 0x002801
                 if value is not None and str(value) != "":
                     fields[kw] = value
             pixels = _pixels_complete(fh, size, fields, explicit)
-    except (_Unsure, OSError, UnicodeDecodeError, struct.error):
+    except (_Unsure, NotPlain, OSError, UnicodeDecodeError, struct.error):
         return None
+    meta = head.meta
     ae = meta.get(0x00020016, b"").decode("latin-1").strip("\x00 ") or None
     sop_class = meta.get(0x00020002, b"").decode("latin-1").rstrip("\x00 ")
     return {"fields": fields, "sop_class": sop_class, "ae_title": ae, "pixels_complete": pixels}
+
+
+@lru_cache(maxsize=8)
+def _tags(tags: tuple[int, ...]) -> frozenset[int]:
+    return frozenset((*tags, _CHARSET_TAG))
 
 
 def _pixels_complete(fh, size: int, fields: dict, explicit: bool) -> bool | None:

@@ -23,6 +23,7 @@ import struct
 from pathlib import Path
 
 from ..dicom import integrity
+from ..dicom.header import NotPlain, read_header
 from ..pseudonym import shift_da, shift_dt
 from . import dicom_core
 from .dicom_core import (
@@ -816,52 +817,34 @@ def peek(path, tags: frozenset[int]) -> dict[int, list[str]] | None:
         return None
 
 
+def _lean_syntax(ts: str) -> bool:
+    b = ts.encode("latin-1")
+    return b in (_TS_NATIVE, _TS_IMPLICIT) or bool(_TS_ENCAPSULATED.match(b))
+
+
 def _peek(data: bytes, tags: frozenset[int]) -> dict[int, list[str]]:
-    size = len(data)
-    meta, pos = _meta(data, size)
-    ts = dict((t, data[a:b]) for t, a, b in meta).get(0x00020010, b"").rstrip(b"\0 ")
-    implicit = ts == _TS_IMPLICIT
-    if ts != _TS_NATIVE and not implicit and not _TS_ENCAPSULATED.match(ts):
-        raise Fallback("transfer syntax")
-    last_wanted = max(tags)
+    try:
+        head = read_header(data, tags | {_CHARSET}, max(tags), _lean_syntax)
+    except NotPlain as exc:
+        raise Fallback(str(exc)) from None
+    if not head.complete:
+        raise Fallback("truncated element")
     codec = "latin-1"
+    cs = head.elements.get(_CHARSET)
+    if cs is not None:
+        name = data[cs[1]:cs[2]].strip(b" \0")
+        if name not in _CHARSETS:
+            raise Fallback("character set")
+        codec = _CHARSETS[name]
     out: dict[int, list[str]] = {}
-    last = -1
-    while pos + 8 <= size:
-        group, elem = _TAG.unpack_from(data, pos)
-        tag = group << 16 | elem
-        if tag <= last or group == 0xFFFE:
-            raise Fallback("elements out of order")
-        last = tag
-        if tag > last_wanted or tag == PIXEL_DATA:
-            break
-        if implicit:
-            vr = dictionary_vr(tag)
-            length, vpos = _U32.unpack_from(data, pos + 4)[0], pos + 8
-        else:
-            vr = _VRS.get(data[pos + 4:pos + 6])
-            if vr is None:
-                raise Fallback("unknown VR")
-            if vr in _LONG_VRS:
-                length, vpos = _U32.unpack_from(data, pos + 8)[0], pos + 12
-            else:
-                length, vpos = data[pos + 6] | data[pos + 7] << 8, pos + 8
-        if length == _UNDEFINED:
-            pos = _scan_items(data, vpos, size, implicit)
+    for tag, (vr, a, b) in head.elements.items():
+        if tag not in tags:
             continue
-        end = vpos + length
-        if end > size:
-            raise Fallback("truncated element")
-        if tag == _CHARSET:
-            name = data[vpos:end].strip(b" \0")
-            if name not in _CHARSETS:
-                raise Fallback("character set")
-            codec = _CHARSETS[name]
-        if tag in tags:
-            if vr is None or vr not in _PLAIN and vr not in _CHARSET_VRS and vr != "UI":
-                raise Fallback("value of an unusual VR")
-            out[tag] = _items_of(vr, data[vpos:end], codec)
-        pos = end
+        if vr is None:
+            vr = dictionary_vr(tag)
+        if vr is None or vr not in _PLAIN and vr not in _CHARSET_VRS and vr != "UI":
+            raise Fallback("value of an unusual VR")
+        out[tag] = _items_of(vr, data[a:b], codec)
     return out
 
 
