@@ -126,6 +126,8 @@ def claim_job_dir(work_dir: Path, prefix: str) -> tuple[Path, int]:
     import fcntl
     import shutil
 
+    if not Path(work_dir).exists():
+        ensure_dir(Path(work_dir))
     for old in Path(work_dir).glob(prefix + "*"):
         lock = old / ".lock"
         try:

@@ -109,3 +109,31 @@ def test_workers_die_with_the_main_process(tmp_path, head_ds):
         time.sleep(0.05)
     assert not any(_alive(w) for w in workers)
     assert not list(out.rglob("*_T1w.nii.gz")), "a worker went on writing after its parent died"
+
+
+def test_dead_raw_job_dirs_removed_running_ones_kept(tmp_path):
+    """Raw-input job folders: a killed job's (lock free) goes at the next start; a running job's stays."""
+    import fcntl
+
+    from bids_deid.private import claim_job_dir
+
+    work = tmp_path / "work"
+    dead, _fd = claim_job_dir(work, "raw-")
+    os.close(_fd)  # its job died: the lock is free
+    (dead / "staging").mkdir()
+    (dead / "staging" / "T1w.nii.gz").write_bytes(b"not yet defaced")
+    older = work / "raw-older"  # an older version's folder, without a lock file
+    older.mkdir()
+    running, fd = claim_job_dir(work, "raw-")
+    assert not dead.exists() and not older.exists()
+    assert oct(running.stat().st_mode & 0o777) == "0o700"
+    other, fd2 = claim_job_dir(work, "raw-")  # a second job while the first runs
+    assert running.exists() and other.exists() and other != running
+    with pytest.raises(BlockingIOError):  # the running job still holds its lock
+        probe = os.open(running / ".lock", os.O_RDWR)
+        try:
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(probe)
+    os.close(fd)
+    os.close(fd2)
