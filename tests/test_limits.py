@@ -60,8 +60,10 @@ sys.exit(main(sys.argv[2:]))
 """
 
 
-@pytest.mark.parametrize("shape, why", [((2048, 2048, 1024), "defacing limit"),  # 4 GiB declared, 4 MB packed
-                                        ((512, 512, 400), "decompression bomb")])  # 100 MiB, 1000x+
+@pytest.mark.parametrize("shape, why", [
+    ((2048, 2048, 1024), "defacing limit"),  # 4 GiB declared, 4 MB packed
+    pytest.param((512, 512, 400), "decompression bomb", marks=pytest.mark.slow),  # 100 MiB, 1000x+
+])
 def test_gzip_bomb_as_t1w_is_withheld_under_a_memory_limit(tmp_path, canary_ds, key_file, shape, why):
     t1 = canary_ds / f"{ANAT}.nii.gz"
     packed = write_bomb(t1, shape)
