@@ -174,6 +174,19 @@ CID7050 = {
     "retain_safe_private": ("113111", "Retain Safe Private Option"),
     "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
 }
+def method_codes(plan: Plan, have: set) -> list[tuple[str, str]]:
+    """The CID 7050 ``(CodeValue, CodeMeaning)`` pairs (scheme DCM) that ``plan`` adds to a
+    DeidentificationMethodCodeSequence already holding the ``(CodeValue, scheme)`` pairs ``have``:
+    the basic profile, each option, Retain Safe Private when private blocks are kept, and the
+    modified-dates option when dates are shifted."""
+    names = ("basic", *plan.options, *(("retain_safe_private",) if plan.private_keep else ()))
+    codes = [CID7050[n] for n in dict.fromkeys(names) if n in CID7050 and (CID7050[n][0], "DCM") not in have]
+    if (plan.date_handling == "MODIFIED" and ("113107", "DCM") not in have
+            and "retain_long_modified_dates" not in plan.options):
+        codes.append(CID7050["retain_long_modified_dates"])
+    return codes
+
+
 # Modalities by SOP Class (for burned-in text decisions when Modality is missing or generic).
 _SOP_MODALITY = {
     "1.2.840.10008.5.1.4.1.1.7": "SC",

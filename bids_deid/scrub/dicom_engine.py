@@ -89,6 +89,7 @@ from .dicom_core import (  # noqa: F401 - re-exported: the engine's shared decis
     _quiet_note,
     _tag_label,
     burned_in_rule,
+    method_codes,
 )
 from .dicom_raw import read_raw, write_raw_file
 from .dicom_table import (
@@ -417,19 +418,7 @@ def _add_method(ds: Dataset, plan: Plan, profile_name: str, ctx: _Ctx) -> None:
     ds.DeidentificationMethod = prior + _method_text(plan, profile_name)
     seq = list(ds.DeidentificationMethodCodeSequence) if "DeidentificationMethodCodeSequence" in ds else []
     have = {(getattr(i, "CodeValue", None), getattr(i, "CodingSchemeDesignator", None)) for i in seq}
-    for name in dict.fromkeys(("basic", *plan.options, *(("retain_safe_private",) if plan.private_keep else ()))):
-        if name not in CID7050:
-            continue
-        value, meaning = CID7050[name]
-        if (value, "DCM") in have:
-            continue
-        item = Dataset()
-        item.CodeValue = value
-        item.CodingSchemeDesignator = "DCM"
-        item.CodeMeaning = meaning
-        seq.append(item)
-    if plan.date_handling == "MODIFIED" and ("113107", "DCM") not in have and "retain_long_modified_dates" not in plan.options:
-        value, meaning = CID7050["retain_long_modified_dates"]
+    for value, meaning in method_codes(plan, have):
         item = Dataset()
         item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
         seq.append(item)

@@ -727,14 +727,8 @@ def _code_items(eng, plan, have: set, implicit: bool) -> list[bytes]:
     """Items of DeidentificationMethodCodeSequence (CID 7050) that ``plan`` adds to a file whose
     sequence already holds the ``(CodeValue, CodingSchemeDesignator)`` pairs ``have``, as
     ``dicom._add_method`` adds them."""
-    names = ("basic", *plan.options, *(("retain_safe_private",) if getattr(plan, "private_keep", ()) else ()))
-    codes = [eng.CID7050[n] for n in dict.fromkeys(names) if n in eng.CID7050 and (eng.CID7050[n][0], "DCM")
-             not in have]
-    if (plan.date_handling == "MODIFIED" and ("113107", "DCM") not in have
-            and "retain_long_modified_dates" not in plan.options):
-        codes.append(eng.CID7050["retain_long_modified_dates"])
     items = []
-    for value, meaning in codes:
+    for value, meaning in eng.method_codes(plan, have):
         body = (_encode(0x00080100, "SH", [value], implicit) + _encode(0x00080102, "SH", ["DCM"], implicit)
                 + _encode(0x00080104, "LO", [meaning], implicit))
         items.append(b"\xfe\xff\x00\xe0" + _U32.pack(len(body)) + body)
