@@ -22,9 +22,6 @@ globals().update({k: v for k, v in vars(_engine).items() if not k.startswith("__
 from .dicom_engine import DicomResult, Tag, burned_in_reason, deidentify_dataset, is_dicom  # noqa: E402
 from .dicom_tree import (  # noqa: E402, F401
     TreeDst,
-    _init_worker,
-    _process,
-    _tree_job,
     deidentify_file,
     deidentify_tree,
     iter_files,

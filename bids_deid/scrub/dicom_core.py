@@ -43,24 +43,24 @@ from .dicom_table import (  # noqa: F401 - the action names, for the lean path
 
 # Part 10 encoding facts shared by the lean and raw paths.
 PIXEL_DATA = 0x7FE00010
-_CHARSET = 0x00080005
-_ITEM, _ITEM_END, _SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
-_UNDEFINED = 0xFFFFFFFF
+CHARSET = 0x00080005
+ITEM, ITEM_END, SEQ_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+UNDEFINED = 0xFFFFFFFF
 # Files up to this size are read at once; larger ones are memory-mapped by the raw path so that
 # the pixel data never enter the process (peak memory does not grow with file size).
 READ_WHOLE_MAX = 16 * 1024 * 1024
 # VRs with a 4-byte length in explicit VR encoding (PS3.5 7.1.2)
-_LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
-_VRS = {
+LONG_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "UC", "UN", "UR", "UT", "SV", "UV"})
+VRS = {
     v.encode(): v
     for v in ("AE AS AT CS DA DS DT FD FL IS LO LT OB OD OF OL OV OW PN SH SL SQ SS ST SV TM UC UI UL UN UR "
               "US UT UV").split()
 }
-_TAG = Struct("<HH")
-_U16 = Struct("<H")
-_U32 = Struct("<I")
-_IMPLICIT = Struct("<HHI")  # implicit VR element header; also an item or delimiter header
-_EXPLICIT = Struct("<HH2sH")  # explicit VR element header, 2-byte length
+TAG = Struct("<HH")
+U16 = Struct("<H")
+U32 = Struct("<I")
+IMPLICIT = Struct("<HHI")  # implicit VR element header; also an item or delimiter header
+EXPLICIT = Struct("<HH2sH")  # explicit VR element header, 2-byte length
 _EXPLICIT_LONG = Struct("<HH2s2xI")  # explicit VR element header, 4-byte length
 
 
@@ -69,16 +69,16 @@ def element_bytes(tag: int, vr: str, data: bytes, implicit: bool) -> bytes | Non
     for a 2-byte length."""
     n = len(data)
     if implicit:
-        return _IMPLICIT.pack(tag >> 16, tag & 0xFFFF, n) + data
-    if vr in _LONG_VRS:
+        return IMPLICIT.pack(tag >> 16, tag & 0xFFFF, n) + data
+    if vr in LONG_VRS:
         return _EXPLICIT_LONG.pack(tag >> 16, tag & 0xFFFF, vr.encode(), n) + data
     if n > 0xFFFF:
         return None
-    return _EXPLICIT.pack(tag >> 16, tag & 0xFFFF, vr.encode(), n) + data
+    return EXPLICIT.pack(tag >> 16, tag & 0xFFFF, vr.encode(), n) + data
 
 
 # The file meta elements the engine writes, with their VRs.
-_META_VRS = {0x00020001: "OB", 0x00020002: "UI", 0x00020003: "UI", 0x00020010: "UI", 0x00020012: "UI",
+META_VRS = {0x00020001: "OB", 0x00020002: "UI", 0x00020003: "UI", 0x00020010: "UI", 0x00020012: "UI",
              0x00020013: "SH"}
 
 
@@ -87,26 +87,26 @@ def meta_group(fields: dict[int, bytes]) -> bytes:
     the values of :data:`_META_VRS` elements (padded here: OB and UI with NUL, SH with a space)."""
     body = bytearray()
     for tag in sorted(fields):
-        vr = _META_VRS[tag]
+        vr = META_VRS[tag]
         value = fields[tag]
         if len(value) % 2:
             value += b"\0" if vr in ("OB", "UI") else b" "
         body += element_bytes(tag, vr, value, False)
-    return b"\x02\x00\x00\x00UL\x04\x00" + _U32.pack(len(body)) + bytes(body)
+    return b"\x02\x00\x00\x00UL\x04\x00" + U32.pack(len(body)) + bytes(body)
 
 
 class Fallback(Exception):
     """The file needs a fuller path of the engine (not an error of the file itself)."""
 
 
-def _pixel_end(data, pos: int, size: int) -> int:
+def pixel_end(data, pos: int, size: int) -> int:
     """End of encapsulated pixel data whose items start at ``pos``."""
     while pos + 8 <= size:
-        group, elem, length = _IMPLICIT.unpack_from(data, pos)
+        group, elem, length = IMPLICIT.unpack_from(data, pos)
         tag = group << 16 | elem
-        if tag == _ITEM:
+        if tag == ITEM:
             pos += 8 + length
-        elif tag == _SEQ_END:
+        elif tag == SEQ_END:
             return pos + 8
         else:
             raise Fallback("malformed encapsulated pixel data")
@@ -188,7 +188,7 @@ def method_codes(plan: Plan, have: set) -> list[tuple[str, str]]:
 
 
 # Modalities by SOP Class (for burned-in text decisions when Modality is missing or generic).
-_SOP_MODALITY = {
+SOP_MODALITY = {
     "1.2.840.10008.5.1.4.1.1.7": "SC",
     "1.2.840.10008.5.1.4.1.1.7.1": "SC",
     "1.2.840.10008.5.1.4.1.1.7.2": "SC",
@@ -201,22 +201,22 @@ _SOP_MODALITY = {
     "1.2.840.10008.5.1.4.1.1.104.1": "DOC",
     "1.2.840.10008.5.1.4.1.1.104.2": "DOC",
 }
-_DUMMY = {
+DUMMY_VALUES = {
     "DA": "19000101", "DT": "19000101000000", "TM": "000000", "AS": "000Y", "IS": "0", "DS": "0",
     "CS": "REMOVED", "AE": "REMOVED", "PN": "REMOVED", "UR": "",
 }
-_NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
-_BYTES_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
-_TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "CS", "AS", "UR", "DA", "DT", "TM", "UI", "IS", "DS"})
-_DATE_PATTERNS = re.compile(
+NUMERIC_VRS = frozenset({"US", "SS", "UL", "SL", "FL", "FD", "UV", "SV", "AT"})
+BYTES_VRS = frozenset({"OB", "OW", "OF", "OD", "OL", "OV", "UN"})
+TEXT_VRS = frozenset({"PN", "LO", "SH", "LT", "ST", "UT", "UC", "AE", "CS", "AS", "UR", "DA", "DT", "TM", "UI", "IS", "DS"})
+DATE_PATTERNS = re.compile(
     r"\d{8}|\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|\d{5,}", re.ASCII
 )
 # ImplementationClassUID written into every output file meta.
 IMPLEMENTATION_UID = "1.2.826.0.1.3680043.8.498.1"  # the value pydicom writes (checked by a test)
-_META_KEEP = {0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
-_PATIENT_ID, _PATIENT_NAME = 0x00100020, 0x00100010
-_SOP_INSTANCE_UID, _SERIES_UID, _STUDY_UID = 0x00080018, 0x0020000E, 0x0020000D
-_IDENT_SOURCES = (0x00100010, 0x00100020, 0x00101000, 0x00101001, 0x00100030, 0x00080050, 0x00080080,
+META_KEEP = {0x00020001, 0x00020002, 0x00020003, 0x00020010, 0x00020012, 0x00020013}
+PATIENT_ID, PATIENT_NAME = 0x00100020, 0x00100010
+SOP_INSTANCE_UID, SERIES_UID, STUDY_UID = 0x00080018, 0x0020000E, 0x0020000D
+IDENT_SOURCES = (0x00100010, 0x00100020, 0x00101000, 0x00101001, 0x00100030, 0x00080050, 0x00080080,
                   0x00080081, 0x00081010, 0x00081040, 0x00181000, 0x00080090, 0x00081050, 0x00081070)
 
 
@@ -274,11 +274,11 @@ class DicomResult:
 _JSON_CACHE: dict[tuple, str] = {}
 # Audit entries are interned (one dict per tag, action and reason, never changed): results of
 # one worker share them and ``changes_json`` can key its cache on their ids.
-_NOTES: dict[tuple[int, str, str], dict] = {}
+NOTES: dict[tuple[int, str, str], dict] = {}
 
 
 # ------------------------------------------------------------------ dataset engine
-class _Ctx:
+class Ctx:
     """State of one dataset walk."""
 
     __slots__ = ("plan", "pseudo", "subject", "offset", "changes", "identifiers", "known", "seen")
@@ -298,19 +298,19 @@ class _Ctx:
         if key in self.seen:  # one audit line per tag and action, not per item
             return
         self.seen.add(key)
-        entry = _NOTES.get((tag, action, why))
+        entry = NOTES.get((tag, action, why))
         if entry is None:
-            label, kw = _tag_label(tag)
-            entry = _NOTES[(tag, action, why)] = {"tag": label, "keyword": kw, "action": action, "why": why}
+            label, kw = tag_label(tag)
+            entry = NOTES[(tag, action, why)] = {"tag": label, "keyword": kw, "action": action, "why": why}
         self.changes.append(entry)
 
 
 @lru_cache(maxsize=8192)
-def _tag_label(tag: int) -> tuple[str, str]:
+def tag_label(tag: int) -> tuple[str, str]:
     return f"({tag >> 16:04X},{tag & 0xFFFF:04X})", keyword(tag)
 
 
-def _ident_kind(tag: int, vr: str) -> str:
+def ident_kind(tag: int, vr: str) -> str:
     if vr == "UI":
         return "uid"
     if vr in ("DA", "DT"):
@@ -318,34 +318,34 @@ def _ident_kind(tag: int, vr: str) -> str:
     return keyword(tag) or "value"
 
 
-def _clean_text(value: str, ctx: _Ctx) -> str:
+def clean_text(value: str, ctx: Ctx) -> str:
     """Remove identifiers of this dataset, date-like and long number runs from free text."""
     out = value
     for k in ctx.known:
         if k and k.lower() in out.lower():
             out = re.sub(re.escape(k), "X", out, flags=re.IGNORECASE)
-    return _DATE_PATTERNS.sub("X", out)
+    return DATE_PATTERNS.sub("X", out)
 
 
-def _is_overlay(group: int) -> bool:
+def is_overlay(group: int) -> bool:
     return 0x6000 <= group <= 0x601E and group % 2 == 0
 
 
-def _is_curve(group: int) -> bool:
+def is_curve(group: int) -> bool:
     return 0x5000 <= group <= 0x501E and group % 2 == 0
 
 
-_DROP = ("drop", "", None)  # removed without an audit line (group lengths, stray meta)
+DROP = ("drop", "", None)  # removed without an audit line (group lengths, stray meta)
 
 
-def _converted_vr(tag: int, vr: str | None) -> str:
+def converted_vr(tag: int, vr: str | None) -> str:
     """The VR pydicom gives an element read with VR ``vr`` (None: implicit)."""
     if vr is not None and vr != "UN":
         return vr
-    return _dictionary_vr(tag) or "UN"
+    return vr_of_tag(tag) or "UN"
 
 
-def _decide(plan: Plan, tag: int, vr: str | None) -> tuple[str, str, object] | None:
+def decide_tag(plan: Plan, tag: int, vr: str | None) -> tuple[str, str, object] | None:
     """What to do with ``tag`` read with VR ``vr``: None (keep as is), _DROP or ``(action, why, value)``.
 
     Depends only on the plan, the tag and the VR, so it is cached per plan (``plan.decisions``).
@@ -353,32 +353,32 @@ def _decide(plan: Plan, tag: int, vr: str | None) -> tuple[str, str, object] | N
     group, elem_no = tag >> 16, tag & 0xFFFF
     hit = plan.tags.get(tag)
     if hit is not None:
-        if hit[0] == KEEP and _converted_vr(tag, vr) != "SQ":
+        if hit[0] == KEEP and converted_vr(tag, vr) != "SQ":
             return None
         return hit
     if elem_no == 0 or group == 0x0002:  # group lengths (retired); meta is handled apart
-        return _DROP
+        return DROP
     if group % 2 == 1:
         # Private: removed. With retain_safe_private, elements of a group holding listed safe
         # attributes are decided per dataset from their block's creator (see _walk).
         if group in safe_private.plan_groups(plan):  # retain_safe_private and/or profile keep_private
-            return _SAFE_PRIVATE_CHECK
+            return SAFE_PRIVATE_CHECK
         return (REMOVE, "private attribute", None)
-    if _is_curve(group):
+    if is_curve(group):
         return None if plan.curve_keep else (REMOVE, "curve data (50xx)", None)
-    if _is_overlay(group):
+    if is_overlay(group):
         ov = plan.overlay.get(elem_no)
         if ov is not None and not (plan.overlay_keep and ov[0] in (CLEAN, KEEP)):
-            if ov[0] == KEEP and _converted_vr(tag, vr) != "SQ":
+            if ov[0] == KEEP and converted_vr(tag, vr) != "SQ":
                 return None
             return ov
         if plan.overlay_keep:
-            if _converted_vr(tag, vr) in ("LO", "LT", "ST", "UT", "SH"):
+            if converted_vr(tag, vr) in ("LO", "LT", "ST", "UT", "SH"):
                 return (CLEAN, "clean_graphics: overlay text", None)
             return None
         return (REMOVE, "overlay (60xx) without clean_graphics", None)
     if vr is None or vr == "UN":
-        vr = _dictionary_vr(tag)
+        vr = vr_of_tag(tag)
     if allow.is_allowed(tag, vr):
         if vr == "SQ":
             return (RECURSE, "allowlist", None)
@@ -392,52 +392,52 @@ def _decide(plan: Plan, tag: int, vr: str | None) -> tuple[str, str, object] | N
     return (REMOVE, "not in Table E.1-1 nor allowlist", None)
 
 
-def _decide_cached(plan: Plan, tag: int, vr: str | None):
+def decide_cached(plan: Plan, tag: int, vr: str | None):
     """:func:`_decide`, plus ``_QUIET_REMOVE`` marks: removals that report no identifier
     (private attributes and non-text values) need no value conversion."""
-    act = _decide(plan, tag, vr)
-    if act is not None and act is not _DROP and act[0] == REMOVE:
-        if tag >> 16 & 1 or (vr is not None and vr not in _TEXT_VRS and vr != "UN"):
-            return (_QUIET_REMOVE, act[1], None)
+    act = decide_tag(plan, tag, vr)
+    if act is not None and act is not DROP and act[0] == REMOVE:
+        if tag >> 16 & 1 or (vr is not None and vr not in TEXT_VRS and vr != "UN"):
+            return (QUIET_REMOVE, act[1], None)
     return act
 
 
-_QUIET_REMOVE = "quiet_remove"
-_SAFE_CHECK = "safe_private_check"
-_SAFE_PRIVATE_CHECK = (_SAFE_CHECK, "private attribute (not in the safe-private list)", None)
-_SAFE_KEEP_WHY = "retain_safe_private: PS3.15 Table E.3.10-1"
+QUIET_REMOVE = "quiet_remove"
+SAFE_CHECK = "safe_private_check"
+SAFE_PRIVATE_CHECK = (SAFE_CHECK, "private attribute (not in the safe-private list)", None)
+SAFE_KEEP_WHY = "retain_safe_private: PS3.15 Table E.3.10-1"
 
 
-_MISS = object()
+MISS = object()
 @lru_cache(maxsize=16384)
-def _quiet_note(tag: int, why: str) -> tuple[tuple[int, str], dict]:
+def quiet_note(tag: int, why: str) -> tuple[tuple[int, str], dict]:
     """(seen key, interned audit entry) of a removal noted without the element."""
-    entry = _NOTES.get((tag, REMOVE, why))
+    entry = NOTES.get((tag, REMOVE, why))
     if entry is None:
-        label, kw = _tag_label(tag)
-        entry = _NOTES[(tag, REMOVE, why)] = {"tag": label, "keyword": kw, "action": REMOVE, "why": why}
+        label, kw = tag_label(tag)
+        entry = NOTES[(tag, REMOVE, why)] = {"tag": label, "keyword": kw, "action": REMOVE, "why": why}
     return (tag, REMOVE), entry
 
 
-def _dictionary_vr(tag: int) -> str | None:
+def vr_of_tag(tag: int) -> str | None:
     return dictionary_vr(tag)
 
 
-def _method_text(plan: Plan, profile_name: str) -> list[str]:
+def method_text(plan: Plan, profile_name: str) -> list[str]:
     opts = ", ".join(plan.options) or "none"
     text = [f"bids-deid {__version__}", "PS3.15 E.1 basic profile", f"profile {profile_name}"[:64],
             f"options: {opts}"[:64], f"dates {plan.date_handling.lower()}"]
     return text
 
 
-_METHOD_TAGS = (0x00120063, 0x00120064)  # DeidentificationMethod, DeidentificationMethodCodeSequence
+METHOD_TAGS = (0x00120063, 0x00120064)  # DeidentificationMethod, DeidentificationMethodCodeSequence
 
 
-def _keeps_pixels(plan: Plan) -> bool:
+def keeps_pixels(plan: Plan) -> bool:
     """True when the plan keeps Pixel Data as is (checked once per plan)."""
     ok = plan.decisions.get("keeps_pixels")
     if ok is None:
-        ok = plan.decisions["keeps_pixels"] = all(_decide(plan, PIXEL_DATA, v) is None for v in (None, "OB", "OW"))
+        ok = plan.decisions["keeps_pixels"] = all(decide_tag(plan, PIXEL_DATA, v) is None for v in (None, "OB", "OW"))
     return ok
 
 
@@ -450,7 +450,7 @@ def burned_in_rule(sv, profile) -> str | None:
     if flag == "NO":
         return None
     modality = sv(0x00080060).strip().upper()
-    sop_mod = _SOP_MODALITY.get(sv(0x00080016))
+    sop_mod = SOP_MODALITY.get(sv(0x00080016))
     mods = {m.upper() for m in profile.dicom_burned_in_modalities}
     for m in (modality, sop_mod):
         if m and m in mods:

@@ -49,47 +49,47 @@ from ..pseudonym import Pseudonymizer, shift_da, shift_dt
 from . import dicom_allowlist as allow
 from . import dicom_safe_private as safe_private
 from .dicom_core import (  # noqa: F401 - re-exported: the engine's shared decisions and state
-    _BYTES_VRS,
-    _DATE_PATTERNS,
-    _DROP,
-    _DUMMY,
-    _IDENT_SOURCES,
-    _META_KEEP,
-    _METHOD_TAGS,
-    _MISS,
-    _NOTES,
-    _NUMERIC_VRS,
-    _PATIENT_ID,
-    _PATIENT_NAME,
-    _QUIET_REMOVE,
-    _SAFE_CHECK,
-    _SAFE_KEEP_WHY,
-    _SAFE_PRIVATE_CHECK,
-    _SERIES_UID,
-    _SOP_INSTANCE_UID,
-    _SOP_MODALITY,
-    _STUDY_UID,
-    _TEXT_VRS,
+    BYTES_VRS,
     CID7050,
+    DATE_PATTERNS,
+    DROP,
+    DUMMY_VALUES,
+    IDENT_SOURCES,
     IMPLEMENTATION_UID,
+    META_KEEP,
+    METHOD_TAGS,
+    MISS,
+    NOTES,
+    NUMERIC_VRS,
+    PATIENT_ID,
+    PATIENT_NAME,
     PIXEL_DATA,
+    QUIET_REMOVE,
+    SAFE_CHECK,
+    SAFE_KEEP_WHY,
+    SAFE_PRIVATE_CHECK,
+    SERIES_UID,
+    SOP_INSTANCE_UID,
+    SOP_MODALITY,
+    STUDY_UID,
+    TEXT_VRS,
+    Ctx,
     DicomResult,
     Fallback,
-    _clean_text,
-    _converted_vr,
-    _Ctx,
-    _decide,
-    _decide_cached,
-    _dictionary_vr,
-    _ident_kind,
-    _is_curve,
-    _is_overlay,
-    _keeps_pixels,
-    _method_text,
-    _quiet_note,
-    _tag_label,
     burned_in_rule,
+    clean_text,
+    converted_vr,
+    decide_cached,
+    decide_tag,
+    ident_kind,
+    is_curve,
+    is_overlay,
+    keeps_pixels,
     method_codes,
+    method_text,
+    quiet_note,
+    tag_label,
+    vr_of_tag,
 )
 from .dicom_raw import read_raw, write_raw_file
 from .dicom_table import (
@@ -115,14 +115,14 @@ log = logging.getLogger(__name__)
 
 def _values(elem: DataElement) -> list[str]:
     """String values of a (converted) element; [] for binary or sequence values."""
-    if elem.VR in ("SQ",) or elem.VR in _BYTES_VRS or elem.VR in _NUMERIC_VRS or elem.value is None:
+    if elem.VR in ("SQ",) or elem.VR in BYTES_VRS or elem.VR in NUMERIC_VRS or elem.value is None:
         return []
     val = elem.value
     vals = list(val) if isinstance(val, (list, tuple, pydicom.multival.MultiValue)) else [val]
     return [str(v).strip() for v in vals if str(v).strip()]
 
 
-def _ident(ctx: _Ctx, kind: str, elem: DataElement) -> None:
+def _ident(ctx: Ctx, kind: str, elem: DataElement) -> None:
     """Record the string values of a converted element as identifiers of ``kind``."""
     for v in _values(elem):
         if len(v) >= 3:
@@ -132,27 +132,27 @@ def _ident(ctx: _Ctx, kind: str, elem: DataElement) -> None:
 def _set_empty(elem: DataElement) -> None:
     if elem.VR == "SQ":
         elem.value = Sequence()
-    elif elem.VR in _BYTES_VRS:
+    elif elem.VR in BYTES_VRS:
         elem.value = b""
     else:
         elem.value = None
 
 
-def _dummy(elem: DataElement, ctx: _Ctx) -> None:
+def _dummy(elem: DataElement, ctx: Ctx) -> None:
     vr = elem.VR
     if vr == "UI":
         _remap(elem, ctx)
-    elif vr in _NUMERIC_VRS:
+    elif vr in NUMERIC_VRS:
         elem.value = 0
-    elif vr in _BYTES_VRS:
+    elif vr in BYTES_VRS:
         elem.value = b"\x00\x00"
     elif vr in ("DA", "DT") and ctx.plan.dates == "shift":
         _shift(elem, ctx)
     else:
-        elem.value = _DUMMY.get(vr, "REMOVED")
+        elem.value = DUMMY_VALUES.get(vr, "REMOVED")
 
 
-def _remap(elem: DataElement, ctx: _Ctx) -> None:
+def _remap(elem: DataElement, ctx: Ctx) -> None:
     vals = _values(elem)
     out = []
     for v in vals:
@@ -164,7 +164,7 @@ def _remap(elem: DataElement, ctx: _Ctx) -> None:
     elem.value = out if len(out) != 1 else out[0]
 
 
-def _shift(elem: DataElement, ctx: _Ctx) -> bool:
+def _shift(elem: DataElement, ctx: Ctx) -> bool:
     """Shift DA/DT values by the subject offset; TM is unchanged. False if any value failed."""
     vr = elem.VR
     if vr == "TM":
@@ -199,7 +199,7 @@ def _get(ds: Dataset, tag: int) -> DataElement:
         return el  # already converted (what ds[tag] returns too)
     if kind is RawDataElement and el.value is not None:
         vr, raw = el.VR, el.value
-        value = _MISS
+        value = MISS
         if not raw:
             if vr in _DIRECT_VRS:
                 value = empty_value_for_VR(vr)  # as pydicom for a zero length
@@ -215,7 +215,7 @@ def _get(ds: Dataset, tag: int) -> DataElement:
             else:
                 parts = [v.rstrip("\0 ") for v in text.split("\\")]
                 value = parts[0] if len(parts) == 1 else MultiValue(str, parts)
-        if value is not _MISS:
+        if value is not MISS:
             new = DataElement(el.tag, vr, value, el.value_tell, False, already_converted=True)
             elems[el.tag] = new
             return new
@@ -229,7 +229,7 @@ def _sv(ds: Dataset, tag: int) -> str:
     return str(_get(ds, tag).value or "")
 
 
-def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ctx, key=None) -> None:
+def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: Ctx, key=None) -> None:
     """Apply one concrete action to ``ds[tag]`` (``key``: the dataset's own key object for ``tag``)."""
     if key is None:
         key = tag
@@ -237,10 +237,10 @@ def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ct
         # Private values are not reported as identifiers (no conversion needed: fast path).
         if (tag >> 16) % 2 == 0:
             raw = ds._dict[key]
-            if raw.VR in _TEXT_VRS or raw.VR is None:
+            if raw.VR in TEXT_VRS or raw.VR is None:
                 elem = _get(ds, key)
-                if elem.VR in _TEXT_VRS:
-                    _ident(ctx, _ident_kind(tag, elem.VR), elem)
+                if elem.VR in TEXT_VRS:
+                    _ident(ctx, ident_kind(tag, elem.VR), elem)
         del ds[tag]
         ctx.note(tag, "remove", why)
         return
@@ -252,8 +252,8 @@ def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ct
         return
     if action == KEEP:
         return
-    if vr in _TEXT_VRS:
-        _ident(ctx, _ident_kind(tag, vr), elem)
+    if vr in TEXT_VRS:
+        _ident(ctx, ident_kind(tag, vr), elem)
     if action == EMPTY:
         _set_empty(elem)
     elif action == DUMMY:
@@ -271,13 +271,13 @@ def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ct
             _set_empty(elem)
     elif action == CLEAN:
         vals = _values(elem)
-        if vr in _NUMERIC_VRS or vr in _BYTES_VRS:
+        if vr in NUMERIC_VRS or vr in BYTES_VRS:
             _set_empty(elem)
         else:
-            cleaned = [_clean_text(v, ctx) for v in vals]
+            cleaned = [clean_text(v, ctx) for v in vals]
             elem.value = cleaned if len(cleaned) != 1 else cleaned[0]
     elif action == PSEUDO:
-        if tag in (_PATIENT_ID, _PATIENT_NAME):
+        if tag in (PATIENT_ID, PATIENT_NAME):
             elem.value = f"sub-{ctx.subject}"
         elif vr == "UI":
             _remap(elem, ctx)
@@ -293,7 +293,7 @@ def _apply(ds: Dataset, tag: int, action: str, why: str, value: object, ctx: _Ct
     ctx.note(tag, action, why)
 
 
-def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
+def _walk(ds: Dataset, ctx: Ctx, events: list | None = None) -> None:
     """Treat every element of ``ds`` (and of its sequences) in place.
 
     ``events`` (raw path, top level): the elements in file order as :func:`read_raw` listed
@@ -308,7 +308,7 @@ def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
     for tag in (list(elems) if events is None else events):
         if type(tag) is tuple:
             left_out = tag[1]
-            if left_out is not _DROP and left_out[0] not in seen:  # as ctx.note, inlined
+            if left_out is not DROP and left_out[0] not in seen:  # as ctx.note, inlined
                 seen.add(left_out[0])
                 changes.append(left_out[1])
             continue
@@ -316,17 +316,17 @@ def _walk(ds: Dataset, ctx: _Ctx, events: list | None = None) -> None:
             continue
         itag = int(tag)
         key = (itag, elems[tag].VR)
-        act = decisions.get(key, _MISS)
-        if act is _MISS:
-            act = decisions[key] = _decide_cached(plan, itag, key[1])
+        act = decisions.get(key, MISS)
+        if act is MISS:
+            act = decisions[key] = decide_cached(plan, itag, key[1])
         if act is None:
             continue
-        if act is _DROP:
+        if act is DROP:
             del elems[tag]
-        elif act[0] is _QUIET_REMOVE:
+        elif act[0] is QUIET_REMOVE:
             del elems[tag]
             ctx.note(itag, REMOVE, act[1])
-        elif act[0] is _SAFE_CHECK:
+        elif act[0] is SAFE_CHECK:
             if safe_keep is None:
                 safe_keep = safe_private.dataset_actions(ds, plan)  # {tag: (how, why)}
             how, why = safe_keep.get(itag, (None, act[1]))
@@ -362,13 +362,13 @@ class _SkipMap(dict):
     def __missing__(self, key: tuple[int, str | None]):
         tag, vr = key
         decisions = self.plan.decisions
-        act = decisions.get(key, _MISS)
-        if act is _MISS:
-            act = decisions[key] = _decide_cached(self.plan, tag, vr)
-        if act is _DROP:
+        act = decisions.get(key, MISS)
+        if act is MISS:
+            act = decisions[key] = decide_cached(self.plan, tag, vr)
+        if act is DROP:
             out = act
-        elif act is not None and act[0] is _QUIET_REMOVE:
-            out = _quiet_note(tag, act[1])
+        elif act is not None and act[0] is QUIET_REMOVE:
+            out = quiet_note(tag, act[1])
         else:
             out = None
         self[key] = out
@@ -380,9 +380,9 @@ def _skip_for(plan: Plan) -> _SkipMap:
     return _SkipMap(plan)
 
 
-def _collect_known(ds: Dataset, ctx: _Ctx) -> None:
+def _collect_known(ds: Dataset, ctx: Ctx) -> None:
     elems = ds._dict
-    for t in _IDENT_SOURCES:
+    for t in IDENT_SOURCES:
         if t in elems:
             for v in _values(_get(ds, t)):
                 for part in re.split(r"[\^=\\]", v) + [v]:
@@ -392,12 +392,12 @@ def _collect_known(ds: Dataset, ctx: _Ctx) -> None:
     ctx.known.sort(key=len, reverse=True)
 
 
-def _add_method_shared(ds: Dataset, plan: Plan, profile_name: str, ctx: _Ctx) -> None:
+def _add_method_shared(ds: Dataset, plan: Plan, profile_name: str, ctx: Ctx) -> None:
     """:func:`_add_method` for a dataset only written, never handed out: when it holds no earlier
     method attributes the four elements are the same for every file of a plan, so they are
     made once and shared (they are never changed afterwards)."""
     elems = ds._dict
-    if _METHOD_TAGS[0] in elems or _METHOD_TAGS[1] in elems:
+    if METHOD_TAGS[0] in elems or METHOD_TAGS[1] in elems:
         _add_method(ds, plan, profile_name, ctx)
         return
     made = plan.decisions.get(("method", profile_name))
@@ -409,13 +409,13 @@ def _add_method_shared(ds: Dataset, plan: Plan, profile_name: str, ctx: _Ctx) ->
         elems[element.tag] = element
 
 
-def _add_method(ds: Dataset, plan: Plan, profile_name: str, ctx: _Ctx) -> None:
+def _add_method(ds: Dataset, plan: Plan, profile_name: str, ctx: Ctx) -> None:
     ds.PatientIdentityRemoved = "YES"
     prior = list(ds.DeidentificationMethod) if "DeidentificationMethod" in ds else []
     if isinstance(ds.get("DeidentificationMethod"), str):
         prior = [ds.DeidentificationMethod]
-    prior = [_clean_text(p, ctx)[:64] for p in prior]
-    ds.DeidentificationMethod = prior + _method_text(plan, profile_name)
+    prior = [clean_text(p, ctx)[:64] for p in prior]
+    ds.DeidentificationMethod = prior + method_text(plan, profile_name)
     seq = list(ds.DeidentificationMethodCodeSequence) if "DeidentificationMethodCodeSequence" in ds else []
     have = {(getattr(i, "CodeValue", None), getattr(i, "CodingSchemeDesignator", None)) for i in seq}
     for value, meaning in method_codes(plan, have):
@@ -458,7 +458,7 @@ def _deidentify(ds: Dataset, profile: Profile, pseudo: Pseudonymizer, subject: s
     """:func:`deidentify_dataset`; with ``events`` (raw path: ``ds`` is only written) the method
     attributes may be shared between files."""
     plan = compile_plan(profile)
-    ctx = _Ctx(plan, pseudo, subject, offset_days)
+    ctx = Ctx(plan, pseudo, subject, offset_days)
     _collect_known(ds, ctx)
     _walk(ds, ctx, events)
     (_add_method if events is None else _add_method_shared)(ds, plan, profile.name, ctx)
@@ -482,15 +482,15 @@ def _set_meta(meta: FileMetaDataset, tag: int, vr: str, value: object) -> None:
         meta._dict[Tag(tag)] = DataElement(tag, vr, value)
 
 
-def _treat_meta(ds: Dataset, meta: FileMetaDataset, ctx: _Ctx) -> None:
+def _treat_meta(ds: Dataset, meta: FileMetaDataset, ctx: Ctx) -> None:
     md = meta._dict
     for tag in list(md):
         itag = int(tag)
-        if itag not in _META_KEEP:
+        if itag not in META_KEEP:
             del md[tag]
             ctx.note(itag, "remove", "file meta: not needed")
-    if _SOP_INSTANCE_UID in ds._dict:
-        _set_meta(meta, _MS_SOP_INSTANCE, "UI", _get(ds, _SOP_INSTANCE_UID).value)
+    if SOP_INSTANCE_UID in ds._dict:
+        _set_meta(meta, _MS_SOP_INSTANCE, "UI", _get(ds, SOP_INSTANCE_UID).value)
     elif _MS_SOP_INSTANCE in md:
         _remap(_get(meta, _MS_SOP_INSTANCE), ctx)
     if _SOP_CLASS_UID in ds._dict:
@@ -505,7 +505,7 @@ def burned_in_reason(ds: Dataset, profile: Profile) -> str | None:
     return burned_in_rule(lambda tag: _sv(ds, tag), profile)
 
 
-def _read(src: Path) -> Dataset:
+def read_dicom(src: Path) -> Dataset:
     try:
         ds = pydicom.dcmread(src)
     except InvalidDicomError:
@@ -522,7 +522,7 @@ def _read(src: Path) -> Dataset:
     return ds
 
 
-def _prepare_meta(ds: Dataset) -> None:
+def prepare_meta(ds: Dataset) -> None:
     meta = getattr(ds, "file_meta", None)
     if meta is None or "TransferSyntaxUID" not in meta:
         meta = FileMetaDataset() if meta is None else meta
@@ -536,7 +536,7 @@ def _prepare_meta(ds: Dataset) -> None:
         ds.file_meta = meta
 
 
-def _write(ds: Dataset, dst: Path, fsync: bool = True, kept: frozenset[int] = frozenset()) -> None:
+def write_whole(ds: Dataset, dst: Path, fsync: bool = True, kept: frozenset[int] = frozenset()) -> None:
     """Write ``ds`` to ``dst`` atomically, once its bytes parse completely, keep the elements
     ``kept`` and hold pixel data of the length the header declares (else :class:`OutputDefect`)."""
     ds.preamble = b"\x00" * 128  # a preamble may hold data (dual-format files)
@@ -554,7 +554,7 @@ def _write(ds: Dataset, dst: Path, fsync: bool = True, kept: frozenset[int] = fr
         fh.write(data)
 
 
-def _subject_for(ds: Dataset, pseudo: Pseudonymizer, subject: str | None) -> str:
+def subject_for(ds: Dataset, pseudo: Pseudonymizer, subject: str | None) -> str:
     if subject is not None:
         return subject
     pid = _sv(ds, 0x00100020).strip() or _sv(ds, 0x00100010).strip()
@@ -569,7 +569,7 @@ def _process_slow(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, s
     if check_dicom and not is_dicom(src):
         return DicomResult(src, None, "skipped", "not a DICOM file")
     found = integrity.inspect_path(src)
-    refused = _refusal(src, found)
+    refused = refusal(src, found)
     if refused is not None:
         return refused
     try:
@@ -587,7 +587,7 @@ DICOMDIR_REASON = ("DICOMDIR (a media directory) not copied: its records index t
                    "which the de-identified tree renames; the output is read as a folder of files")
 
 
-def _refusal(src: Path, found: integrity.Inspection) -> DicomResult | None:
+def refusal(src: Path, found: integrity.Inspection) -> DicomResult | None:
     """The result for a file the engine does not write (input defect, unknown transfer syntax,
     media directory), before any path of the engine reads it; else None."""
     if found.defect is not None:
@@ -613,10 +613,10 @@ def _process_raw(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, su
         skip = plan.decisions["raw_skip"] = _skip_for(plan)
     raw = read_raw(src, skip)
     try:
-        if raw.pixel is not None and not _keeps_pixels(plan):
+        if raw.pixel is not None and not keeps_pixels(plan):
             raise Fallback("the plan does not keep Pixel Data as is")
         ds = raw.ds
-        subj = _subject_for(ds, pseudo, subject)
+        subj = subject_for(ds, pseudo, subject)
         dst = Path(dst_for(subj, _sv(ds, 0x0020000E), _sv(ds, 0x00080018)))
         early = _not_to_write(src, dst, ds, profile, subj, overwrite)
         if early is not None:
@@ -645,18 +645,18 @@ def _process_full(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, s
                   found: integrity.Inspection | None = None) -> DicomResult:
     if found is None:
         found = integrity.inspect_path(src)
-        refused = _refusal(src, found)
+        refused = refusal(src, found)
         if refused is not None:
             return refused
     try:
-        ds = _read(src)
+        ds = read_dicom(src)
     except Exception as exc:  # noqa: BLE001 - one line, file never copied
         return DicomResult(src, None, "error", f"not readable as DICOM ({type(exc).__name__})")
     if len(ds._dict) < len(found.tags):
         return DicomResult(src, None, "withheld", f"pydicom read {len(ds._dict)} of the file's {len(found.tags)} "
                            "top-level elements; not written")
     kept = kept_tags(profile, found.tags)
-    subj = _subject_for(ds, pseudo, subject)
+    subj = subject_for(ds, pseudo, subject)
     orig_series = _sv(ds, 0x0020000E)
     orig_sop = _sv(ds, 0x00080018)
     dst = Path(dst_for(subj, orig_series, orig_sop))
@@ -665,13 +665,13 @@ def _process_full(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, s
         return early
     offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
     try:
-        _prepare_meta(ds)
+        prepare_meta(ds)
         changes, identifiers = deidentify_dataset(ds, profile, pseudo, subj, offset)
         missing = [name for tag, name in ((_MS_SOP_CLASS, "SOP Class UID"), (_MS_SOP_INSTANCE, "SOP Instance UID"))
                    if not _sv(ds.file_meta, tag).strip()]
         if missing:
             raise OutputDefect(f"no {' and no '.join(missing)}: the file meta PS3.10 requires cannot be made")
-        _write(ds, dst, fsync, kept)
+        write_whole(ds, dst, fsync, kept)
     except OutputDefect as exc:
         return DicomResult(src, None, "withheld", f"{exc}; not written", subject=subj)
     except Exception as exc:  # noqa: BLE001
@@ -683,7 +683,7 @@ def _process_full(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, s
 def kept_tags(profile: Profile, tags: dict[int, str | None]) -> frozenset[int]:
     """The top-level ``tags`` (tag -> VR as read) that ``profile`` keeps as they are."""
     plan = compile_plan(profile)
-    return frozenset(t for t, vr in tags.items() if t >> 16 != 0x0002 and _decide(plan, t, vr) is None)
+    return frozenset(t for t, vr in tags.items() if t >> 16 != 0x0002 and decide_tag(plan, t, vr) is None)
 
 
 class OutputDefect(Exception):

@@ -27,28 +27,28 @@ from ..dicom.header import NotPlain, read_header
 from ..pseudonym import shift_da, shift_dt
 from . import dicom_core
 from .dicom_core import (
-    _CHARSET,
-    _EXPLICIT,
-    _ITEM,
-    _LONG_VRS,
-    _META_VRS,
-    _SEQ_END,
-    _TAG,
-    _U32,
-    _UNDEFINED,
-    _VRS,
+    CHARSET,
+    EXPLICIT,
+    ITEM,
+    LONG_VRS,
+    META_VRS,
     PIXEL_DATA,
     READ_WHOLE_MAX,
+    SEQ_END,
+    TAG,
+    U32,
+    UNDEFINED,
+    VRS,
     Fallback,
-    _pixel_end,
     burned_in_rule,
     element_bytes,
     meta_group,
+    pixel_end,
     write_parts_atomic,
 )
 from .dicom_dict import dictionary_vr
 
-_ITEM_HDR = dicom_core._IMPLICIT  # item and delimiter headers have the implicit element form
+_ITEM_HDR = dicom_core.IMPLICIT  # item and delimiter headers have the implicit element form
 
 # Value families (how pydicom converts the raw value; see dicom._get and pydicom.values).
 _PLAIN = frozenset({"AE", "AS", "CS", "DA", "DT", "TM"})  # whole value right-stripped, split
@@ -67,7 +67,7 @@ _CHARSET_VRS = frozenset({"LO", "SH", "UC", "LT", "ST", "UT", "PN"})
 _TS_NATIVE = b"1.2.840.10008.1.2.1"
 _TS_IMPLICIT = b"1.2.840.10008.1.2"
 _TS_ENCAPSULATED = re.compile(rb"1\.2\.840\.10008\.1\.2\.(4\.\d+|5)\Z")
-_META_KEEP = frozenset(_META_VRS)
+_META_KEEP = frozenset(META_VRS)
 _PATIENT_ID, _PATIENT_NAME = 0x00100020, 0x00100010
 _SOP_CLASS, _SOP_INSTANCE, _SERIES_UID, _STUDY_UID = 0x00080016, 0x00080018, 0x0020000E, 0x0020000D
 _BURNED_IN, _MODALITY = 0x00280301, 0x00080060
@@ -78,8 +78,8 @@ _PIXEL_MODULE = (0x00280002, 0x00280004, 0x00280008, 0x00280010, 0x00280011, 0x0
 _PIXEL_TAGS = (PIXEL_DATA, integrity.FLOAT_PIXEL_DATA, integrity.DOUBLE_PIXEL_DATA)
 # Top-level elements read before the walk (identifiers, output name, burned-in check, charset)
 # or looked at by the pixel length check.
-_LOOKED_UP = frozenset({_CHARSET, _PATIENT_ID, _PATIENT_NAME, _SERIES_UID, _SOP_INSTANCE, _SOP_CLASS, _BURNED_IN,
-                        _MODALITY, *dicom_core._IDENT_SOURCES, *_PIXEL_MODULE, *_PIXEL_TAGS})
+_LOOKED_UP = frozenset({CHARSET, _PATIENT_ID, _PATIENT_NAME, _SERIES_UID, _SOP_INSTANCE, _SOP_CLASS, _BURNED_IN,
+                        _MODALITY, *dicom_core.IDENT_SOURCES, *_PIXEL_MODULE, *_PIXEL_TAGS})
 
 
 def _check_pixels(data, by_tag: dict) -> None:
@@ -108,11 +108,11 @@ def _scan_items(data, pos: int, size: int, implicit: bool = False) -> int:
     while pos + 8 <= size:
         group, elem, length = _ITEM_HDR.unpack_from(data, pos)
         tag = group << 16 | elem
-        if tag == _SEQ_END:
+        if tag == SEQ_END:
             return pos + 8
-        if tag != _ITEM:
+        if tag != ITEM:
             raise Fallback("malformed sequence")
-        if length == _UNDEFINED:
+        if length == UNDEFINED:
             pos = _scan_elements(data, pos + 8, size, True, implicit)
         else:
             pos += 8 + length
@@ -130,16 +130,16 @@ def _scan_elements(data, pos: int, size: int, in_item: bool, implicit: bool = Fa
         if implicit:
             hdr, is_seq = 8, True  # an undefined length can only be a sequence (checked below)
         else:
-            vr = _VRS.get(data[pos + 4:pos + 6])
+            vr = VRS.get(data[pos + 4:pos + 6])
             if vr is None:
                 raise Fallback("unknown VR")
-            if vr in _LONG_VRS:
-                length, hdr = _U32.unpack_from(data, pos + 8)[0], 12
+            if vr in LONG_VRS:
+                length, hdr = U32.unpack_from(data, pos + 8)[0], 12
             else:
                 length, hdr = data[pos + 6] | data[pos + 7] << 8, 8
             is_seq = vr == "SQ"
-        if length == _UNDEFINED:
-            if not is_seq or implicit and _TAG.unpack_from(data, pos + hdr) not in ((0xFFFE, 0xE000),
+        if length == UNDEFINED:
+            if not is_seq or implicit and TAG.unpack_from(data, pos + hdr) not in ((0xFFFE, 0xE000),
                                                                                    (0xFFFE, 0xE0DD)):
                 raise Fallback("undefined length outside a sequence")
             pos = _scan_items(data, pos + hdr, size, implicit)
@@ -155,11 +155,11 @@ def _items(data, vpos: int, end: int, undefined: bool, implicit: bool = False) -
     while pos + 8 <= end:
         group, elem, length = _ITEM_HDR.unpack_from(data, pos)
         tag = group << 16 | elem
-        if tag == _SEQ_END:
+        if tag == SEQ_END:
             break
-        if tag != _ITEM:
+        if tag != ITEM:
             raise Fallback("malformed sequence")
-        if length == _UNDEFINED:
+        if length == UNDEFINED:
             stop = _scan_elements(data, pos + 8, end, True, implicit)
             out.append((pos + 8, stop - 8, True))
         else:
@@ -246,9 +246,9 @@ class _File:
 
     __slots__ = ("data", "ctx", "eng", "decisions", "plan", "heads", "implicit", "codec")
     # the engine's markers, compared by identity in the hot loops
-    drop = dicom_core._DROP
-    quiet = dicom_core._QUIET_REMOVE
-    safe_check = dicom_core._SAFE_CHECK
+    drop = dicom_core.DROP
+    quiet = dicom_core.QUIET_REMOVE
+    safe_check = dicom_core.SAFE_CHECK
     keep_structure = frozenset({dicom_core.KEEP, dicom_core.CLEAN, dicom_core.SHIFT, dicom_core.UID, dicom_core.DUMMY,
                                 dicom_core.PSEUDO})
 
@@ -267,7 +267,7 @@ class _File:
         key = (tag, vr)
         act = self.decisions.get(key, _MISS)
         if act is _MISS:
-            act = self.decisions[key] = self.eng._decide_cached(self.plan, tag, vr)
+            act = self.decisions[key] = self.eng.decide_cached(self.plan, tag, vr)
         return act
 
     def ident(self, tag: int, vr: str, raw: bytes) -> None:
@@ -348,7 +348,7 @@ class _File:
             if vr not in _TEXT_VRS:
                 out = _element(tag, vr, b"", imp)
             else:
-                out = _encode(tag, vr, [eng._clean_text(v, ctx) for v in _values(vr, raw, self.codec)], imp)
+                out = _encode(tag, vr, [eng.clean_text(v, ctx) for v in _values(vr, raw, self.codec)], imp)
         elif action == eng.PSEUDO:
             if tag in (_PATIENT_ID, _PATIENT_NAME):
                 out = _encode(tag, vr, [f"sub-{ctx.subject}"], imp)
@@ -394,12 +394,12 @@ class _File:
                 if item_undefined:
                     parts.append(b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + body + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00")
                 else:
-                    parts.append(b"\xfe\xff\x00\xe0" + _U32.pack(len(body)) + body)
+                    parts.append(b"\xfe\xff\x00\xe0" + U32.pack(len(body)) + body)
         value = b"".join(parts)
-        head = _TAG.pack(tag >> 16, tag & 0xFFFF) + (b"" if self.implicit else b"SQ\0\0")
+        head = TAG.pack(tag >> 16, tag & 0xFFFF) + (b"" if self.implicit else b"SQ\0\0")
         if undefined:
             return head + b"\xff\xff\xff\xff" + value + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-        return head + _U32.pack(len(value)) + value
+        return head + U32.pack(len(value)) + value
 
     def scan(self, pos: int, end: int) -> list[tuple]:
         """The elements of ``data[pos:end]`` with the plan's decision, in file order:
@@ -419,7 +419,7 @@ class _File:
                 e = heads.get(head)
                 if e is None:
                     e = heads[head] = _head_entry_implicit(self, head)
-                length = _U32.unpack_from(data, pos + 4)[0]
+                length = U32.unpack_from(data, pos + 4)[0]
                 vpos = pos + 8
             else:
                 head = data[pos:pos + 6]
@@ -427,7 +427,7 @@ class _File:
                 if e is None:
                     e = heads[head] = _head_entry(self, head)
                 if e[2]:
-                    length = _U32.unpack_from(data, pos + 8)[0]
+                    length = U32.unpack_from(data, pos + 8)[0]
                     vpos = pos + 12
                 else:
                     length = data[pos + 6] | data[pos + 7] << 8
@@ -436,11 +436,11 @@ class _File:
             if tag <= last:
                 raise Fallback("elements out of order")
             last = tag
-            if length == _UNDEFINED:
+            if length == UNDEFINED:
                 if tag == PIXEL_DATA:
-                    stop = _pixel_end(data, vpos, end)
-                elif e[1] == "SQ" or implicit and e[1] is None and vpos + 4 <= end and \
-                        _TAG.unpack_from(data, vpos) == (0xFFFE, 0xE000):
+                    stop = pixel_end(data, vpos, end)
+                elif e[1] == "SQ" or implicit and e[1] is None and vpos + 4 <= end and\
+                        TAG.unpack_from(data, vpos) == (0xFFFE, 0xE000):
                     stop = _scan_items(data, vpos, end, implicit)
                 else:
                     raise Fallback("undefined length outside a sequence")
@@ -462,7 +462,7 @@ class _File:
         seen, changes = self.ctx.seen, self.ctx.changes
         for rec in self.scan(pos, end):
             kind = rec[6]
-            if rec[0] == _CHARSET:
+            if rec[0] == CHARSET:
                 raise Fallback("item with its own character set")
             if kind == _K_KEEP:
                 out.append(data[rec[2]:rec[4]])
@@ -491,7 +491,7 @@ _K_KEEP, _K_QUIET, _K_ACT, _K_PIXEL, _K_SAFE = range(5)
 def _head_entry_implicit(f: _File, head: bytes):
     """:func:`_head_entry` for implicit VR: the VR is the dictionary's (None when unknown or
     ambiguous, e.g. ``US or SS``); the decision is the one for an element read without VR."""
-    group, elem = _TAG.unpack_from(head)
+    group, elem = TAG.unpack_from(head)
     vr = dictionary_vr(group << 16 | elem)
     return _entry(f, group, elem, None if vr is None or " " in vr else vr, None, False)
 
@@ -499,11 +499,11 @@ def _head_entry_implicit(f: _File, head: bytes):
 def _head_entry(f: _File, head: bytes):
     """What the plan does with an element whose first six bytes (tag, VR) are ``head``:
     ``(tag, vr, long form, kind, payload)``; kind -1 for an element dropped without a note."""
-    group, elem = _TAG.unpack_from(head)
-    vr = _VRS.get(head[4:6])
+    group, elem = TAG.unpack_from(head)
+    vr = VRS.get(head[4:6])
     if vr is None:
         raise Fallback("unknown VR")
-    return _entry(f, group, elem, vr, vr, vr in _LONG_VRS)
+    return _entry(f, group, elem, vr, vr, vr in LONG_VRS)
 
 
 def _entry(f: _File, group: int, elem: int, vr: str | None, read_vr: str | None, long: bool):
@@ -519,7 +519,7 @@ def _entry(f: _File, group: int, elem: int, vr: str | None, read_vr: str | None,
     if act is f.drop:
         return (tag, vr, long, -1, None)
     if act[0] is f.quiet:
-        return (tag, vr, long, _K_QUIET, f.eng._quiet_note(tag, act[1]))
+        return (tag, vr, long, _K_QUIET, f.eng.quiet_note(tag, act[1]))
     if act[0] is f.safe_check:
         return (tag, vr, long, _K_SAFE, None)
     return (tag, vr, long, _K_ACT, act)
@@ -532,17 +532,17 @@ def _meta(data, size: int) -> tuple[list[tuple[int, int, int]], int]:
         raise Fallback("no DICM preamble")
     pos, out = 132, []
     while pos + 8 <= size:
-        group, elem, vr_bytes, length = _EXPLICIT.unpack_from(data, pos)
+        group, elem, vr_bytes, length = EXPLICIT.unpack_from(data, pos)
         if group != 0x0002:
             break
-        vr = _VRS.get(vr_bytes)
+        vr = VRS.get(vr_bytes)
         if vr is None:
             raise Fallback("file meta not explicit VR")
-        if vr in _LONG_VRS:
-            length, hdr = _U32.unpack_from(data, pos + 8)[0], 12
+        if vr in LONG_VRS:
+            length, hdr = U32.unpack_from(data, pos + 8)[0], 12
         else:
             hdr = 8
-        if length == _UNDEFINED or pos + hdr + length > size:
+        if length == UNDEFINED or pos + hdr + length > size:
             raise Fallback("odd file meta")
         out.append((group << 16 | elem, pos + hdr, pos + hdr + length))
         pos += hdr + length
@@ -581,7 +581,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
     implicit = ts == _TS_IMPLICIT
     if ts != _TS_NATIVE and not implicit and not _TS_ENCAPSULATED.match(ts):
         raise Fallback("transfer syntax")
-    if implicit and pos + 6 <= size and data[pos + 4:pos + 6] in _VRS:
+    if implicit and pos + 6 <= size and data[pos + 4:pos + 6] in VRS:
         raise Fallback("implicit transfer syntax but explicit-looking data")
     if 0x00020001 not in meta_values:
         raise Fallback("no file meta version")
@@ -591,9 +591,9 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
     recs = f.scan(pos, size)
     by_tag = {r[0]: r for r in recs if r[0] in _LOOKED_UP}
     _check_pixels(data, by_tag)
-    if not eng._keeps_pixels(plan) and any(r[6] == _K_PIXEL for r in recs):
+    if not eng.keeps_pixels(plan) and any(r[6] == _K_PIXEL for r in recs):
         raise Fallback("the plan does not keep Pixel Data as is")
-    cs = by_tag.get(_CHARSET)
+    cs = by_tag.get(CHARSET)
     codec = "latin-1"
     if cs is not None:
         name = data[cs[3]:cs[4]].strip(b" \0")
@@ -624,9 +624,9 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
     if reason and profile.dicom_burned_in == "skip":
         return eng.DicomResult(Path(src), None, "skipped", f"possible burned-in text: {reason}", subject=subj)
     offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
-    ctx = f.ctx = eng._Ctx(plan, pseudo, subj, offset)
+    ctx = f.ctx = eng.Ctx(plan, pseudo, subj, offset)
     # identifying strings for free-text cleaning (dicom._collect_known)
-    for t in eng._IDENT_SOURCES:
+    for t in eng.IDENT_SOURCES:
         r = by_tag.get(t)
         if r is not None:
             if r[1] not in _TEXT_VRS or r[5]:
@@ -656,7 +656,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
         tag = rec[0]
         if kind == _K_KEEP:
             if tag in read:
-                if rec[1] not in _PLAIN and rec[1] not in _SPLIT_TEXT and rec[1] not in _SINGLE_TEXT \
+                if rec[1] not in _PLAIN and rec[1] not in _SPLIT_TEXT and rec[1] not in _SINGLE_TEXT\
                         and rec[1] != "UI":
                     raise Fallback("read and kept element needs pydicom")
                 append((tag, _canonical(tag, rec[1], data[rec[3]:rec[4]], implicit, codec)))
@@ -731,7 +731,7 @@ def _code_items(eng, plan, have: set, implicit: bool) -> list[bytes]:
     for value, meaning in eng.method_codes(plan, have):
         body = (_encode(0x00080100, "SH", [value], implicit) + _encode(0x00080102, "SH", ["DCM"], implicit)
                 + _encode(0x00080104, "LO", [meaning], implicit))
-        items.append(b"\xfe\xff\x00\xe0" + _U32.pack(len(body)) + body)
+        items.append(b"\xfe\xff\x00\xe0" + U32.pack(len(body)) + body)
     return items
 
 
@@ -746,8 +746,8 @@ def _method_elements(eng, plan, profile_name: str, implicit: bool = False) -> di
     seq = b"".join(_code_items(eng, plan, set(), imp))
     out = {
         0x00120062: _encode(0x00120062, "CS", ["YES"], imp),
-        0x00120063: _encode(0x00120063, "LO", eng._method_text(plan, profile_name), imp),
-        0x00120064: _TAG.pack(0x0012, 0x0064) + (b"" if imp else b"SQ\0\0") + _U32.pack(len(seq)) + seq,
+        0x00120063: _encode(0x00120063, "LO", eng.method_text(plan, profile_name), imp),
+        0x00120064: TAG.pack(0x0012, 0x0064) + (b"" if imp else b"SQ\0\0") + U32.pack(len(seq)) + seq,
         0x00280303: _encode(0x00280303, "CS", [plan.date_handling], imp),
     }
     if len(_METHOD_CACHE) >= 32:  # plans are few (compile_plan keeps the last 8)
@@ -768,8 +768,8 @@ def _with_prior_method(eng, plan, profile_name: str, ctx, out: list, codec: str 
             raise Fallback("earlier DeidentificationMethod of another VR")
         raw = element[8:]
         prior = _items_of("LO", raw, codec) if raw else [""]
-        prior = [eng._clean_text(p, ctx)[:64] for p in prior]
-        method[0x00120063] = _encode(0x00120063, "LO", prior + eng._method_text(plan, profile_name))
+        prior = [eng.clean_text(p, ctx)[:64] for p in prior]
+        method[0x00120063] = _encode(0x00120063, "LO", prior + eng.method_text(plan, profile_name))
     if 0x00120064 in present:
         element = present[0x00120064]
         undefined = element[8:12] == b"\xff\xff\xff\xff"
@@ -787,11 +787,11 @@ def _with_prior_method(eng, plan, profile_name: str, ctx, out: list, codec: str 
             bodies.append(element[bstart - 8:bend + (8 if item_undefined else 0)])
         bodies.extend(_code_items(eng, plan, have, False))
         seq = b"".join(bodies)
-        head = _TAG.pack(0x0012, 0x0064) + b"SQ\0\0"
+        head = TAG.pack(0x0012, 0x0064) + b"SQ\0\0"
         if undefined:
             method[0x00120064] = head + b"\xff\xff\xff\xff" + seq + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
         else:
-            method[0x00120064] = head + _U32.pack(len(seq)) + seq
+            method[0x00120064] = head + U32.pack(len(seq)) + seq
     return method
 
 
@@ -818,13 +818,13 @@ def _lean_syntax(ts: str) -> bool:
 
 def _peek(data: bytes, tags: frozenset[int]) -> dict[int, list[str]]:
     try:
-        head = read_header(data, tags | {_CHARSET}, max(tags), _lean_syntax)
+        head = read_header(data, tags | {CHARSET}, max(tags), _lean_syntax)
     except NotPlain as exc:
         raise Fallback(str(exc)) from None
     if not head.complete:
         raise Fallback("truncated element")
     codec = "latin-1"
-    cs = head.elements.get(_CHARSET)
+    cs = head.elements.get(CHARSET)
     if cs is not None:
         name = data[cs[1]:cs[2]].strip(b" \0")
         if name not in _CHARSETS:

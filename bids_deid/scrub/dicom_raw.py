@@ -34,25 +34,25 @@ from pydicom.values import convert_string
 
 from ..atomic import atomic_open
 from .dicom_core import (  # noqa: F401 - Fallback and PIXEL_DATA re-exported
-    _CHARSET,
-    _EXPLICIT,
-    _IMPLICIT,
-    _ITEM,
-    _ITEM_END,
-    _LONG_VRS,
-    _META_VRS,
-    _SEQ_END,
-    _TAG,
-    _U16,
-    _U32,
-    _UNDEFINED,
-    _VRS,
+    CHARSET,
+    EXPLICIT,
+    IMPLICIT,
+    ITEM,
+    ITEM_END,
+    LONG_VRS,
+    META_VRS,
     PIXEL_DATA,
     READ_WHOLE_MAX,
+    SEQ_END,
+    TAG,
+    U16,
+    U32,
+    UNDEFINED,
+    VRS,
     Fallback,
-    _pixel_end,
     element_bytes,
     meta_group,
+    pixel_end,
     write_parts_atomic,
 )
 
@@ -97,17 +97,17 @@ def _parse_meta(data, size: int) -> tuple[FileMetaDataset, int]:
         raise Fallback("no DICM preamble")
     pos, elems = 132, {}
     while pos + 8 <= size:
-        group, elem = _TAG.unpack_from(data, pos)
+        group, elem = TAG.unpack_from(data, pos)
         if group != 0x0002:
             break
-        vr = _VRS.get(data[pos + 4:pos + 6])
+        vr = VRS.get(data[pos + 4:pos + 6])
         if vr is None:
             raise Fallback("file meta not explicit VR")
-        if vr in _LONG_VRS:
-            length, hdr = _U32.unpack_from(data, pos + 8)[0], 12
+        if vr in LONG_VRS:
+            length, hdr = U32.unpack_from(data, pos + 8)[0], 12
         else:
-            length, hdr = _U16.unpack_from(data, pos + 6)[0], 8
-        if length == _UNDEFINED or pos + hdr + length > size:
+            length, hdr = U16.unpack_from(data, pos + 6)[0], 8
+        if length == UNDEFINED or pos + hdr + length > size:
             raise Fallback("odd file meta")
         tag = group << 16 | elem
         value = data[pos + hdr:pos + hdr + length] if length else empty_value_for_VR(vr, raw=True)
@@ -168,17 +168,17 @@ def _parse_dataset(raw: RawFile, pos: int, size: int, skip=None) -> None:
         if pos + 8 > size:
             raise Fallback("trailing bytes")
         if implicit:
-            group, elem, length = _IMPLICIT.unpack_from(data, pos)
-            if first and data[pos + 4:pos + 6] in _VRS:
+            group, elem, length = IMPLICIT.unpack_from(data, pos)
+            if first and data[pos + 4:pos + 6] in VRS:
                 raise Fallback("implicit transfer syntax but explicit-looking data")
             vr, hdr = None, 8
         else:
-            group, elem, vr_bytes, length = _EXPLICIT.unpack_from(data, pos)
-            vr = _VRS.get(vr_bytes)
+            group, elem, vr_bytes, length = EXPLICIT.unpack_from(data, pos)
+            vr = VRS.get(vr_bytes)
             if vr is None:
                 raise Fallback("unknown VR (implicit data under an explicit transfer syntax?)")
-            if vr in _LONG_VRS:
-                length, hdr = _U32.unpack_from(data, pos + 8)[0], 12
+            if vr in LONG_VRS:
+                length, hdr = U32.unpack_from(data, pos + 8)[0], 12
             else:
                 hdr = 8
         tag = group << 16 | elem
@@ -187,9 +187,9 @@ def _parse_dataset(raw: RawFile, pos: int, size: int, skip=None) -> None:
             raise Fallback("elements out of order or stray delimiter")
         last_tag = tag
         vpos = pos + hdr
-        if events is not None and tag != PIXEL_DATA and tag != _CHARSET:
+        if events is not None and tag != PIXEL_DATA and tag != CHARSET:
             left_out = skip[tag, vr]
-            if left_out and length != _UNDEFINED:
+            if left_out and length != UNDEFINED:
                 end = vpos + length
                 if end > size:
                     raise Fallback("truncated element")
@@ -199,16 +199,16 @@ def _parse_dataset(raw: RawFile, pos: int, size: int, skip=None) -> None:
         else:
             left_out = None
         btag = BaseTag(tag)
-        if length == _UNDEFINED:
+        if length == UNDEFINED:
             if tag == PIXEL_DATA:
-                end = _pixel_end(data, vpos, size)
+                end = pixel_end(data, vpos, size)
                 raw.pixel = (pos, end)
                 pos = end
                 continue
             seq_vr = "SQ" if vr == "UN" else vr  # PS3.5 6.2.2: undefined-length UN is a sequence
             if seq_vr is None:
                 seq_vr = _dict_vr(tag)
-                if seq_vr is None and vpos + 4 <= size and _TAG.unpack_from(data, vpos) == (0xFFFE, 0xE000):
+                if seq_vr is None and vpos + 4 <= size and TAG.unpack_from(data, vpos) == (0xFFFE, 0xE000):
                     seq_vr = "SQ"
             if seq_vr != "SQ":
                 raise Fallback("undefined length outside a sequence")
@@ -228,7 +228,7 @@ def _parse_dataset(raw: RawFile, pos: int, size: int, skip=None) -> None:
                 continue
             value = data[vpos:end] if length else empty_value_for_VR(vr, raw=True)
             element = RawDataElement(btag, vr, length, value, vpos, implicit, True)
-            if tag == _CHARSET:
+            if tag == CHARSET:
                 encoding = convert_encodings(convert_string(value or b"", True))
         if left_out:  # an undefined-length sequence left out: parsed only to find its end
             events.append((tag, left_out))
@@ -285,12 +285,12 @@ def _encode_meta(meta: FileMetaDataset) -> bytes | None:
     """Group 0002 as pydicom's ``write_file_meta_info(enforce_standard=True)`` writes it, for the
     usual elements only; None when anything else is there (pydicom then writes it)."""
     tags = sorted(int(t) for t in meta._dict if int(t) != 0x00020000)
-    if any(t not in _META_VRS for t in tags) or any(t not in tags for t in _META_REQUIRED):
+    if any(t not in META_VRS for t in tags) or any(t not in tags for t in _META_REQUIRED):
         return None
     fields = {}
     for tag in tags:
         value = meta[tag].value
-        if _META_VRS[tag] == "OB":
+        if META_VRS[tag] == "OB":
             fields[tag] = bytes(value or b"")
         elif isinstance(value, str):
             fields[tag] = value.encode("ascii")
@@ -335,7 +335,7 @@ def _fast_element(tag: int, element: DataElement, implicit: bool, text_ok: bool)
 def _raw_element_bytes(tag: int, el: RawDataElement, implicit: bool) -> bytes | None:
     """A raw element (as read) re-serialised as :func:`write_data_element` does; None if unusual."""
     value = el.value
-    if value is None or el.length == _UNDEFINED:
+    if value is None or el.length == UNDEFINED:
         return None
     vr = el.VR
     if vr is None and not implicit:
@@ -354,13 +354,13 @@ def _sequence_bytes(tag: int, element: DataElement, implicit: bool, text_ok: boo
         if getattr(item, "is_undefined_length_sequence_item", False):
             items.append(b"\xfe\xff\x00\xe0\xff\xff\xff\xff" + body + b"\xfe\xff\x0d\xe0\x00\x00\x00\x00")
         else:
-            items.append(b"\xfe\xff\x00\xe0" + _U32.pack(len(body)) + body)
+            items.append(b"\xfe\xff\x00\xe0" + U32.pack(len(body)) + body)
     value = b"".join(items)
     group, elem_no = tag >> 16, tag & 0xFFFF
     if element.is_undefined_length:
-        head = (_TAG.pack(group, elem_no) + (b"" if implicit else b"SQ\0\0") + b"\xff\xff\xff\xff")
+        head = (TAG.pack(group, elem_no) + (b"" if implicit else b"SQ\0\0") + b"\xff\xff\xff\xff")
         return head + value + b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
-    return _TAG.pack(group, elem_no) + (b"" if implicit else b"SQ\0\0") + _U32.pack(len(value)) + value
+    return TAG.pack(group, elem_no) + (b"" if implicit else b"SQ\0\0") + U32.pack(len(value)) + value
 
 
 def _item_bytes(item: Dataset, implicit: bool, text_ok: bool) -> bytes | None:

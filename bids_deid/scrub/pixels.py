@@ -346,23 +346,23 @@ def _clean_pixels_file(src: Path, dst: Path, profile, pseudo, subject, offset_da
     from .dicom import (  # noqa: PLC0415
         DicomResult,
         OutputDefect,
-        _prepare_meta,
-        _read,
-        _refusal,
-        _subject_for,
-        _write,
         burned_in_reason,
         deidentify_dataset,
         deidentify_file,
         kept_tags,
+        prepare_meta,
+        read_dicom,
+        refusal,
+        subject_for,
+        write_whole,
     )
 
     found = integrity.inspect_path(src)
-    refused = _refusal(src, found)
+    refused = refusal(src, found)
     if refused is not None:
         return refused, None
     try:
-        ds = _read(src)
+        ds = read_dicom(src)
     except Exception as exc:  # noqa: BLE001
         return DicomResult(src, None, "error", f"not readable as DICOM ({type(exc).__name__})"), None
     reason = burned_in_reason(ds, profile)
@@ -370,7 +370,7 @@ def _clean_pixels_file(src: Path, dst: Path, profile, pseudo, subject, offset_da
         return deidentify_file(src, dst, profile, pseudo, subject=subject, offset_days=offset_days), None
     if dst.exists():
         return DicomResult(src, dst, "exists", "already written", subject=subject), None
-    subj = _subject_for(ds, pseudo, subject)
+    subj = subject_for(ds, pseudo, subject)
     offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
     ts = str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or "")
     if ts == EXPLICIT_BE:
@@ -378,7 +378,7 @@ def _clean_pixels_file(src: Path, dst: Path, profile, pseudo, subject, offset_da
                            f"{name(ts)} files; not written", subject=subj), None
     kept = kept_tags(profile, found.tags)
     try:
-        _prepare_meta(ds)
+        prepare_meta(ds)
         pres = clean_dataset_pixels(ds, profile.dicom_pixel_regions, max_passes=max_passes)
     except LeakError as exc:
         return DicomResult(src, None, "withheld", str(exc), subject=subj), None
@@ -394,7 +394,7 @@ def _clean_pixels_file(src: Path, dst: Path, profile, pseudo, subject, offset_da
         changes.append({"field": "PhotometricInterpretation", "action": "replace", "why": pres.photometric_note})
     identifiers = list(identifiers) + [("burned-in text", t) for t in pres.texts_found if len(t.strip()) >= 4]
     try:
-        _write(ds, dst, True, kept)
+        write_whole(ds, dst, True, kept)
     except OutputDefect as exc:
         return DicomResult(src, None, "withheld", f"{exc}; not written", subject=subj), None
     note = "ok (burned-in text cleaned" + (f"; {pres.photometric_note})" if pres.photometric_note else ")")
