@@ -441,6 +441,18 @@ def keeps_pixels(plan: Plan) -> bool:
     return ok
 
 
+def not_to_write(src: Path, dst, subj: str, overwrite: bool, sv, profile) -> DicomResult | None:
+    """The result of a file the engine does not write: already written (``exists``), or held
+    back as a burned-in text risk by a profile whose ``dicom.burned_in`` is ``skip``; else None.
+    ``sv(tag)`` reads a value as :func:`burned_in_rule` says (one rule for every path)."""
+    if not overwrite and os.path.exists(dst):
+        return DicomResult(Path(src), Path(dst), "exists", "already written", subject=subj)
+    reason = burned_in_rule(sv, profile)
+    if reason and profile.dicom_burned_in == "skip":
+        return DicomResult(Path(src), None, "skipped", f"possible burned-in text: {reason}", subject=subj)
+    return None
+
+
 def burned_in_rule(sv, profile) -> str | None:
     """Why a dataset may carry burned-in text, or None; ``sv(tag)`` gives an element's value as
     ``str(value or "")`` (each path reads values its own way)."""

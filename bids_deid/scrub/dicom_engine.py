@@ -87,6 +87,7 @@ from .dicom_core import (  # noqa: F401 - re-exported: the engine's shared decis
     keeps_pixels,
     method_codes,
     method_text,
+    not_to_write,
     quiet_note,
     tag_label,
     vr_of_tag,
@@ -632,12 +633,7 @@ def _process_raw(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, su
 def _not_to_write(src: Path, dst: Path, ds: Dataset, profile: Profile, subj: str,
                   overwrite: bool) -> DicomResult | None:
     """The result for a file that is already written or held back as a burned-in risk; else None."""
-    if dst.exists() and not overwrite:
-        return DicomResult(src, dst, "exists", "already written", subject=subj)
-    reason = burned_in_reason(ds, profile)
-    if reason and profile.dicom_burned_in == "skip":
-        return DicomResult(src, None, "skipped", f"possible burned-in text: {reason}", subject=subj)
-    return None
+    return not_to_write(src, dst, subj, overwrite, lambda tag: _sv(ds, tag), profile)
 
 
 def _process_full(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subject: str | None,

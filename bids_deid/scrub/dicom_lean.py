@@ -40,7 +40,6 @@ from .dicom_core import (
     UNDEFINED,
     VRS,
     Fallback,
-    burned_in_rule,
     element_bytes,
     meta_group,
     pixel_end,
@@ -618,11 +617,9 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
         pid = sv(_PATIENT_ID).strip() or sv(_PATIENT_NAME).strip()
         subj = pseudo.subject(pid or "unknown")
     dst = dst_for(subj, sv(_SERIES_UID), sv(_SOP_INSTANCE))
-    if not overwrite and os.path.exists(dst):
-        return eng.DicomResult(Path(src), Path(dst), "exists", "already written", subject=subj)
-    reason = burned_in_rule(sv, profile)  # sv marks what it reads
-    if reason and profile.dicom_burned_in == "skip":
-        return eng.DicomResult(Path(src), None, "skipped", f"possible burned-in text: {reason}", subject=subj)
+    early = eng.not_to_write(src, dst, subj, overwrite, sv, profile)  # sv marks what it reads
+    if early is not None:
+        return early
     offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
     ctx = f.ctx = eng.Ctx(plan, pseudo, subj, offset)
     # identifying strings for free-text cleaning (dicom._collect_known)
