@@ -963,6 +963,9 @@ def _merge_mapping(s: Settings) -> None:
     write_private(s.private_dir / "mapping.tsv", "".join(rows))
 
 
+_DATATYPES = {"anat", "func", "dwi", "fmap", "perf", "eeg", "meg", "ieeg", "pet", "beh", "micr", "nirs", "motion"}
+
+
 def input_kind(s: Settings) -> str:
     """'bids' or 'raw', from --input-type or by looking at the input."""
     if s.input_type in ("bids", "raw"):
@@ -971,6 +974,11 @@ def input_kind(s: Settings) -> str:
         raise InputError(f"input folder {s.bids_dir} does not exist")
     if (s.bids_dir / "dataset_description.json").is_file():
         return "bids"
+    bids_like = sorted(p.parent.relative_to(s.bids_dir).as_posix() for p in s.bids_dir.glob("sub-*/*")
+                       if p.is_dir() and (p.name in _DATATYPES or p.name.startswith("ses-")))
+    if bids_like:  # a BIDS tree that lost its dataset_description.json is not raw scanner data
+        raise InputError(f"{s.bids_dir} looks like a BIDS dataset ({bids_like[0]}/ has BIDS folders) but has no "
+                         "dataset_description.json; add one, or pass --input-type raw if it is raw DICOM/twix")
     from .convert.raw import is_raw_input
 
     if is_raw_input(s.bids_dir):

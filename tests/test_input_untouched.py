@@ -48,3 +48,15 @@ def test_generate_key_not_into_input_or_output(tmp_path, canary_ds, capsys, insi
     where = (canary_ds if inside == "input" else out) / "k.key"
     assert main([str(canary_ds), str(out), "participant", "--generate-key", str(where)]) == 1
     assert not where.exists() and "inside the" in capsys.readouterr().err
+
+
+def test_bids_tree_without_dataset_description_is_not_taken_for_raw(tmp_path, canary_ds, key_file, capsys):
+    """It used to be converted as raw scanner data (its sourcedata DICOM) with --deface-method none, silently."""
+    (canary_ds / "dataset_description.json").unlink()
+    before = tree_digest(canary_ds)
+    rc = main([str(canary_ds), str(tmp_path / "out"), "participant", "--key-file", str(key_file),
+               "--deface-method", "none"])
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 1 and len(err) == 1 and "no dataset_description.json" in err[0] and "--input-type raw" in err[0]
+    assert not list((tmp_path / "out").rglob("*.nii.gz"))
+    assert tree_digest(canary_ds) == before
