@@ -8,23 +8,13 @@ import subprocess
 import sys
 
 import pytest
+from killer import killer_script
 from test_scrub_dicom import _canary_dataset, _write
 
 from bids_deid.dicom_cli import main
 from bids_deid.pseudonym import generate_key
 
-_KILLER = """
-import os, signal, sys
-real, n = os.replace, [0]
-def replace(a, b, **k):
-    real(a, b, **k)
-    n[0] += 1
-    if n[0] == int(os.environ["KILL_AFTER"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-os.replace = replace
-from bids_deid.dicom_cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+_KILLER = killer_script("bids_deid.dicom_cli")
 
 
 @pytest.fixture()

@@ -10,22 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
+from killer import killer_script
 
 from bids_deid.cli import main
 
-_KILLER = """
-import os, signal, sys
-os.umask(0)  # the worst case: every folder and file would be 0777/0666
-real, n = os.replace, [0]
-def replace(a, b, **k):
-    real(a, b, **k)
-    n[0] += 1
-    if n[0] == int(os.environ["KILL_AFTER"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-os.replace = replace
-from bids_deid.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+_KILLER = killer_script("bids_deid.cli", umask=0)
 
 
 def _modes(root: Path) -> dict[str, str]:

@@ -14,21 +14,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from killer import killer_script
 
 from bids_deid.cli import main
 
-_KILLER = """
-import os, signal, sys
-real, n = os.replace, [0]
-def replace(a, b, **k):
-    real(a, b, **k)
-    n[0] += 1
-    if n[0] == int(os.environ["KILL_AFTER"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-os.replace = replace
-from bids_deid.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
+_KILLER = killer_script("bids_deid.cli")
 
 #: values measured while the run runs (seconds per step): the only ones normalised, with the
 #: run's own folder (the reference ran in another temp folder)
