@@ -176,6 +176,17 @@ class DatasetFiles:
         if f.is_dir():
             return
         data = f.read_bytes()
+        low = f.suffix.lower()
+        if low in (".jpg", ".jpeg", ".png") and data:
+            from .formats.photo import strip_jpeg
+            from .formats.png import scrub_bytes
+
+            try:  # stimulus pictures are carried, their EXIF/XMP/text metadata (camera, author, place) are not
+                data = scrub_bytes(data, self.slog) if low == ".png" else strip_jpeg(data, self.slog)
+            except ValueError as exc:
+                self._hold(f.relative_to(self.s.bids_dir).as_posix(), "withheld",
+                           f"image whose metadata cannot be removed ({exc})")
+                return
         if f.suffix.lower() in _TEXT_EXT:
             try:
                 data = self.relabel(data.decode("utf-8")).encode("utf-8")

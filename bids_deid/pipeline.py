@@ -495,6 +495,7 @@ class SubjectRun:
         claimed = _claimed_companions(tasks)
         withheld_images: set[str] = set()
         data_dirs: set[str] = set()  # folders where at least one data file was written
+        data_fates: list[tuple[str, bool]] = []  # (output path, written) of every data file
         # Data files first, so a withheld one also withholds its sidecars; scans.tsv last (its rows follow).
         ordered = sorted(tasks, key=lambda t: (t.kind not in DATA_KINDS, t.kind == "dated_tsv"))
         bar = Bar(f"sub-{self.new}", len(ordered), show=progress_wanted(s.progress) and not s.dry_run)
@@ -511,6 +512,9 @@ class SubjectRun:
                                                                                         data_dirs):
                 self._record(t.rel_out, "withheld", "its data file was withheld")
                 continue
+            if t.kind == "sidecar" and _inherited_by_withheld_only(t.rel_out, data_fates):
+                self._record(t.rel_out, "withheld", "every file it applies to was withheld")
+                continue
             try:
                 handlers[t.kind](t)
             except (OutputError, KeyboardInterrupt):
@@ -523,10 +527,12 @@ class SubjectRun:
                     *(_stem(t.rel_out or "") + e for e in (".nii.gz", ".ome.tif")))  # converted too
             if t.kind in DATA_KINDS:
                 fates = {self.records.get(o, {}).get("status") for o in outs}
-                if fates & {"withheld", "left out", "error"} and not fates & {"written", "defaced"}:
+                held = bool(fates & {"withheld", "left out", "error"} and not fates & {"written", "defaced"})
+                if held:
                     withheld_images.add(_stem(t.rel_out))
                 else:
                     data_dirs.add(t.rel_out.rpartition("/")[0])
+                data_fates.append((t.rel_out, not held))
         bar.close()
         if getattr(self, "_dicom_unsynced", False):
             from .atomic import sync_tree
@@ -648,6 +654,24 @@ def _goes_with_withheld(rel: str | None, withheld: set[str], data_dirs: set[str]
     folder = rel.rpartition("/")[0]
     return suffix in _PER_FOLDER and folder not in data_dirs and any(
         w.rpartition("/")[0] == folder and w.rpartition("_")[2] not in _PER_FOLDER for w in withheld)
+
+
+def _inherited_by_withheld_only(rel: str | None, data_fates: list[tuple[str, bool]]) -> bool:
+    """True for a sidecar that applies (by BIDS inheritance: same suffix, its entities a subset,
+    at or above their folder) to data files of which none was written."""
+    if not rel or not data_fates:
+        return False
+    folder, _, name = rel.rpartition("/")
+    parts = name.split(".")[0].split("_")
+    suffix, ents = parts[-1], {p for p in parts[:-1] if "-" in p}
+    served = []
+    for drel, ok in data_fates:
+        dfolder, _, dname = drel.rpartition("/")
+        dparts = dname.split(".")[0].split("_")
+        if dparts[-1] == suffix and ents <= set(dparts[:-1]) and (dfolder == folder or
+                                                                   dfolder.startswith(folder + "/")):
+            served.append(ok)
+    return bool(served) and not any(served)
 
 
 #: files that describe a whole folder of recordings (kept while any of them is)

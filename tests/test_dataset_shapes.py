@@ -56,6 +56,9 @@ def _dataset(root: Path) -> Path:
                                         "response_time": {"Description": "RT", "Units": "s"}})
     _t(root / "task-rest_channels.tsv", "name\ttype\tunits\nFz\tEEG\tuV\nCz\tEEG\tuV\n")
     _t(root / "stimuli" / "cue.txt", "press the button\n")
+    exif = b"Exif\x00\x00" + b"Artist=canary photographer"
+    (root / "stimuli" / "face.jpg").write_bytes(b"\xff\xd8" + b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif
+                                              + b"\xff\xda\x00\x02PIXELS\xff\xd9")
     _t(root / "code" / "convert.py", "# converted sub-01 by hand\n")
     deriv = root / "derivatives" / "pipe"
     _j(deriv / "dataset_description.json", {"Name": "pipe", "BIDSVersion": "1.10.0", "DatasetType": "derivative",
@@ -138,6 +141,7 @@ def test_every_shape_scrubbed_carried_or_withheld_with_reason(tmp_path, key_file
     ev = json.loads((out / "task-rest_events.json").read_text())
     assert ev["trial_type"]["HED"] == {"go": "Sensory-event"} and ev["response_time"]["Units"] == "s"
     assert (out / "task-rest_channels.tsv").is_file() and (out / "stimuli" / "cue.txt").is_file()
+    assert (out / "stimuli" / "face.jpg").read_bytes() == b"\xff\xd8\xff\xda\x00\x02PIXELS\xff\xd9"
     assert f"converted {new} by hand" in (out / "code" / "convert.py").read_text()
     assert (out / ".bidsignore").read_text() == f"{new}/extra_*\n"
     ddd = json.loads((out / "derivatives" / "pipe" / "dataset_description.json").read_text())
