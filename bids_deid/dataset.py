@@ -296,3 +296,14 @@ class Relabel:
             for old, new in m.items():
                 seen.setdefault(old, set()).add(new)
         return {old: next(iter(new)) for old, new in seen.items() if len(new) == 1}
+
+
+def map_strings(value, fn):
+    """``fn`` applied to every string inside ``value`` (lists and dicts walked, keys kept)."""
+    if isinstance(value, str):
+        return fn(value)
+    if isinstance(value, list):
+        return [map_strings(v, fn) for v in value]
+    if isinstance(value, dict):
+        return {k: map_strings(v, fn) for k, v in value.items()}
+    return value

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .atomic import atomic_write_bytes
-from .dataset import outside_link
+from .dataset import map_strings, outside_link
 from .errors import OutputError
 from .schema import table_columns, tabular_suffixes
 from .scrub.coldict import scrub_column_dictionary
@@ -258,7 +258,7 @@ class DatasetFiles:
                 obj = scrub_column_dictionary(obj, None, self.s.profile, None, self.slog)
             else:
                 obj = scrub_sidecar(obj, self.s.profile, None, self.slog)
-            self._write(rel, dump_json(_relabel_any(obj, self.relabel)))
+            self._write(rel, dump_json(map_strings(obj, self.relabel)))
         elif low.endswith((".nii", ".nii.gz")):
             from .scrub.nifti import scrub_nifti_file
 
@@ -379,12 +379,3 @@ def _number(v: str) -> bool:
         return False
     return True
 
-
-def _relabel_any(value, fn):
-    if isinstance(value, str):
-        return fn(value)
-    if isinstance(value, list):
-        return [_relabel_any(v, fn) for v in value]
-    if isinstance(value, dict):
-        return {k: _relabel_any(v, fn) for k, v in value.items()}
-    return value

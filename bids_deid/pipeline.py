@@ -13,7 +13,7 @@ from pathlib import Path
 from . import __version__
 from .atomic import atomic_write_bytes, cleanup_temps, publish
 from .config import Settings
-from .dataset import FileTask, check_bids_input, list_subjects, plan_subject, subject_sessions
+from .dataset import FileTask, check_bids_input, list_subjects, map_strings, plan_subject, subject_sessions
 from .errors import BidsDeidError, InputError, OutputError
 from .private import check_key, ensure_dir, read_json, write_json, write_private
 from .progress import STAGES, Bar
@@ -179,7 +179,7 @@ class SubjectRun:
         else:
             obj = scrub_sidecar(obj, self.s.profile, self.offset, slog)
         # IntendedFor, Sources, RawSources, AssociatedEmptyRoom, ... name files by their original labels.
-        obj = _relabel_any(obj, self.relabel_value)
+        obj = map_strings(obj, self.relabel_value)
         stem = str(t.src)[: -len(".json")]
         if self.s.dataset_type == "derivative" and "SkullStripped" not in obj and (
             Path(stem + ".nii.gz").exists() or Path(stem + ".nii").exists()
@@ -705,17 +705,6 @@ def _count(records: dict) -> dict:
     for r in records.values():
         out[r["status"]] = out.get(r["status"], 0) + 1
     return out
-
-
-def _relabel_any(value, fn):
-    """``fn`` applied to every string inside ``value`` (lists and dicts walked, keys kept)."""
-    if isinstance(value, str):
-        return fn(value)
-    if isinstance(value, list):
-        return [_relabel_any(v, fn) for v in value]
-    if isinstance(value, dict):
-        return {k: _relabel_any(v, fn) for k, v in value.items()}
-    return value
 
 
 def _run_subject(s: Settings, subject: str) -> dict:
