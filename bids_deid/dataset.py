@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
@@ -263,9 +263,12 @@ class Relabel:
 
     subjects: dict[str, str]
     sessions: dict[str, dict[str, str]]
+    stimuli: dict[str, str] = field(default_factory=dict)  # stimulus path holding a label -> its new path
 
     def __call__(self, value: str, subject: str | None = None) -> str:
         """``value`` relabelled; ``subject`` (original label) owns ``ses-`` labels met before any ``sub-``."""
+        if self.stimuli:
+            value = self._stimulus_pattern.sub(lambda m: self._stimulus_names[m[0]], value)
         if "sub-" not in value and "ses-" not in value:
             return value
         current: list[str | None] = [subject]
@@ -290,6 +293,23 @@ class Relabel:
         label = f"(?:{alts}|[A-Za-z0-9]+)" if alts else "[A-Za-z0-9]+"
         return re.compile(rf"(?<![A-Za-z0-9])(sub|ses)-({label})(?![A-Za-z0-9])")
 
+    @cached_property
+    def _stimulus_names(self) -> dict[str, str]:
+        """Each renamed stimulus by its path under ``stimuli/`` and, where that alone is unique, its file name."""
+        names = dict(self.stimuli)
+        base: dict[str, set[str]] = {}
+        for old, new in self.stimuli.items():
+            base.setdefault(old.rsplit("/", 1)[-1], set()).add(new.rsplit("/", 1)[-1])
+        for old, new in base.items():
+            if len(new) == 1 and old not in names:
+                names[old] = next(iter(new))
+        return names
+
+    @cached_property
+    def _stimulus_pattern(self) -> re.Pattern:
+        alts = "|".join(re.escape(k) for k in sorted(self._stimulus_names, key=len, reverse=True))
+        return re.compile(rf"(?<![A-Za-z0-9_.-])(?:{alts})(?![A-Za-z0-9_-])")
+
     def unambiguous_sessions(self) -> dict[str, str]:
         seen: dict[str, set[str]] = {}
         for m in self.sessions.values():
@@ -307,3 +327,29 @@ def map_strings(value, fn):
     if isinstance(value, dict):
         return {k: map_strings(v, fn) for k, v in value.items()}
     return value
+
+
+def stimulus_renames(bids_dir: Path, subjects: dict[str, str]) -> dict[str, str]:
+    """Paths under ``stimuli/`` whose names hold an original subject label, old -> new.
+
+    Stimuli recorded per person are often named after the person's code (``stimuli/cm4_audio.wav``,
+    pointed at by ``stim_file`` in that subject's events): the label is replaced by the pseudonym
+    wherever it is a whole name token (between non-alphanumerics). Labels of digits only
+    (``01``) are left alone: stimulus numbering uses the same tokens and they identify no one.
+    """
+    root = bids_dir / "stimuli"
+    labels = {old.lower(): new for old, new in subjects.items()
+              if old != new and re.search(r"[A-Za-z]", old) and len(old) >= 2}
+    if not labels or not root.is_dir():
+        return {}
+    files = [p for p in sorted(root.rglob("*")) if p.is_file() and not (p.is_symlink() and outside_link(p, bids_dir))]
+    out: dict[str, str] = {}
+    for path in files:
+        rel = path.relative_to(root).as_posix()
+        new = re.sub(r"[A-Za-z0-9]+", lambda m: labels.get(m[0].lower(), m[0]), rel)
+        if new != rel:
+            out[rel] = new
+    staying = {p.relative_to(root).as_posix() for p in files} - set(out)
+    targets = list(out.values())
+    # never two stimuli onto one name
+    return {old: new for old, new in out.items() if targets.count(new) == 1 and new not in staying}

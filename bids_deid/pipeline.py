@@ -85,13 +85,13 @@ _RELABELS: dict[tuple, object] = {}
 
 def dataset_relabel(s: Settings, pseudo: Pseudonymizer):
     """The input's :class:`~bids_deid.dataset.Relabel` (every subject and session label), cached per process."""
-    from .dataset import Relabel
+    from .dataset import Relabel, stimulus_renames
 
     key = (str(s.bids_dir), pseudo.fingerprint, s.profile.subjects, s.profile.sessions, s.labels_pseudonymized)
     if key not in _RELABELS:
-        subjects = list_subjects(s.bids_dir)
-        _RELABELS[key] = Relabel({x: pseudonym_for(s, pseudo, x) for x in subjects},
-                                 {x: session_map(s, pseudo, x) for x in subjects})
+        subjects = {x: pseudonym_for(s, pseudo, x) for x in list_subjects(s.bids_dir)}
+        _RELABELS[key] = Relabel(subjects, {x: session_map(s, pseudo, x) for x in subjects},
+                                 stimulus_renames(s.bids_dir, subjects))
     return _RELABELS[key]
 
 
@@ -271,6 +271,13 @@ class SubjectRun:
 
                 # The gzip header holds the original file name, a timestamp, maybe a comment: never copied.
                 regzip(t.src, self.out(t.rel_out))
+            elif t.src.name.endswith(".tsv"):  # events/channels tables name files (stim_file, ...): relabelled
+                raw = t.src.read_bytes()
+                try:
+                    raw = self.relabel_value(raw.decode("utf-8")).encode("utf-8")
+                except UnicodeDecodeError:
+                    pass
+                atomic_write_bytes(self.out(t.rel_out), raw)
             else:
                 with open(t.src, "rb") as fh:
                     atomic_write_bytes(self.out(t.rel_out), fh.read())

@@ -13,12 +13,9 @@ import pytest
 from examples_sweep import EXAMPLES, example_names, only_in_carried_text, run_one
 
 NAMES = example_names()
-# Known gap, caught by the leak audit (the run fails with exit 3, nothing is published silently):
-# the stimulus files of ieeg_filtered_speech are named after the original subject codes
-# (stimuli/cm4_audio.wav ...) and each subject's events.tsv points at them in its stim_file
-# column, so the original label reaches a scrubbed table. Relabelling stimulus file names and the
-# references to them is not built yet. strict: the test turns red once it is.
-KNOWN_LEAKS = {"ieeg_filtered_speech": "stimulus file names (and events.tsv stim_file) carry original subject codes"}
+# A real leak the audit catches but the pipeline does not fix yet would be listed here, as a strict
+# xfail that turns red once fixed. (ieeg_filtered_speech's stimuli named after subject codes: fixed.)
+KNOWN_LEAKS: dict[str, str] = {}  # name -> a real leak not fixed yet (strict xfail: turns red once fixed)
 pytestmark = [pytest.mark.slow, pytest.mark.shared,
               pytest.mark.skipif(not NAMES, reason="../shared/data/bids-examples is not present")]
 
