@@ -114,7 +114,6 @@ def create_once(path: Path, data: bytes) -> None:
             os.unlink(tmp)
 
 
-_create_once = create_once  # older name, still imported by bids_deid.audit.accept
 
 
 def claim_job_dir(work_dir: Path, prefix: str) -> tuple[Path, int]:

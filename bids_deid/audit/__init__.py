@@ -222,10 +222,10 @@ def _scope_of(rel: str, scopes: set[str]) -> str:
 
 
 def _file_scope(path: Path, rel: str, scopes: set[str]) -> str:
-    from .scan import _is_text
+    from .scan import is_text
 
     base = _scope_of(rel, scopes)
-    return base + "+text" if _is_text(path) else base
+    return base + "+text" if is_text(path) else base
 
 
 def _walk(output_dir: Path) -> list[Path]:

@@ -20,7 +20,7 @@ import os
 from pathlib import Path
 
 from ..errors import BidsDeidError
-from ..private import _create_once, read_json, write_json
+from ..private import create_once, read_json, write_json
 
 ACCEPTED = "audit-accepted.json"
 SALT = "audit-salt"
@@ -30,7 +30,7 @@ def salt(private_dir: Path) -> bytes:
     """The private dir's audit salt (made once, race-safe between parallel jobs)."""
     path = private_dir / SALT
     if not path.exists():
-        _create_once(path, os.urandom(32).hex().encode() + b"\n")
+        create_once(path, os.urandom(32).hex().encode() + b"\n")
     return path.read_bytes().strip()
 
 

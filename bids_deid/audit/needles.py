@@ -189,7 +189,7 @@ def classify(kind: str, value: str) -> str:
     if _DATE_WORDS.search(fieldname) or low == "studydate":
         return DATE
     if _TIME_WORDS.search(fieldname):
-        return DATE if _parse_date(value) else "not:time of day (BIDS keeps times: acq_time, AcquisitionTime)"
+        return DATE if parse_date(value) else "not:time of day (BIDS keeps times: acq_time, AcquisitionTime)"
     if _PLACE_FIELDS.search(fieldname):
         return PLACE
     if _DEVICE_FIELDS.search(fieldname):
@@ -207,7 +207,7 @@ def classify(kind: str, value: str) -> str:
 def _column_value_class(value: str) -> str:
     """A value of a dropped table column with no telling name: identifying by its shape only."""
     v = value.strip()
-    if _parse_date(v):
+    if parse_date(v):
         return DATE
     if re.search(r"\d{5,}", v) or _ID_TOKEN.fullmatch(v):
         return ID
@@ -220,7 +220,7 @@ def _column_value_class(value: str) -> str:
 _MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
            "november", "december"]
 _MON_RE = "|".join(m[:3] for m in _MONTHS) + "|sept"
-_DATE_IN_TEXT = re.compile(
+DATE_IN_TEXT = re.compile(
     rf"(?<![0-9])(?:\d{{4}}[-/._][01]?\d[-/._][0-3]?\d|\d{{4}}[01]\d[0-3]\d|[0-3]?\d[-/.][01]?\d[-/.]\d{{4}}|"
     rf"[0-3]?\d[ -]?(?:{_MON_RE})[a-z]*\.?[ -]?\d{{4}}|(?:{_MON_RE})[a-z]*\.? [0-3]?\d(?:st|nd|rd|th)?,? \d{{4}})"
     rf"(?![0-9])",
@@ -228,7 +228,7 @@ _DATE_IN_TEXT = re.compile(
 )
 
 
-def _parse_date(value: str) -> dt.date | None:
+def parse_date(value: str) -> dt.date | None:
     """A calendar date at the start of ``value`` (DICOM, ISO, DT, ``ses-20090409`` style), else None."""
     v = value.strip()
     m = re.match(r"(?:ses-|sub-)?(\d{4})([-/._]?)(\d{1,2})\2(\d{1,2})(?![0-9])", v)
@@ -329,8 +329,8 @@ def phrase_forms(value: str) -> set[str]:
 
 
 _ID_TOKEN = re.compile(r"(?=[A-Za-z0-9._/#-]*\d)[A-Za-z0-9][A-Za-z0-9._/#-]{3,}[A-Za-z0-9]")
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-_PHONE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?!\w|\.\d)")
+EMAIL_RE = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+PHONE_RE = re.compile(r"(?<![\w.])(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?)?\d{2,4}(?:[ .-]\d{2,4}){1,4}(?!\w|\.\d)")
 _ADDRESS = re.compile(
     r"\b\d{1,5}[a-z]?,? (?:[A-Z][\w'-]+ ){1,4}(?:Street|St|Road|Rd|Avenue|Ave|Lane|Ln|Drive|Dr|Boulevard|Blvd|"
     r"Way|Court|Ct|Place|Pl|Square|Sq|Wharf|Strasse|Straße|Weg|Gasse|Platz|Allee)\b\.?"
@@ -348,21 +348,21 @@ def text_tokens(value: str) -> list[tuple[str, str]]:
     or an institution's name in free text is searched through its own field's class.
     """
     out: list[tuple[str, str]] = []
-    for m in _DATE_IN_TEXT.finditer(value):
-        if _parse_date(m.group()):
+    for m in DATE_IN_TEXT.finditer(value):
+        if parse_date(m.group()):
             out.append((DATE, m.group()))
-    for m in _EMAIL.finditer(value):
+    for m in EMAIL_RE.finditer(value):
         out.append((ID, m.group()))
     for m in _ADDRESS.finditer(value):
         out.append((PLACE, m.group().rstrip(".,")))
-    for m in _PHONE.finditer(value):
+    for m in PHONE_RE.finditer(value):
         digits = re.sub(r"\D", "", m.group())
-        if len(digits) >= 7 and not _DATE_IN_TEXT.fullmatch(m.group()):
+        if len(digits) >= 7 and not DATE_IN_TEXT.fullmatch(m.group()):
             out.append((ID, m.group()))
     for m in _ID_TOKEN.finditer(value):
         tok = m.group().strip("._/#-")
         digits = sum(c.isdigit() for c in tok)
-        if _is_number(tok) or _DATE_IN_TEXT.fullmatch(tok) or "@" in tok or re.fullmatch(r"[\d.:]+", tok):
+        if _is_number(tok) or DATE_IN_TEXT.fullmatch(tok) or "@" in tok or re.fullmatch(r"[\d.:]+", tok):
             continue
         if digits >= MIN_DIGITS + 1 or (digits >= 2 and len(tok) >= 6 and any(c.isalpha() for c in tok)):
             out.append((ID, tok))
@@ -417,13 +417,13 @@ def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None
                 continue
             items.append((NAME, f, WORD))
     elif cls == DATE:
-        d = _parse_date(v)
+        d = parse_date(v)
         if d is None:
             found = [t for t in text_tokens(v) if t[0] == DATE]
             if not found:
                 return [], [NotSearched(DATE, kind, v, "a date that does not parse")]
             for _c, tok in found:
-                items += [(DATE, f, NUMBER) for f in date_forms(_parse_date(tok))]
+                items += [(DATE, f, NUMBER) for f in date_forms(parse_date(tok))]
         else:
             items += [(DATE, f, NUMBER) for f in date_forms(d)]
     elif cls == PLACE:
@@ -440,15 +440,15 @@ def needles_for(kind: str, value: str, scope: str, public_names: set[str] | None
         bare = v.split("-", 1)[1] if v.startswith(("sub-", "ses-")) else v
         # "01", "002": a counter names no one; text that still speaks of sub-01 is stale, not a leak
         items.append((SEQ_LABEL if re.fullmatch(r"\d{1,3}", bare) else LABEL, v, WORD))
-        d = _parse_date(v.split("-", 1)[-1])
+        d = parse_date(v.split("-", 1)[-1])
         if d is not None:  # a date-like label (ses-20090409): the date in every spelling too
             items += [(DATE, f, NUMBER) for f in date_forms(d)]
     elif cls == UID:
         items.append((UID, v, NUMBER))
     else:  # free text: only the identifying tokens inside it
         for c, t in text_tokens(v):
-            if c == DATE and _parse_date(t):
-                items += [(DATE, f, NUMBER) for f in date_forms(_parse_date(t))]
+            if c == DATE and parse_date(t):
+                items += [(DATE, f, NUMBER) for f in date_forms(parse_date(t))]
             else:
                 items.append((c, t, NUMBER if c == DATE else WORD))
         if not items:

@@ -461,7 +461,7 @@ def scan_file(matcher: Matcher, path: Path, rel: str, scope: str = "<all>") -> F
         res.error = f"{exc.__class__.__name__}: {exc}"
     except Exception as exc:  # noqa: BLE001 - a corrupt stream must be reported, not crash the audit
         res.error = f"{exc.__class__.__name__}: {exc}"
-    if res.found and _is_text(path):
+    if res.found and is_text(path):
         res.locations = text_locations(path, matcher, res.found)
     elif any(f.where == "content" for f in res.found) and (path.suffix.lower() == ".dcm" or head[128:132] == b"DICM"):
         _dicom_places(path, matcher, res, scope)
@@ -515,7 +515,7 @@ def _dicom_places(path: Path, matcher: Matcher, res: FileResult, scope: str) -> 
     res.found = kept
 
 
-def _is_text(path: Path) -> bool:
+def is_text(path: Path) -> bool:
     n = path.name
     return n.endswith(TEXT_SUFFIXES) or n.split(".")[0] in TEXT_NAMES
 

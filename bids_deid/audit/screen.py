@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 from . import accept as acc
-from .needles import _DATE_IN_TEXT, _EMAIL, _PHONE, _parse_date
+from .needles import DATE_IN_TEXT, EMAIL_RE, PHONE_RE, parse_date
 
 _LONG_DIGITS = re.compile(r"(?<![\d.,/])\d{7,}(?![\d.,])")
 _URL = re.compile(r"(?:https?://|doi:|www\.)\S+|\b10\.\d{4,9}/\S+", re.I)
@@ -32,14 +32,14 @@ def _shapes(text: str) -> list[tuple[str, str]]:
     """``(shape, matched text)`` of identifier-shaped strings in ``text``."""
     out = []
     masked = _URL.sub(lambda m: " " * len(m.group()), text)
-    for m in _DATE_IN_TEXT.finditer(masked):
-        if _parse_date(m.group()) or not m.group().isdigit():
+    for m in DATE_IN_TEXT.finditer(masked):
+        if parse_date(m.group()) or not m.group().isdigit():
             out.append(("date", m.group()))
-    for m in _EMAIL.finditer(masked):
+    for m in EMAIL_RE.finditer(masked):
         out.append(("e-mail address", m.group()))
-    for m in _PHONE.finditer(masked):
+    for m in PHONE_RE.finditer(masked):
         digits = re.sub(r"\D", "", m.group())
-        if len(digits) >= 9 and not _DATE_IN_TEXT.fullmatch(m.group()) and re.search(r"[ ()+-]", m.group()):
+        if len(digits) >= 9 and not DATE_IN_TEXT.fullmatch(m.group()) and re.search(r"[ ()+-]", m.group()):
             out.append(("phone number", m.group()))
     for m in _LONG_DIGITS.finditer(masked):
         if not any(m.group() in o[1] for o in out):
