@@ -104,7 +104,7 @@ case "$ACTION" in
     trap stop EXIT
     PY="$REPO/.venv/bin/python"
     [ -x "$PY" ] || PY=python3
-    SLURM_CONF="$CONF" BIDS_DEID_SLURM_TEST=1 "$PY" -m pytest -q -p no:cacheprovider -m slurm tests/test_slurm.py -rs
+    SLURM_CONF="$CONF" BIDS_DEID_SLURM_TEST=1 "$PY" -m pytest -q -p no:cacheprovider -m slurm tests/test_slurm.py ${SLURM_TEST_K:+-k "$SLURM_TEST_K"} -rs
     ;;
   *) echo "usage: $0 [start|stop|all]" >&2; exit 2 ;;
 esac

@@ -97,3 +97,30 @@ def test_slurm_array_matches_serial_run(tmp_path: Path, capsys) -> None:
     different = [rel for rel in a if a[rel] != b[rel]]
     assert not different, f"files differ between the SLURM and the serial run: {different}"
     assert (serial_private / "mapping.tsv").read_bytes() == (private / "mapping.tsv").read_bytes()
+
+
+def test_failed_task_cancels_the_group_job(tmp_path: Path) -> None:
+    """A participant task that fails must not leave the group job pending for ever."""
+    why = _slurm_up()
+    if why:
+        pytest.skip(why)
+    from bids_deid.deface import demo_head
+
+    data = build_demo_dataset(tmp_path / "input", head=demo_head())
+    key = generate_key(tmp_path / "study.key")
+    out, private = tmp_path / "out", tmp_path / "private"
+    script = tmp_path / "jobs" / "deid.sbatch"
+    assert cli_main([str(data), str(out), "participant", "--key-file", str(key), "--private-dir", str(private),
+                     "--slurm-script", str(script), "--slurm-mem", "1500M", "--slurm-time", "00:30:00"]) == 0
+    victim = sorted(data.glob("sub-*"))[0]
+    shutil.rmtree(victim)  # that array task fails: its participant no longer exists
+
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    sub = subprocess.run(["bash", str(script.with_name("deid-submit.sh"))], capture_output=True, text=True, env=env)
+    assert sub.returncode == 0, sub.stderr
+    ids = [line.split(":")[1].split()[0] for line in sub.stdout.splitlines() if ":" in line]
+    assert len(ids) == 2, sub.stdout
+    _wait(ids, guard_s=600)  # without --kill-on-invalid-dep the group job would stay pending here
+    logs = {p.name: p.read_text() for p in (tmp_path / "jobs" / "deid-logs").glob("*.log")}
+    assert not [n for n in logs if n.startswith("bids-deid-group_")], logs
+    assert not (out / "dataset_description.json").exists() or not (private / "leak-audit.json").exists()
