@@ -56,6 +56,20 @@ def canary_ds(tmp_path: Path) -> Path:
     return build_demo_dataset(tmp_path / "input", dicom=_dicom_engine_available())
 
 
+def run_level(ds: Path, out: Path, key: Path, level: str, *extra: str) -> int:
+    """One App level on ``ds`` (no defacing, no validator: the tests that use it look at scrubbing)."""
+    from bids_deid.cli import main
+
+    return main([str(ds), str(out), level, "--key-file", str(key), "--deface-method", "none",
+                 "--skip-bids-validation", *extra])
+
+
+def run_both(ds: Path, out: Path, key: Path, *extra: str) -> int:
+    """participant, then group when it succeeded; the first non-zero exit code."""
+    rc = run_level(ds, out, key, "participant", *extra)
+    return rc if rc else run_level(ds, out, key, "group", *extra)
+
+
 def tree_digest(root: Path) -> str:
     """Hash of every path, content and mtime under ``root`` (to prove it was not touched)."""
     h = hashlib.sha256()

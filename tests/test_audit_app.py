@@ -7,23 +7,16 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import run_both, run_level
 
 from bids_deid.audit_cli import main as audit_main
-from bids_deid.cli import main
 from bids_deid.demo import build_demo_dataset
 
 SUB = "sub-canary01"
 SES = f"{SUB}/ses-01"
 
 
-def _run(ds: Path, out: Path, key: Path, level: str, *extra: str) -> int:
-    return main([str(ds), str(out), level, "--key-file", str(key), "--deface-method", "none",
-                 "--skip-bids-validation", *extra])
-
-
-def _both(ds: Path, out: Path, key: Path, *extra: str) -> int:
-    rc = _run(ds, out, key, "participant", *extra)
-    return rc if rc else _run(ds, out, key, "group", *extra)
+_run, _both = run_level, run_both
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from conftest import CANARY_DATES, canary_hits, tree_digest
+from conftest import CANARY_DATES, canary_hits, run_both, run_level, tree_digest
 
 from bids_deid.cli import main
 from bids_deid.demo import FAKE, build_demo_dataset
@@ -21,14 +21,7 @@ SUB = "sub-canary01"
 SES = f"{SUB}/ses-01"
 
 
-def _run(ds: Path, out: Path, key: Path, level: str, *extra: str) -> int:
-    return main([str(ds), str(out), level, "--key-file", str(key), "--deface-method", "none",
-                 "--skip-bids-validation", *extra])
-
-
-def _both(ds: Path, out: Path, key: Path, *extra: str) -> int:
-    rc = _run(ds, out, key, "participant", *extra)
-    return rc if rc else _run(ds, out, key, "group", *extra)
+_run, _both = run_level, run_both
 
 
 @pytest.fixture

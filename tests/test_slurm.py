@@ -57,7 +57,8 @@ def _public_files(root: Path) -> dict[str, bytes]:
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def test_slurm_array_matches_serial_run(tmp_path: Path, capsys) -> None:
+def _prepare(tmp_path: Path, out: Path, private: Path) -> tuple[Path, Path, Path]:
+    """The demo dataset, a key and the generated SLURM scripts: (dataset, key, submit script)."""
     why = _slurm_up()
     if why:
         pytest.skip(why)
@@ -65,19 +66,28 @@ def test_slurm_array_matches_serial_run(tmp_path: Path, capsys) -> None:
 
     data = build_demo_dataset(tmp_path / "input", head=demo_head())
     key = generate_key(tmp_path / "study.key")
-    out, private = tmp_path / "slurm-out", tmp_path / "slurm-private"
     script = tmp_path / "jobs" / "deid.sbatch"
     assert cli_main([str(data), str(out), "participant", "--key-file", str(key), "--private-dir", str(private),
                      "--slurm-script", str(script), "--slurm-mem", "1500M", "--slurm-time", "00:30:00",
                      "--slurm-max-parallel", "2"]) == 0
     assert key.read_text().strip() not in script.read_text()
+    return data, key, script.with_name("deid-submit.sh")
 
+
+def _submit(submit: Path) -> list[str]:
+    """Run the submit script as a user would; the array and group job ids."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    sub = subprocess.run(["bash", str(script.with_name("deid-submit.sh"))], capture_output=True, text=True, env=env)
+    sub = subprocess.run(["bash", str(submit)], capture_output=True, text=True, env=env)
     assert sub.returncode == 0, sub.stderr
     ids = [line.split(":")[1].split()[0] for line in sub.stdout.splitlines() if ":" in line]
     assert len(ids) == 2, sub.stdout
-    _wait(ids)
+    return ids
+
+
+def test_slurm_array_matches_serial_run(tmp_path: Path, capsys) -> None:
+    out, private = tmp_path / "slurm-out", tmp_path / "slurm-private"
+    data, key, submit = _prepare(tmp_path, out, private)
+    _wait(_submit(submit))
 
     logs = sorted((tmp_path / "jobs" / "deid-logs").glob("*.log"))
     text = {p.name: p.read_text() for p in logs}
@@ -101,26 +111,10 @@ def test_slurm_array_matches_serial_run(tmp_path: Path, capsys) -> None:
 
 def test_failed_task_cancels_the_group_job(tmp_path: Path) -> None:
     """A participant task that fails must not leave the group job pending for ever."""
-    why = _slurm_up()
-    if why:
-        pytest.skip(why)
-    from bids_deid.deface import demo_head
-
-    data = build_demo_dataset(tmp_path / "input", head=demo_head())
-    key = generate_key(tmp_path / "study.key")
     out, private = tmp_path / "out", tmp_path / "private"
-    script = tmp_path / "jobs" / "deid.sbatch"
-    assert cli_main([str(data), str(out), "participant", "--key-file", str(key), "--private-dir", str(private),
-                     "--slurm-script", str(script), "--slurm-mem", "1500M", "--slurm-time", "00:30:00"]) == 0
-    victim = sorted(data.glob("sub-*"))[0]
-    shutil.rmtree(victim)  # that array task fails: its participant no longer exists
-
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-    sub = subprocess.run(["bash", str(script.with_name("deid-submit.sh"))], capture_output=True, text=True, env=env)
-    assert sub.returncode == 0, sub.stderr
-    ids = [line.split(":")[1].split()[0] for line in sub.stdout.splitlines() if ":" in line]
-    assert len(ids) == 2, sub.stdout
-    _wait(ids, guard_s=600)  # without --kill-on-invalid-dep the group job would stay pending here
+    data, _key, submit = _prepare(tmp_path, out, private)
+    shutil.rmtree(sorted(data.glob("sub-*"))[0])  # that array task fails: its participant no longer exists
+    _wait(_submit(submit), guard_s=600)  # without --kill-on-invalid-dep the group job would stay pending here
     logs = {p.name: p.read_text() for p in (tmp_path / "jobs" / "deid-logs").glob("*.log")}
     assert not [n for n in logs if n.startswith("bids-deid-group_")], logs
-    assert not (out / "dataset_description.json").exists() or not (private / "leak-audit.json").exists()
+    assert not (private / "leak-audit.json").exists()
