@@ -133,6 +133,14 @@ def test_free_text_is_searched_by_its_identifying_tokens_only():
     assert skipped and skipped[0].reason == "free text without identifying tokens"
 
 
+def test_a_name_that_is_a_defined_term_is_not_searched():
+    # QA phantoms are named after their position (PatientName "HFS"); sidecars keep PatientPosition "HFS"
+    needles, skipped = needles_for("dicom:PatientName", "HFS", "abc")
+    assert needles == [] and "defined term" in skipped[0].reason
+    needles, _ = needles_for("dicom:PatientName", "HFS^Jonathan", "abc")
+    assert {"HFS^Jonathan", "Jonathan"} <= {n.form for n in needles}  # the rest of a real name still is
+
+
 def test_identifying_and_category_columns():
     assert classify("tsv:group", "young") == "not:category value of a dropped column"
     assert classify("tsv:genetic_id", "125425") == "ID"

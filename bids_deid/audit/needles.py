@@ -73,6 +73,15 @@ NOT_IDENTIFYING = {
     "siemens", "philips", "ge", "ge medical systems", "gems", "toshiba", "canon", "hitachi", "bruker", "agfa",
     "fujifilm", "hologic", "united imaging", "varian", "elscint", "picker", "marconi", "imatron", "esaote",
 }  # fmt: skip
+# DICOM defined terms that BIDS sidecars keep (PS3.3: Patient Position C.7.3.1.1.2; Scanning Sequence,
+# Sequence Variant and Scan Options C.8.3.1): a name field holding one (QA phantoms are named after
+# the position they were scanned in: PatientName "HFS") would otherwise "leak" through
+# PatientPosition. Such a value names no one.
+DEFINED_TERMS = {
+    "hfp", "hfs", "hfdr", "hfdl", "ffp", "ffs", "ffdr", "ffdl", "lfp", "lfs", "rfp", "rfs", "afdr", "afdl",
+    "pfdr", "pfdl", "mtc", "osp", "tof", "spoiled", "mp", "sat", "fc", "pfp", "pff", "fs", "ir", "se", "gr",
+    "ep", "rm", "sk", "ss", "sp", "mosaic",
+}  # fmt: skip
 
 _DATE_WORDS = re.compile(r"date|birth|dob|\bday\b", re.I)
 _TIME_WORDS = re.compile(r"time|TimezoneOffset|TimeOffsets", re.I)
@@ -380,6 +389,8 @@ def searchable(form: str, mode: str) -> str | None:
         return "holds no letter or digit"
     if f.lower().strip(".") in NOT_IDENTIFYING:
         return "a common word"
+    if f.lower() in DEFINED_TERMS:
+        return "a DICOM defined term that sidecars keep (e.g. PatientPosition)"
     if f.isdigit() or re.fullmatch(r"[\d .:/-]+", f):
         return None if sum(c.isdigit() for c in f) >= MIN_DIGITS else "a number too short to tell from chance"
     if _is_number(f):
