@@ -77,7 +77,7 @@ def test_rerun_is_byte_identical_and_skips(done, tmp_path):
 
 
 def test_interrupted_run_resumes(tmp_path, canary_ds, key_file, monkeypatch):
-    import bids_deid.pipeline as pl
+    import bids_deid.participant as pl
 
     out = tmp_path / "out"
     real = pl.scrub_nifti_file
@@ -101,7 +101,7 @@ def test_interrupted_run_resumes(tmp_path, canary_ds, key_file, monkeypatch):
 
 
 def test_planted_scrubber_bug_is_caught_by_audit(tmp_path, canary_ds, key_file, monkeypatch, capsys):
-    import bids_deid.pipeline as pl
+    import bids_deid.participant as pl
 
     real = pl.scrub_sidecar
 

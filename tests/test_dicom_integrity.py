@@ -175,7 +175,7 @@ def test_truncation_sweep_bids_app_sourcedata(tmp_path):
     reason and finishes (it used to stop with ``internal error (struct.error)``)."""
     from bids_deid.cli import main as app
     from bids_deid.demo import build_demo_dataset
-    from bids_deid.pipeline import _face_in_pixels
+    from bids_deid.participant import face_in_pixels
 
     data = REAL.read_bytes()
     sizes = sorted({132 + (len(data) - 133) * k // 19 for k in range(20)})
@@ -184,7 +184,7 @@ def test_truncation_sweep_bids_app_sourcedata(tmp_path):
     folder.mkdir(parents=True)
     for size in sizes:
         (folder / f"cut{size:07d}.dcm").write_bytes(data[:size])
-        assert _face_in_pixels(folder / f"cut{size:07d}.dcm") in (None, "MR image whose pixels may show the face: "
+        assert face_in_pixels(folder / f"cut{size:07d}.dcm") in (None, "MR image whose pixels may show the face: "
                                                                         "withheld while defacing is on")
     key = generate_key(tmp_path / "key")
     out = tmp_path / "out"

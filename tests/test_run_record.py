@@ -84,7 +84,7 @@ def test_every_file_record_names_its_settings(tmp_path, canary_ds, key_file):
 
 _KILLER = """
 import os, signal, sys
-import bids_deid.pipeline as pl
+import bids_deid.participant as pl
 from bids_deid.cli import main
 real, n = pl.scrub_nifti_file, [0]
 def dies(*a, **k):

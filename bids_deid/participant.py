@@ -1,0 +1,641 @@
+"""One subject's run at participant level: its tasks handled in order, their outcomes written."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from .atomic import atomic_write_bytes, cleanup_temps, publish
+from .config import Settings
+from .dataset import FileTask, map_strings, plan_subject
+from .errors import InputError, OutputError
+from .labels import dataset_relabel, pseudonym_for, session_map
+from .private import ensure_dir, read_json, write_json, write_private
+from .progress import STAGES, Bar
+from .progress import wanted as progress_wanted
+from .pseudonym import Pseudonymizer
+from .record import journal_read, journal_write
+from .scrub.nifti import scrub_nifti_file
+from .scrub.sidecar import ScrubLog, dump_json, load_json, scrub_sidecar
+from .scrub.tabular import read_tsv, scrub_dated_table, write_tsv
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------ participant level
+class SubjectRun:
+    """State of one subject's run: pseudonyms, logs, what was written or held back."""
+
+    def __init__(self, s: Settings, subject: str):
+        self.s = s
+        self.subject = subject
+        self.pseudo = Pseudonymizer(s.key)
+        self.new = pseudonym_for(s, self.pseudo, subject)
+        self.sessions = session_map(s, self.pseudo, subject)
+        self.offset = self.pseudo.date_offset_days(self.new)
+        self.audit: list[dict] = []
+        self.identifiers: list[tuple[str, str]] = []
+        if not s.labels_pseudonymized and self.new != subject:
+            self.identifiers += [("subject label", subject), ("subject label", f"sub-{subject}")]
+            self.identifiers += [("session label", f"ses-{ses}") for ses in self.sessions]
+        self.state = read_json(s.private_dir / "state" / f"sub-{self.new}.json", {}) or {}
+        self.records: dict[str, dict] = self.state.get("records", {})
+        self.plan_lines: list[str] = []
+        self._relabel = None
+
+    # -- helpers
+    def _log(self, rel: str, slog: ScrubLog) -> None:
+        for c in slog.changes:
+            self.audit.append({"file": rel, **c})
+        self.identifiers += slog.identifiers
+
+    def _record(self, rel: str, status: str, reason: str = "", **extra) -> None:
+        self.records[rel] = {"status": status, "reason": reason, **extra, "settings": self.s.run_id}
+
+    def out(self, rel: str) -> Path:
+        return self.s.output_dir / rel
+
+    def source_dicom_rel(self, rel_src: str, folder: str) -> str:
+        """Output path of a de-identified sourcedata DICOM: keyed folder and file names only."""
+        parent = self.pseudo.text_token("srcdir", f"{self.subject}/{Path(rel_src).parent.as_posix()}")
+        name = self.pseudo.text_token("srcfile", f"{self.subject}/{rel_src}") + ".dcm"
+        return f"sourcedata/{folder}/sub-{self.new}/{parent}/{name}"
+
+    def relabel_value(self, value: str) -> str:
+        """Every subject/session label in ``value`` (this subject's and other subjects') relabelled."""
+        if self._relabel is None:
+            self._relabel = dataset_relabel(self.s, self.pseudo)
+        return self._relabel(value, self.subject)
+
+    # -- per kind
+    def do_sidecar(self, t: FileTask, data: dict | None = None) -> None:
+        slog = ScrubLog()
+        from .limits import ResourceLimitError
+
+        try:
+            obj = load_json(t.src.read_bytes(), t.src.name) if data is None else data
+        except ResourceLimitError as exc:  # withheld, the rest goes on
+            self._record(t.rel_out, "withheld", str(exc))
+            return
+        from .schema import tabular_suffixes
+
+        if t.src.name.split(".")[0].rpartition("_")[2] in tabular_suffixes() and isinstance(obj, dict):
+            from .scrub.coldict import scrub_column_dictionary, table_columns
+
+            # events.json, channels.json, physio.json ...: keys naming the table's columns keep their descriptions
+            obj = scrub_column_dictionary(obj, table_columns(t.src), self.s.profile, self.offset, slog)
+        else:
+            obj = scrub_sidecar(obj, self.s.profile, self.offset, slog)
+        # IntendedFor, Sources, RawSources, AssociatedEmptyRoom, ... name files by their original labels.
+        obj = map_strings(obj, self.relabel_value)
+        stem = str(t.src)[: -len(".json")]
+        if self.s.dataset_type == "derivative" and "SkullStripped" not in obj and (
+            Path(stem + ".nii.gz").exists() or Path(stem + ".nii").exists()
+        ):
+            # Required by BIDS-Derivatives for images; true only where the brain was extracted.
+            obj["SkullStripped"] = self.s.deface_method == "skullstrip" and "/anat/" in t.rel_out
+        self._write(t.rel_out, dump_json(obj), slog)
+
+    def do_coldict(self, t: FileTask) -> None:
+        # Column dictionaries (scans.json, sessions.json): keep entries for kept columns.
+        slog = ScrubLog()
+        obj = load_json(t.src.read_bytes(), t.src.name)
+        from .schema import column_names
+
+        keep = {
+            k: v
+            for k, v in (obj.items() if isinstance(obj, dict) else [])
+            if k in column_names() or (self.s.profile.tabular_rule(k) and self.s.profile.tabular_rule(k).action != "remove")
+        }
+        for k in set(obj) - set(keep):
+            slog.change(k, "remove", "column not kept")
+        self._write(t.rel_out, dump_json(keep), slog)
+
+    def do_format(self, t: FileTask) -> None:
+        """A file (or folder recording) of any other format: through the format registry."""
+        from .formats import handler_for
+        from .formats.base import Context
+
+        mod = handler_for(t.src)
+        if mod is None:
+            what = "".join(Path(t.src.name).suffixes[-2:]) or t.src.name
+            self._record(t.rel_out, "withheld", f"no format module reads '{what}' files (unknown may identify)")
+            if self.s.dry_run:
+                self.plan_lines.append(f"  WITHHOLD {t.rel_out} (unknown file type)")
+            return
+        ctx = Context(rel_out=t.rel_out, offset_days=self.offset, relabel=self.relabel_value, subject=self.new,
+                      keep_photos=self.s.profile.keep_photos)
+        res = mod.scrub(t.src, self.s.profile, ctx)
+        self._log(t.rel_out, res.log)
+        if res.withheld:
+            self._record(t.rel_out, "withheld", res.withheld)
+            for comp in mod.companions(t.src):
+                self._record(self._companion_rel(t, comp), "withheld", "goes with a withheld file")
+            if self.s.dry_run:
+                self.plan_lines.append(f"  WITHHOLD {t.rel_out} ({res.withheld})")
+            return
+        if self.s.dry_run:
+            self.plan_lines.append(f"  {mod.NAME:8} {t.rel_out}")
+            return
+        self.write_outcome(res)
+        self._record(t.rel_out, "written")
+
+    def _companion_rel(self, t: FileTask, comp: Path) -> str:
+        return t.rel_out.rpartition("/")[0] + "/" + self.relabel_value(comp.name)
+
+    def write_outcome(self, res) -> None:
+        """Write what a format handler returned (bytes, or a source file copied unchanged)."""
+        for rel, data in res.writes.items():
+            path = self.out(rel)
+            if not path.exists():
+                if isinstance(data, Path):
+                    with open(data, "rb") as fh:
+                        atomic_write_bytes(path, fh.read())
+                else:
+                    atomic_write_bytes(path, data)
+            self._record(rel, "written")
+
+    def do_dated_tsv(self, t: FileTask) -> None:
+        slog = ScrubLog()
+        header, rows = read_tsv(t.src.read_bytes(), t.src.name)
+        header, rows = scrub_dated_table(header, rows, self.s.profile, self.offset, self.relabel_value, slog)
+        if t.rel_out.endswith("_scans.tsv") and "filename" in header and not self.s.dry_run:
+            # Images run first: a row whose file was withheld or left out must go too.
+            col, base = header.index("filename"), t.rel_out.rsplit("/", 1)[0]
+            kept = [r for r in rows if self.records.get(f"{base}/{r[col]}", {}).get("status") in ("written", "defaced")
+                    or self.out(f"{base}/{r[col]}").exists()]
+            if len(kept) != len(rows):
+                slog.change("filename", "remove", f"{len(rows) - len(kept)} row(s) of files not in the output")
+            rows = kept
+        self._write(t.rel_out, write_tsv(header, rows), slog)
+
+    def do_copy(self, t: FileTask) -> None:
+        if self.s.dry_run:
+            self.plan_lines.append(f"  copy     {t.rel_out}")
+            return
+        if not self.out(t.rel_out).exists():
+            if t.src.name.endswith(".gz"):
+                from .scrub.tabular import regzip
+
+                # The gzip header holds the original file name, a timestamp, maybe a comment: never copied.
+                regzip(t.src, self.out(t.rel_out))
+            elif t.src.name.endswith(".tsv"):  # events/channels tables name files (stim_file, ...): relabelled
+                raw = t.src.read_bytes()
+                try:
+                    raw = self.relabel_value(raw.decode("utf-8")).encode("utf-8")
+                except UnicodeDecodeError:
+                    pass
+                atomic_write_bytes(self.out(t.rel_out), raw)
+            else:
+                with open(t.src, "rb") as fh:
+                    atomic_write_bytes(self.out(t.rel_out), fh.read())
+        self._record(t.rel_out, "written")
+
+    def _write(self, rel: str, data: bytes, slog: ScrubLog) -> None:
+        self._log(rel, slog)
+        if self.s.dry_run:
+            removed = [c["field"] for c in slog.changes if c["action"] == "remove"]
+            self.plan_lines.append(f"  scrub    {rel}" + (f"  (removes: {', '.join(removed)})" if removed else ""))
+            return
+        path = self.out(rel)
+        if not path.exists():
+            atomic_write_bytes(path, data)
+        self._record(rel, "written")
+
+    def do_nifti(self, t: FileTask) -> None:
+        slog = ScrubLog()
+        dst = self.out(t.rel_out)
+        if self.s.dry_run:
+            scrub_nifti_file(t.src, None, self.s.profile, slog)
+            self._log(t.rel_out, slog)
+            what = "deface  " if t.deface else "header  "
+            self.plan_lines.append(f"  {what} {t.rel_out}  ({len(slog.changes)} header changes)")
+            return
+        resumed = journal_read(self.s, self.new, t.rel_out) if t.deface and dst.exists() else None
+        if t.deface and dst.exists() and resumed is None:
+            dst.unlink()  # a public image without its private record is not known to be defaced: redone
+        if dst.exists():
+            scrub_nifti_file(t.src, None, self.s.profile, slog)
+            self._log(t.rel_out, slog)
+            if resumed is not None:  # the defacing result, QC names and audit entry, as first recorded
+                self._record(t.rel_out, **resumed["record"])
+                self.audit.append(resumed["audit"])
+            else:
+                self._record(t.rel_out, "written")
+            return
+        if not t.deface:
+            scrub_nifti_file(t.src, dst, self.s.profile, slog)
+            self._log(t.rel_out, slog)
+            self._record(t.rel_out, "written")
+            return
+        if not self._fits_deface(t):
+            return
+        tmp = ensure_dir(self.s.work_dir / f"sub-{self.new}" / Path(t.rel_out).parent) / Path(t.rel_out).name
+        scrub_nifti_file(t.src, tmp, self.s.profile, slog, perm=0o600)  # not yet defaced: private
+        self._log(t.rel_out, slog)
+        why = _not_defaceable(tmp)
+        if why:
+            tmp.unlink(missing_ok=True)
+            self._record(t.rel_out, "withheld", why)
+            self.audit.append({"file": t.rel_out, "field": "voxels", "action": "withhold", "why": why})
+            return
+        self._deface(tmp, dst, t.rel_out)
+        tmp.unlink(missing_ok=True)
+
+    def _fits_deface(self, t: FileTask) -> bool:
+        """Size and packing ratio from the header alone, before anything is unpacked (bids_deid.limits)."""
+        from .limits import ResourceLimitError, check_image_for_deface
+        from .scrub.nifti import data_size, voxel_count
+
+        h = scrub_nifti_file(t.src, None, self.s.profile, ScrubLog())
+        try:
+            check_image_for_deface(t.src, voxel_count(h), data_size(h, t.src.name))
+        except ResourceLimitError as exc:
+            self._record(t.rel_out, "withheld", str(exc))
+            self.audit.append({"file": t.rel_out, "field": "voxels", "action": "withhold", "why": str(exc)})
+            return False
+        return True
+
+    def _deface(self, src: Path, dst: Path, rel: str) -> None:
+        from .deface import deface_file
+
+        mask = None
+        if self.s.write_defacemask or self.s.profile.write_defacemask:
+            entities, suffix = dst.name.split(".")[0].rsplit("_", 1)
+            mask = dst.with_name(f"{entities}_mod-{suffix}_defacemask.nii.gz")
+        # written in the private scratch first; public only after its private record (resumes)
+        scratch = ensure_dir(self.s.work_dir / f"sub-{self.new}" / "defaced")
+        tmp_dst, tmp_mask = scratch / dst.name, scratch / mask.name if mask is not None else None
+        if self.s.deface_method == "skullstrip":
+            from .deface.skullstrip import skullstrip_file
+
+            res = skullstrip_file(src, tmp_dst, qc=True)
+        else:
+            res = deface_file(src, tmp_dst, template=self.s.template, defacemask_path=tmp_mask, qc=True)
+        qc_dir = self.s.private_dir / "qc" / f"sub-{self.new}"
+        qc_names = {}
+        for name, png in (res.qc_images or {}).items():
+            fname = f"{Path(rel).name.split('.')[0]}_{name}.png"
+            write_private(qc_dir / fname, png)
+            qc_names[name] = f"qc/sub-{self.new}/{fname}"
+        metrics = {k: v for k, v in res.metrics.items() if isinstance(v, int | float | str | bool)}
+        status = "defaced" if res.passed else "withheld"
+        record = {"status": status, "reason": res.reason, "metrics": metrics, "qc": qc_names,
+                  "faces_before": res.faces_before, "faces_after": res.faces_after}
+        entry = {"file": rel, "field": "voxels", "action": "deface" if res.passed else "withhold", "why": res.reason}
+        journal_write(self.s, self.new, rel, {"record": record, "audit": entry})
+        for tmp, final in ((tmp_mask, mask), (tmp_dst, dst)):  # the image last: it marks the file done
+            if res.passed and tmp is not None and tmp.exists():
+                publish(tmp, final)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        self._record(rel, **record)
+        self.audit.append(entry)
+
+    def do_source(self, t: FileTask) -> None:
+        from .scrub.dicom import deidentify_file, is_dicom
+
+        rel_src = t.src.relative_to(self.s.bids_dir / "sourcedata").as_posix()
+        if self.s.sourcedata == "none":
+            self._record(f"sourcedata/{rel_src}", "left out", "--sourcedata none", original=True)
+            return
+        if t.src.suffix.lower() == ".dat":
+            return self._twix(t, rel_src)
+        from .convert.formats import source_task
+
+        if source_task(self, t, rel_src):  # Analyze/MINC/PAR/slides, whole-slide DICOM, --clean-pixels
+            return
+        if not is_dicom(t.src):
+            if not self._source_by_format(t, rel_src):
+                self._record(f"sourcedata/{rel_src}", "left out", "not DICOM: unknown files may identify", original=True)
+            return
+        face = self.s.deface_method != "none" and face_in_pixels(t.src)
+        if face:
+            self._record(f"sourcedata/{rel_src}", "withheld", face, original=True)
+            return
+        rel = self.source_dicom_rel(rel_src, "dicom")
+        if self.s.dry_run:
+            self.plan_lines.append(f"  dicom    {rel}")
+            return
+        # no fsync per file: run() syncs the output once after the subject's files
+        # A resumed file is de-identified again into scratch (then dropped): its audit record and the
+        # identifiers the leak audit searches are those of an uninterrupted run.
+        dst = self.out(rel) if not self.out(rel).exists() else self._scratch(rel)
+        res = deidentify_file(t.src, dst, self.s.profile, self.pseudo, subject=self.new, offset_days=self.offset,
+                              fsync=False)
+        if dst != self.out(rel):
+            dst.unlink(missing_ok=True)
+        self._dicom_unsynced = True
+        for c in res.changes:
+            self.audit.append({"file": rel, **c})
+        self.identifiers += list(res.identifiers)
+        if res.status in ("written", "exists"):
+            self._record(rel, "written")
+        else:
+            self._record(rel, res.status, res.reason)
+
+    def _source_by_format(self, t: FileTask, rel_src: str) -> bool:
+        """A one-file recording under sourcedata/ (EDF/BDF, FIF, SNIRF/NWB, PNG): scrubbed by its format
+        module and written under a keyed name (source names are not BIDS and may hold anything)."""
+        from .formats import edf, fif, handler_for, hdf5, png
+        from .formats.base import Context
+
+        mod = handler_for(t.src)
+        if mod not in (edf, fif, hdf5, png):
+            return False
+        ext = "".join(Path(t.src.name).suffixes[-2:]) if t.src.name.lower().endswith(".gz") else t.src.suffix
+        rel = f"sourcedata/{mod.NAME}/sub-{self.new}/{self.pseudo.text_token('srcfile', f'{self.subject}/{rel_src}')}"
+        rel += ext.lower()
+        res = mod.scrub(t.src, self.s.profile, Context(rel_out=rel, offset_days=self.offset,
+                                                       relabel=self.relabel_value, subject=self.new))
+        self._log(rel, res.log)
+        if res.withheld:
+            self._record(f"sourcedata/{rel_src}", "withheld", res.withheld, original=True)
+        elif self.s.dry_run:
+            self.plan_lines.append(f"  {mod.NAME:8} {rel}")
+        else:
+            self.write_outcome(res)
+        return True
+
+    def do_convert(self, t: FileTask) -> None:
+        from .convert.formats import convert_task  # Analyze / MINC / PAR -> NIfTI (+ sidecar)
+
+        convert_task(self, t)
+
+    def do_companion(self, t: FileTask) -> None:
+        from .convert.formats import companion_task  # .img/.mat/.REC: with their header, else left out
+
+        companion_task(self, t)
+
+    def _twix(self, t: FileTask, rel_src: str) -> None:
+        from .convert.twix import is_twix, scrub_twix
+
+        if not is_twix(t.src):
+            self._record(f"sourcedata/{rel_src}", "left out", "a .dat file that is not Siemens twix", original=True)
+            return
+        rel = f"sourcedata/twix/sub-{self.new}/{self.pseudo.text_token('twix', f'{self.subject}/{rel_src}')}.dat"
+        if self.s.dry_run:
+            self.plan_lines.append(f"  twix     {rel}")
+            return
+        dst = self.out(rel) if not self.out(rel).exists() else self._scratch(rel)  # resumed: as in do_source
+        try:
+            changes, idents = scrub_twix(t.src, dst, f"sub-{self.new}")
+        except InputError as exc:
+            self._record(rel, "error", str(exc))
+            return
+        finally:
+            if dst != self.out(rel):
+                dst.unlink(missing_ok=True)
+        self.identifiers += idents
+        self.audit += [{"file": rel, **c} for c in changes]
+        self._record(rel, "written")
+
+    def _scratch(self, rel: str) -> Path:
+        """A private scratch path (0700 folders) for a file whose public copy already exists."""
+        return ensure_dir(self.s.work_dir / f"sub-{self.new}" / "recheck") / Path(rel).name
+
+    def run(self) -> dict:
+        s = self.s
+        tasks = plan_subject(s.bids_dir, self.subject, self.new, self.sessions, s.sessions,
+                             deface=s.deface_method != "none", follow_links=s.labels_pseudonymized)
+        handlers = {
+            "nifti": self.do_nifti, "sidecar": self.do_sidecar, "coldict": self.do_coldict,
+            "dated_tsv": self.do_dated_tsv, "copy": self.do_copy, "source": self.do_source,
+            "convert": self.do_convert, "companion": self.do_companion, "format": self.do_format,
+        }
+        if not s.dry_run:  # incomplete until finish() (the group level refuses incomplete subjects)
+            from .record import subject_started
+
+            subject_started(s, self.new, self.subject, self.records)
+        claimed = _claimed_companions(tasks)
+        withheld_images: set[str] = set()
+        data_dirs: set[str] = set()  # folders where at least one data file was written
+        data_fates: list[tuple[str, bool]] = []  # (output path, written) of every data file
+        # Data files first, so a withheld one also withholds its sidecars; scans.tsv last (its rows follow).
+        ordered = sorted(tasks, key=lambda t: (t.kind not in DATA_KINDS, t.kind == "dated_tsv"))
+        bar = Bar(f"sub-{self.new}", len(ordered), show=progress_wanted(s.progress) and not s.dry_run)
+        for t in bar.each(ordered, _stage_text):
+            if t.kind == "unknown":
+                rel = t.src.relative_to(s.bids_dir).as_posix()
+                self._record(rel, "left out", t.note or "unknown file type: unknown means identifying", original=True)
+                if s.dry_run:
+                    self.plan_lines.append(f"  LEAVE OUT {rel} (unknown file type)")
+                continue
+            if t.src in claimed:
+                continue  # written (or withheld) with the file it belongs to
+            if t.kind not in DATA_KINDS and t.kind != "source" and _goes_with_withheld(t.rel_out, withheld_images,
+                                                                                        data_dirs):
+                self._record(t.rel_out, "withheld", "its data file was withheld")
+                continue
+            if t.kind == "sidecar" and _inherited_by_withheld_only(t.rel_out, data_fates):
+                self._record(t.rel_out, "withheld", "every file it applies to was withheld")
+                continue
+            try:
+                handlers[t.kind](t)
+            except (OutputError, KeyboardInterrupt):
+                raise
+            except Exception as exc:  # one bad file never stops the run: withheld with a one-line reason
+                rel = t.rel_out or t.src.relative_to(s.bids_dir).as_posix()
+                log.info("withheld %s", rel, exc_info=s.verbose)
+                self._record(rel, "withheld", self.relabel_value(_one_line(exc)))  # reasons name new labels only
+            outs = (t.rel_out, t.src.relative_to(s.bids_dir).as_posix(),
+                    *(_stem(t.rel_out or "") + e for e in (".nii.gz", ".ome.tif")))  # converted too
+            if t.kind in DATA_KINDS:
+                fates = {self.records.get(o, {}).get("status") for o in outs}
+                held = bool(fates & {"withheld", "left out", "error"} and not fates & {"written", "defaced"})
+                if held:
+                    withheld_images.add(_stem(t.rel_out))
+                else:
+                    data_dirs.add(t.rel_out.rpartition("/")[0])
+                data_fates.append((t.rel_out, not held))
+        bar.close()
+        if getattr(self, "_dicom_unsynced", False):
+            from .atomic import sync_tree
+
+            sync_tree(self.s.output_dir)
+        return self.finish()
+
+    def finish(self) -> dict:
+        s, p = self.s, self.s.private_dir
+        # Only this subject's scratch: other jobs may share the work dir.
+        shutil.rmtree(s.work_dir / f"sub-{self.new}", ignore_errors=True)
+        if s.dry_run:
+            return {"subject": self.new, "original": self.subject, "plan": self.plan_lines}
+        encode = json.JSONEncoder(sort_keys=True).encode  # one encoder for every record (a study has ~10^5)
+        write_private(p / "audit" / f"sub-{self.new}.jsonl", "\n".join(map(encode, self.audit)) +
+                      ("\n" if self.audit else ""))
+        uniq = sorted({(k, v) for k, v in self.identifiers})
+        write_json(p / "identifiers" / f"sub-{self.new}.json", [list(x) for x in uniq])
+        if not s.labels_pseudonymized:
+            sessions = ";".join(f"{a}>{b}" for a, b in self.sessions.items())
+            write_private(p / "mapping" / f"sub-{self.new}.tsv",
+                          f"sub-{self.subject}\tsub-{self.new}\t{self.offset}\t{sessions}\n")
+        # last: the state says complete only once every private file of the subject is written
+        write_json(p / "state" / f"sub-{self.new}.json", {"subject": self.new, "original": self.subject,
+                                                           "complete": True, "settings": s.run_id,
+                                                           "records": self.records})
+        return {"subject": self.new, "original": self.subject, "counts": _count(self.records),
+                "not_written": sorted([rel, r["status"], r.get("reason", "")] for rel, r in self.records.items()
+                                      if r["status"] not in ("written", "defaced"))}
+
+
+def face_in_pixels(path: Path) -> str | None:
+    """Why a DICOM's pixels may show a face (so it is withheld while defacing is on), or None.
+
+    MR/CT images are withheld unless they are EPI (fMRI, diffusion, EPI fieldmaps: low
+    resolution, no usable face surface); their defaced NIfTI is in the dataset instead.
+    The few values are read without pydicom when the file allows it (the same reader gave the
+    formats dispatch its values, so the file is read once); else pydicom reads them.
+    """
+    from .scrub.dicom_lean import source_header
+
+    values = source_header(path)
+    if values is not None:
+        modalities = {v.strip().upper() for v in values.get(0x00080060, [])}
+        scanning = {v.upper() for v in values.get(0x00180020, [])}
+        image_type = {v.upper() for v in values.get(0x00080008, [])}
+    else:
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                 specific_tags=["Modality", "ScanningSequence", "SequenceName", "ImageType"])
+        except Exception:  # unreadable here: the DICOM engine reports it
+            return None
+
+        def words(name: str) -> set[str]:
+            v = ds.get(name, "")
+            vals = list(v) if isinstance(v, list | tuple) or hasattr(v, "__iter__") and not isinstance(v, str) else [v]
+            return {str(x).upper() for x in vals}
+
+        modalities, scanning, image_type = words("Modality"), words("ScanningSequence"), words("ImageType")
+    # any listed modality counts (a multi-valued Modality is invalid; privacy first)
+    modality = next((m for m in ("MR", "CT", "PT", "NM") if m in modalities), None)
+    if modality is None:
+        return None
+    if modality == "MR" and ("EP" in scanning or "EPI" in image_type):
+        return None
+    return f"{modality} image whose pixels may show the face: withheld while defacing is on"
+
+
+#: smallest head image the defacer can judge: fewer voxels or slices than this along any
+#: axis, or less than this many millimetres of field of view, cannot show where the face is
+_MIN_VOXELS, _MIN_FOV_MM = 16, 60.0
+
+
+def _not_defaceable(path: Path) -> str:
+    """Why an anatomical image cannot be defaced (so it is withheld), or ''."""
+    import nibabel as nib
+
+    img = nib.load(str(path))
+    shape = img.shape[:3] if len(img.shape) >= 3 else (*img.shape, *([1] * (3 - len(img.shape))))
+    zooms = img.header.get_zooms()[:3]
+    if min(shape) < _MIN_VOXELS:
+        return (f"too thin or small to deface ({'x'.join(map(str, img.shape))} voxels): withheld, "
+                "its face could not be removed")
+    fov = [n * float(z) for n, z in zip(shape, zooms, strict=False)]
+    if min(fov) < _MIN_FOV_MM:
+        return f"field of view too small to deface ({min(fov):.0f} mm): withheld, its face could not be removed"
+    return ""
+
+
+def _stage_text(t: FileTask) -> str:
+    """The progress bar's stage for a task (output names only: they hold no identifier)."""
+    stage = STAGES["deface" if t.kind == "nifti" and t.deface else t.kind]
+    return stage + (f" {Path(t.rel_out).name}" if t.kind in ("nifti", "convert") and t.rel_out else "")
+
+
+def _stem(rel: str) -> str:
+    return rel.split(".")[0]
+
+
+#: task kinds that are data files (handled first: their sidecars follow their fate)
+DATA_KINDS = ("nifti", "convert", "format")
+#: files that belong to a recording's entities rather than to its suffix (withheld with it)
+_ASSOCIATED = ("channels", "events", "physio", "physioevents", "stim", "markers")
+
+
+def _goes_with_withheld(rel: str | None, withheld: set[str], data_dirs: set[str]) -> bool:
+    """True for a sidecar, or an associated table of the same recording, of a withheld data file;
+    and for a folder's coordinate system when every data file of that folder was withheld."""
+    if not rel or not withheld:
+        return False
+    stem = _stem(rel)
+    if stem in withheld:
+        return True
+    prefix, _, suffix = stem.rpartition("_")
+    if suffix in _ASSOCIATED and any(w.rpartition("_")[0] == prefix for w in withheld):
+        return True
+    folder = rel.rpartition("/")[0]
+    return suffix in _PER_FOLDER and folder not in data_dirs and any(
+        w.rpartition("/")[0] == folder and w.rpartition("_")[2] not in _PER_FOLDER for w in withheld)
+
+
+def _inherited_by_withheld_only(rel: str | None, data_fates: list[tuple[str, bool]]) -> bool:
+    """True for a sidecar that applies (by BIDS inheritance: same suffix, its entities a subset,
+    at or above their folder) to data files of which none was written."""
+    if not rel or not data_fates:
+        return False
+    folder, _, name = rel.rpartition("/")
+    parts = name.split(".")[0].split("_")
+    suffix, ents = parts[-1], {p for p in parts[:-1] if "-" in p}
+    served = []
+    for drel, ok in data_fates:
+        dfolder, _, dname = drel.rpartition("/")
+        dparts = dname.split(".")[0].split("_")
+        if dparts[-1] == suffix and ents <= set(dparts[:-1]) and (dfolder == folder or
+                                                                   dfolder.startswith(folder + "/")):
+            served.append(ok)
+    return bool(served) and not any(served)
+
+
+#: files that describe a whole folder of recordings (kept while any of them is)
+_PER_FOLDER = ("coordsystem", "headshape", "photo", "electrodes", "optodes")
+
+
+def _claimed_companions(tasks: list[FileTask]) -> set[Path]:
+    """Files that a format handler takes with another file (the .eeg of a .vhdr, the .fdt of a .set)."""
+    from .formats import handler_for
+
+    claimed: set[Path] = set()
+    for t in tasks:
+        if t.kind != "format":
+            continue
+        mod = handler_for(t.src)
+        if mod is not None:
+            try:
+                claimed.update(mod.companions(t.src))
+            except OSError:
+                continue
+    return claimed
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"could not be processed ({exc.__class__.__name__}{': ' + text[:200] if text else ''})"
+
+
+def _count(records: dict) -> dict:
+    out: dict[str, int] = {}
+    for r in records.values():
+        out[r["status"]] = out.get(r["status"], 0) + 1
+    return out
+
+
+def run_subject(s: Settings, subject: str) -> dict:
+    return SubjectRun(s, subject).run()
+
+
+def cleanup_subject_temps(s: Settings, subjects: list[str]) -> None:
+    """Remove leftover temp files of these subjects only: other jobs may be writing theirs."""
+    pseudo = Pseudonymizer(s.key)
+    for subj in subjects:
+        new = pseudonym_for(s, pseudo, subj)
+        shutil.rmtree(s.work_dir / f"sub-{new}", ignore_errors=True)  # scratch of a killed run
+        for folder in [s.output_dir / f"sub-{new}", *s.output_dir.glob(f"sourcedata/*/sub-{new}")]:
+            if folder.is_dir():
+                cleanup_temps(folder)
+
+
