@@ -11,7 +11,7 @@ from bids_deid.profiles import load_profile
 from bids_deid.pseudonym import Pseudonymizer
 from bids_deid.scrub import pixels
 
-pytestmark = pytest.mark.skipif(not pixels.ocr_available(), reason="OCR extra (rapidocr-onnxruntime) not installed")
+pytestmark = pytest.mark.skipif(not pixels.ocr_available(), reason="OCR extra (rapidocr) not installed")
 TEXT = ("DOE^JANE", "MRN1234567")
 
 

@@ -1,7 +1,8 @@
 """Burned-in text in pixel data: find it with OCR, black it out, prove it is gone.
 
-OCR runs with RapidOCR (``rapidocr-onnxruntime``; its text detection and recognition
-ONNX models ship inside the wheel, so it works offline). Every detected text box is
+OCR runs with RapidOCR (``rapidocr`` 3.x on onnxruntime and the headless OpenCV build; its
+text detection and recognition ONNX models ship inside the wheel, so it works offline; the
+older ``rapidocr-onnxruntime`` package is used where only it is installed). Every detected text box is
 filled with the darkest value the image can show (index of the darkest palette entry
 for PALETTE COLOR, the maximum for MONOCHROME1), plus fixed regions from the
 profile's ``dicom.pixel_regions``. OCR then runs again on the result; boxes it still
@@ -58,28 +59,55 @@ class PixelResult:
     photometric_note: str = ""
 
 
-def ocr_available() -> bool:
-    """True when the OCR package can be imported."""
+def _engine_class():
+    """(RapidOCR class, major version): ``rapidocr`` 3.x first, else ``rapidocr-onnxruntime``."""
     try:
-        import rapidocr_onnxruntime  # noqa: F401, PLC0415
+        from rapidocr import RapidOCR  # noqa: PLC0415
+
+        return RapidOCR, 3
+    except Exception:  # noqa: BLE001
+        from rapidocr_onnxruntime import RapidOCR  # noqa: PLC0415
+
+        return RapidOCR, 1
+
+
+def ocr_available() -> bool:
+    """True when an OCR package can be imported."""
+    try:
+        _engine_class()
     except Exception:  # noqa: BLE001
         return False
     return True
 
 
 def get_engine():
-    """The shared RapidOCR engine (built once per process)."""
+    """The shared RapidOCR engine (built once per process) and its major version."""
     global _ENGINE
     if _ENGINE is None:
         try:
-            from rapidocr_onnxruntime import RapidOCR  # noqa: PLC0415
+            cls, major = _engine_class()
         except Exception as exc:  # noqa: BLE001
             raise BidsDeidError(
                 "cleaning burned-in text needs the OCR extra: pip install 'bids-deid[ocr]'"
             ) from exc
-        logging.getLogger("RapidOCR").setLevel(logging.WARNING)
-        _ENGINE = RapidOCR()
+        engine = cls()
+        # its logger reports every model load and every frame without text: errors only
+        logging.getLogger("RapidOCR").setLevel(logging.ERROR)
+        _ENGINE = (engine, major)
     return _ENGINE
+
+
+def _detections(img: np.ndarray) -> list[tuple[list, str, float]]:
+    """(quadrilateral, text, score) of every detection in one RGB frame."""
+    engine, major = get_engine()
+    if major >= 3:
+        out = engine(img)
+        if out.boxes is None or out.txts is None:
+            return []
+        return [(quad.tolist(), str(t), float(sc)) for quad, t, sc in zip(out.boxes, out.txts, out.scores,
+                                                                          strict=False)]
+    result, _ = engine(img)
+    return [(quad, str(t), float(sc)) for quad, t, sc in (result or [])]
 
 
 def find_text(rgb: np.ndarray, min_score: float = MIN_SCORE) -> list[TextBox]:
@@ -99,15 +127,14 @@ def find_text(rgb: np.ndarray, min_score: float = MIN_SCORE) -> list[TextBox]:
     img = np.ascontiguousarray(rgb)
     if img.ndim == 2:
         img = np.repeat(img[..., None], 3, axis=2)
-    result, _ = get_engine()(img)
     boxes = []
-    for quad, text, score in result or []:
-        if float(score) < min_score or not str(text).strip():
+    for quad, text, score in _detections(img):
+        if score < min_score or not text.strip():
             continue
         xs = [p[0] for p in quad]
         ys = [p[1] for p in quad]
         boxes.append(TextBox(int(np.floor(min(xs))), int(np.floor(min(ys))), int(np.ceil(max(xs))) + 1,
-                             int(np.ceil(max(ys))) + 1, str(text), float(score)))
+                             int(np.ceil(max(ys))) + 1, text, score))
     return boxes
 
 
