@@ -69,9 +69,9 @@ def main() -> None:
         rows.append((f"clean_dataset_pixels {src.name} ({ds.PhotometricInterpretation}, {ds.Rows}x{ds.Columns})",
                      f"{statistics.median(ts):.2f} s", "per frame, OCR + blackout + verify passes"))
     if SHARED.is_dir():
-        from bids_deid.convert.analyze import analyze_to_nifti
-        from bids_deid.convert.minc import minc_to_nifti
-        from bids_deid.convert.parrec import parrec_to_nifti
+        from bids_deid.formats.analyze import analyze_to_nifti
+        from bids_deid.formats.minc import minc_to_nifti
+        from bids_deid.formats.parrec import parrec_to_nifti
 
         with tempfile.TemporaryDirectory() as tmp:
             jobs = [

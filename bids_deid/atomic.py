@@ -71,6 +71,22 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes, perm: int = 0o644) 
         fh.write(data)
 
 
+def write_content(path: str | os.PathLike, data, perm: int = 0o644) -> None:
+    """Write ``data`` to ``path`` atomically: bytes, a source file copied as it is (streamed), or a
+    callable that streams into the open temp file (see :data:`bids_deid.formats.base.Stream`)."""
+    if isinstance(data, bytes | bytearray):
+        atomic_write_bytes(path, bytes(data), perm)
+        return
+    import shutil
+
+    with atomic_open(path, "wb", perm) as fh:
+        if isinstance(data, str | os.PathLike):
+            with open(data, "rb") as src:
+                shutil.copyfileobj(src, fh, 8 << 20)
+        else:
+            data(fh)
+
+
 def atomic_write_text(path: str | os.PathLike, text: str, perm: int = 0o644) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"), perm)

@@ -149,11 +149,14 @@ def classify(rel: str) -> tuple[str, bool]:
     low = name.lower()
     if name.split(".")[0].endswith("_photo"):
         return "format", False  # photos: withheld unless the profile keeps them (bids_deid.formats.photo)
-    if "micr" in parts[:-1] and low.endswith((".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".btf", ".dcm")):
+    from .convert.micr import SLIDE_SUFFIXES
+    from .formats import companion_suffixes, header_suffixes
+
+    if "micr" in parts[:-1] and low.endswith(SLIDE_SUFFIXES):
         return "convert", False  # whole-slide image: scrubbed, written as OME-TIFF (bids_deid.convert.micr)
-    if low.endswith((".hdr", ".mnc", ".par")):
-        return "convert", False  # Analyze / MINC / PAR: converted to NIfTI (bids_deid.convert.formats)
-    if low.endswith((".img", ".rec", ".mat")):
+    if low.endswith(header_suffixes()):
+        return "convert", False  # Analyze / MINC / PAR: converted to NIfTI (their bids_deid.formats modules)
+    if low.endswith(companion_suffixes()):
         return "companion", False  # data half of a pair: read through its header
     return "unknown", False
 

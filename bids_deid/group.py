@@ -13,13 +13,14 @@ from .checks import check_locations
 from .config import Settings
 from .dataset import check_bids_input, list_subjects
 from .errors import InputError
+from .formats.base import ScrubLog
+from .formats.sidecar import dump_json
+from .formats.tabular import scrub_participants, write_tsv
 from .labels import dataset_relabel, pseudonym_for
 from .participant import run_subject
 from .private import check_key, read_json, write_json, write_private
 from .pseudonym import Pseudonymizer
 from .record import check_group
-from .scrub.sidecar import ScrubLog, dump_json
-from .scrub.tabular import scrub_participants, write_tsv
 
 log = logging.getLogger(__name__)
 

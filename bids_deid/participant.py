@@ -11,15 +11,16 @@ from .atomic import atomic_write_bytes, cleanup_temps, publish
 from .config import Settings
 from .dataset import FileTask, map_strings, plan_subject
 from .errors import InputError, OutputError
+from .formats.base import ScrubLog
+from .formats.nifti import scrub_nifti_file
+from .formats.sidecar import dump_json, load_json, scrub_sidecar
+from .formats.tabular import read_tsv, scrub_dated_table, write_tsv
 from .labels import dataset_relabel, pseudonym_for, session_map
 from .private import ensure_dir, read_json, write_json, write_private
 from .progress import STAGES, Bar
 from .progress import wanted as progress_wanted
 from .pseudonym import Pseudonymizer
 from .record import journal_read, journal_write
-from .scrub.nifti import scrub_nifti_file
-from .scrub.sidecar import ScrubLog, dump_json, load_json, scrub_sidecar
-from .scrub.tabular import read_tsv, scrub_dated_table, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class SubjectRun:
         from .schema import tabular_suffixes
 
         if t.src.name.split(".")[0].rpartition("_")[2] in tabular_suffixes() and isinstance(obj, dict):
-            from .scrub.coldict import scrub_column_dictionary, table_columns
+            from .formats.coldict import scrub_column_dictionary, table_columns
 
             # events.json, channels.json, physio.json ...: keys naming the table's columns keep their descriptions
             obj = scrub_column_dictionary(obj, table_columns(t.src), self.s.profile, self.offset, slog)
@@ -177,7 +178,7 @@ class SubjectRun:
             return
         if not self.out(t.rel_out).exists():
             if t.src.name.endswith(".gz"):
-                from .scrub.tabular import regzip
+                from .formats.tabular import regzip
 
                 # The gzip header holds the original file name, a timestamp, maybe a comment: never copied.
                 regzip(t.src, self.out(t.rel_out))
@@ -246,8 +247,8 @@ class SubjectRun:
 
     def _fits_deface(self, t: FileTask) -> bool:
         """Size and packing ratio from the header alone, before anything is unpacked (bids_deid.limits)."""
+        from .formats.nifti import data_size, voxel_count
         from .limits import ResourceLimitError, check_image_for_deface
-        from .scrub.nifti import data_size, voxel_count
 
         h = scrub_nifti_file(t.src, None, self.s.profile, ScrubLog())
         try:
@@ -370,26 +371,24 @@ class SubjectRun:
         companion_task(self, t)
 
     def _twix(self, t: FileTask, rel_src: str) -> None:
-        from .convert.twix import is_twix, scrub_twix
+        from .formats import twix
+        from .formats.base import Context, write_outcome
 
-        if not is_twix(t.src):
+        if not twix.is_twix(t.src):
             self._record(f"sourcedata/{rel_src}", "left out", "a .dat file that is not Siemens twix", original=True)
             return
         rel = f"sourcedata/twix/sub-{self.new}/{self.pseudo.text_token('twix', f'{self.subject}/{rel_src}')}.dat"
         if self.s.dry_run:
             self.plan_lines.append(f"  twix     {rel}")
             return
-        dst = self.out(rel) if not self.out(rel).exists() else self._scratch(rel)  # resumed: as in do_source
+        # the audit rows and identifiers come from reading the header: a resumed file is not rewritten
         try:
-            changes, idents = scrub_twix(t.src, dst, f"sub-{self.new}")
+            res = twix.scrub(t.src, self.s.profile, Context(rel_out=rel, subject=self.new))
+            write_outcome(self.s.output_dir, res)
         except InputError as exc:
             self._record(rel, "error", str(exc))
             return
-        finally:
-            if dst != self.out(rel):
-                dst.unlink(missing_ok=True)
-        self.identifiers += idents
-        self.audit += [{"file": rel, **c} for c in changes]
+        self._log(rel, res.log)
         self._record(rel, "written")
 
     def _scratch(self, rel: str) -> Path:

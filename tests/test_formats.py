@@ -12,15 +12,15 @@ import pydicom
 import pytest
 from conftest import SHARED, canary_hits, needs_shared, tree_digest
 
-from bids_deid.convert.analyze import analyze_to_nifti, scrub_analyze
 from bids_deid.convert.formats import format_of
-from bids_deid.convert.minc import minc_to_nifti, scrub_minc
-from bids_deid.convert.parrec import parrec_to_nifti, scrub_parrec
 from bids_deid.errors import InputError, ProfileError
+from bids_deid.formats.analyze import analyze_to_nifti, scrub_analyze
+from bids_deid.formats.base import ScrubLog
+from bids_deid.formats.minc import minc_to_nifti, scrub_minc
+from bids_deid.formats.parrec import parrec_to_nifti, scrub_parrec
+from bids_deid.formats.wsi import deidentify_wsi_dicom, scrub_tiff_wsi
 from bids_deid.profiles import load_profile
 from bids_deid.pseudonym import Pseudonymizer
-from bids_deid.scrub.sidecar import ScrubLog
-from bids_deid.scrub.wsi import deidentify_wsi_dicom, scrub_tiff_wsi
 
 ANALYZE_PHI = (b"DOE^JANE", b"MRN1234567", b"Jane Doe", b"jdoe_t1", b"SYNTH", b"S0001", b"20240101", b"101500",
                b"19700101")

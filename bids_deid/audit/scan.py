@@ -322,7 +322,7 @@ def _dicom_pixels(path: Path, head: bytes, size: int) -> list[tuple[int, int]]:
 
 
 def _twix_data(path: Path, size: int) -> list[tuple[int, int]]:
-    from ..convert.twix import twix_layout
+    from ..formats.twix import twix_layout
 
     try:
         _version, names, buffers = twix_layout(path)
@@ -472,7 +472,7 @@ def scan_file(matcher: Matcher, path: Path, rel: str, scope: str = "<all>") -> F
 
 def _twix_places(path: Path, res: FileResult) -> None:
     """Name the header buffer (``MeasYaps``, ``Phoenix``, ...) of each hit in a twix file."""
-    from ..convert.twix import twix_layout
+    from ..formats.twix import twix_layout
 
     try:
         _version, names, buffers = twix_layout(path)

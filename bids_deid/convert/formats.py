@@ -18,39 +18,26 @@ import logging
 from pathlib import Path
 
 from ..dataset import FileTask, classify
-from ..scrub.sidecar import ScrubLog
+from ..formats import CONVERTIBLE as CONVERTIBLE_MODULES
+from ..formats import by_name, companion_suffixes, image_format
+from ..formats.base import ScrubLog, write_outcome
 
 log = logging.getLogger(__name__)
 
-CONVERTIBLE = {"analyze", "minc", "parrec"}
-_COMPANION_EXT = {".img", ".mat", ".rec"}
+CONVERTIBLE = {m.NAME for m in CONVERTIBLE_MODULES}
 
 
 def format_of(path: Path) -> str | None:
-    """'analyze', 'minc', 'parrec', 'tiff' (whole-slide) or None, from the file's content."""
-    from ..scrub.wsi import TIFF_SUFFIXES, is_tiff
-    from .analyze import is_analyze_pair
-    from .minc import minc_version
-    from .parrec import is_par
-
-    path = Path(path)
-    ext = path.suffix.lower()
-    if ext == ".hdr" and is_analyze_pair(path):
-        return "analyze"
-    if ext == ".mnc" and minc_version(path):
-        return "minc"
-    if ext == ".par" and is_par(path):
-        return "parrec"
-    if ext in TIFF_SUFFIXES and is_tiff(path):
-        return "tiff"
-    return None
+    """'analyze', 'minc', 'parrec', 'tiff' (whole-slide) or None, from the file's content (the registry's
+    :data:`~bids_deid.formats.IMAGES`)."""
+    mod = image_format(Path(path))
+    return mod.NAME if mod is not None else None
 
 
 def is_companion(path: Path) -> bool:
     """True for the data half of a pair (.img of an Analyze .hdr, .REC of a .PAR, SPM .mat)."""
     path = Path(path)
-    ext = path.suffix.lower()
-    if ext not in _COMPANION_EXT:
+    if path.suffix.lower() not in companion_suffixes():
         return False
     heads = [path.with_suffix(e) for e in (".hdr", ".HDR", ".PAR", ".par")]
     return any(h.is_file() for h in heads)
@@ -65,18 +52,11 @@ def nifti_name(rel: str) -> str:
 
 def convert_to_nifti(kind: str, src: Path, dst: Path, profile=None, offset_days: int | None = None,
                      slog: ScrubLog | None = None) -> tuple[Path, Path | None]:
-    """Convert one Analyze/MINC/PAR file to a clean ``.nii.gz`` (+ sidecar for PAR/REC)."""
-    from .analyze import analyze_to_nifti
-    from .minc import minc_to_nifti
-    from .parrec import parrec_to_nifti
-
-    if kind == "analyze":
-        return analyze_to_nifti(src, dst, slog), None
-    if kind == "minc":
-        return minc_to_nifti(src, dst, slog), None
-    if kind == "parrec":
-        return parrec_to_nifti(src, dst, profile, offset_days, slog)
-    raise ValueError(f"not a convertible kind: {kind}")
+    """Convert one Analyze/MINC/PAR file to a clean ``.nii.gz`` (+ sidecar for PAR/REC): its module's ``to_nifti``."""
+    mod = by_name(kind)
+    if mod not in CONVERTIBLE_MODULES:
+        raise ValueError(f"not a convertible kind: {kind}")
+    return mod.to_nifti(src, dst, profile, offset_days, slog)
 
 
 def convert_task(run, t: FileTask) -> None:
@@ -147,7 +127,7 @@ def companion_task(run, t: FileTask) -> None:
 
 
 def _load_obj(path: Path) -> dict:
-    from ..scrub.sidecar import load_json
+    from ..formats.sidecar import load_json
 
     obj = load_json(Path(path).read_bytes(), Path(path).name)
     return obj if isinstance(obj, dict) else {}
@@ -171,12 +151,10 @@ def _token_rel(run, rel_src: str, folder: str, ext: str) -> str:
 
 def _source_other(run, t: FileTask, rel_src: str, kind: str) -> None:
     from ..errors import InputError
-    from ..scrub.wsi import scrub_tiff_wsi
-    from .analyze import scrub_analyze
-    from .minc import scrub_minc
-    from .parrec import scrub_parrec
+    from ..formats.base import Context
 
-    ext = {"analyze": ".hdr", "minc": ".mnc", "parrec": ".PAR", "tiff": t.src.suffix.lower()}[kind]
+    mod = by_name(kind)
+    ext = t.src.suffix.lower() if kind == "tiff" else {"analyze": ".hdr", "minc": ".mnc", "parrec": ".PAR"}[kind]
     folder = {"tiff": "microscopy"}.get(kind, kind)
     rel = _token_rel(run, rel_src, folder, ext)
     if run.s.dry_run:
@@ -185,31 +163,22 @@ def _source_other(run, t: FileTask, rel_src: str, kind: str) -> None:
     if run.out(rel).exists():
         run._record(rel, "written")
         return
-    slog = ScrubLog()
     try:
-        if kind == "analyze":
-            scrub_analyze(t.src, run.out(rel), slog)
-        elif kind == "minc":
-            scrub_minc(t.src, run.out(rel), slog)
-        elif kind == "parrec":
-            scrub_parrec(t.src, run.out(rel), slog)
-        else:
-            res = scrub_tiff_wsi(t.src, run.out(rel), slog)
-            if res.dropped:
-                slog.change("pages", "remove", f"{len(res.dropped)} label/macro page(s)")
+        res = mod.scrub(t.src, run.s.profile, Context(rel_out=rel, offset_days=run.offset, subject=run.new))
+        write_outcome(run.s.output_dir, res, skip_existing=False)
     except InputError as exc:
         run._record(rel, "error", str(exc))
         return
-    run._log(rel, slog)
+    run._log(rel, res.log)
     run._record(rel, "written")
 
 
 def _source_dicom(run, t: FileTask, rel_src: str) -> bool:
     import pydicom
 
+    from ..formats.wsi import deidentify_wsi_dicom, is_dicom_wsi
     from ..scrub.dicom import burned_in_reason, is_dicom
     from ..scrub.dicom_lean import source_header
-    from ..scrub.wsi import deidentify_wsi_dicom, is_dicom_wsi
 
     s = run.s
     if not is_dicom(t.src):

@@ -30,13 +30,14 @@ import numpy as np
 
 from ..atomic import atomic_open, atomic_write_bytes
 from ..errors import InputError
-from ..scrub.sidecar import ScrubLog
+from ..formats.base import ScrubLog
 
 log = logging.getLogger(__name__)
 
 SUFFIX = "BF"
 MAX_DICOM_PIXELS = 1 << 28  # larger DICOM slides stay in sourcedata (assembled in memory here)
-_SLIDE_EXT = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".btf", ".dcm")
+#: slide files placed in ``micr`` (TIFF family and DICOM WSI)
+SLIDE_SUFFIXES = (".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif", ".btf", ".dcm")
 
 
 # ------------------------------------------------------------------ pixel size
@@ -64,7 +65,7 @@ def dicom_wsi_info(path: Path) -> tuple[tuple[float, float], int] | None:
     """((x, y) pixel size in um, total pixels) of a DICOM WSI VOLUME instance, or None."""
     import pydicom
 
-    from ..scrub.wsi import is_dicom_wsi, wsi_image_type
+    from ..formats.wsi import is_dicom_wsi, wsi_image_type
 
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
@@ -222,7 +223,7 @@ def dicom_to_ome(src: Path, dst: Path, pixel_size_um: tuple[float, float], total
 def is_micr_rel(rel: str) -> bool:
     """True for a slide file inside a ``micr`` folder of a subject."""
     parts = rel.split("/")
-    return "micr" in parts[:-1] and parts[-1].lower().endswith(_SLIDE_EXT)
+    return "micr" in parts[:-1] and parts[-1].lower().endswith(SLIDE_SUFFIXES)
 
 
 def ome_name(rel: str) -> str:
@@ -241,7 +242,7 @@ def _total_matrix(path: Path) -> tuple[int, int]:
 
 def micr_task(run, t) -> None:
     """Pipeline handler (``SubjectRun``) for a slide under ``sub-X/micr/``: scrub, then write OME-TIFF."""
-    from ..scrub.wsi import deidentify_wsi_dicom, scrub_tiff_wsi
+    from ..formats.wsi import deidentify_wsi_dicom, scrub_tiff_wsi
 
     s = run.s
     rel = ome_name(t.rel_out)

@@ -108,7 +108,7 @@ def guess_other(path: Path, kind: str) -> tuple[Guess | None, dict]:
         tr: float | None = zooms[3] if len(zooms) > 3 and zooms[3] > 0 else None
         fields: dict = {"Modality": "MR", "SeriesDescription": stem}
         if kind == "parrec":
-            from .parrec import rec_of
+            from ..formats.parrec import rec_of
 
             if rec_of(path) is None:
                 return None, {}

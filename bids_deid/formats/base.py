@@ -1,18 +1,21 @@
-"""The interface every format module follows, and the two records it deals in.
+"""The interface every format module follows, and the records it deals in.
 
-A format module is a plain module with four names:
+A format module is a plain module with these names:
 
 ``NAME``
-    a short word for reports (``"edf"``, ``"brainvision"``).
+    a short word for reports (``"edf"``, ``"brainvision"``, ``"nifti"``).
 ``sniff(path) -> bool``
     True when the module handles this file (from its name and, cheaply, its first bytes).
 ``companions(path) -> list[Path]``
     files that belong to this one and go (or are withheld) with it, e.g. the ``.eeg`` of
-    a ``.vhdr``; they are not handed to any other module.
+    a ``.vhdr``; they are not handed to any other module. ``COMPANION_SUFFIXES`` lists
+    their extensions (the registry gathers them in one place).
 ``scrub(src, profile, ctx) -> Outcome``
-    pure: reads ``src`` (a path, or bytes where the module says so) and returns what to
-    write; it never writes into the output itself. Only the pipeline writes, through
-    :mod:`bids_deid.atomic`.
+    pure: reads ``src`` and returns what to write; it never writes into the output
+    itself. Only the run writes, through :mod:`bids_deid.atomic` (:func:`write_outcome`).
+
+Image formats that become NIfTI also have ``to_nifti(src, dst, profile, ctx, log)`` and
+``nifti_name(rel)`` (the BIDS name of the converted image).
 """
 
 from __future__ import annotations
@@ -20,8 +23,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from ..scrub.sidecar import ScrubLog
+
+@dataclass
+class ScrubLog:
+    """What a scrubber did: audit entries (no values) and identifiers met (private)."""
+
+    changes: list[dict] = field(default_factory=list)
+    identifiers: list[tuple[str, str]] = field(default_factory=list)
+
+    def change(self, where: str, action: str, why: str) -> None:
+        self.changes.append({"field": where, "action": action, "why": why})
+
+    def met(self, kind: str, value: Any) -> None:
+        if isinstance(value, str) and value.strip():
+            self.identifiers.append((kind, value.strip()))
+        elif isinstance(value, list | tuple):
+            for v in value:
+                self.met(kind, v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                self.met(kind, v)
 
 
 @dataclass(frozen=True)
@@ -30,7 +53,8 @@ class Context:
 
     ``rel_out`` is the output path (new labels) of the file handed in; ``relabel`` maps a
     path or file name that holds original labels to its new form; ``offset_days`` is the
-    subject's date shift (None at dataset level: dates are removed there).
+    subject's date shift (None at dataset level: dates are removed there); ``subject`` the
+    new subject label.
     """
 
     rel_out: str
@@ -38,15 +62,22 @@ class Context:
     relabel: Callable[[str], str] = lambda s: s
     subject: str | None = None
     keep_photos: bool = False
+    #: whether an output path (output-relative) is written: a scans table keeps only those rows
+    in_output: Callable[[str], bool] = lambda rel: True
+
+
+#: content written by streaming into an open atomic file (its ``tmp_path`` names the temp file):
+#: for files too large to hold in memory (images, raw data); it may raise InputError
+Stream = Callable[[Any], None]
 
 
 @dataclass
 class Outcome:
-    """What a scrubber decided: files to write (output-relative path -> bytes or a source
-    path to copy unchanged), audit records and identifiers met (in ``log``), or a reason
-    to withhold the file with its companions."""
+    """What a scrubber decided: files to write (output-relative path -> bytes, a source
+    path to copy unchanged, or a :data:`Stream`), audit records and identifiers met (in
+    ``log``), or a reason to withhold the file with its companions."""
 
-    writes: dict[str, bytes | Path] = field(default_factory=dict)
+    writes: dict[str, bytes | Path | Stream] = field(default_factory=dict)
     log: ScrubLog = field(default_factory=ScrubLog)
     withheld: str = ""
 
@@ -68,3 +99,19 @@ def out_sibling(rel_out: str, src: Path, companion: Path) -> str:
     cname = companion.name
     new = new_stem + cname[len(old_stem):] if cname.startswith(old_stem) else cname
     return (head + "/" if head else "") + new
+
+
+def write_outcome(root: Path, res: Outcome, perm: int = 0o644, skip_existing: bool = True) -> list[str]:
+    """Write every file of ``res`` under ``root`` through :mod:`bids_deid.atomic`; the paths written.
+
+    A file already there is left as it is (a resumed run) unless ``skip_existing`` is False.
+    """
+    from ..atomic import write_content
+
+    done = []
+    for rel, data in res.writes.items():
+        path = root / rel
+        if not (skip_existing and path.exists()):
+            write_content(path, data, perm)
+        done.append(rel)
+    return done

@@ -14,8 +14,7 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from ..scrub.sidecar import ScrubLog
-from .base import Context, Outcome
+from .base import Context, Outcome, ScrubLog
 
 NAME = "brainvision"
 _KEEP = {"common infos", "binary infos", "ascii infos", "channel infos", "coordinates", "marker infos"}

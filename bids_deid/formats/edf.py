@@ -11,8 +11,7 @@ import datetime as dt
 import re
 from pathlib import Path
 
-from ..scrub.sidecar import ScrubLog
-from .base import Context, Outcome
+from .base import Context, Outcome, ScrubLog
 
 NAME = "edf"
 SUFFIXES = (".edf", ".bdf")

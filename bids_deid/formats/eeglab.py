@@ -13,8 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..scrub.sidecar import ScrubLog
-from .base import Context, Outcome
+from .base import Context, Outcome, ScrubLog
 
 NAME = "eeglab"
 #: fields a reader uses; any other field of EEG is dropped or emptied

@@ -13,8 +13,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from ..scrub.sidecar import ScrubLog
-from .base import Context, Outcome
+from .base import Context, Outcome, ScrubLog
 
 NAME = "fif"
 log_ = logging.getLogger(__name__)

@@ -15,8 +15,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..scrub.sidecar import ScrubLog, dump_json
-from .base import Context, Outcome
+from .base import Context, Outcome, ScrubLog
+from .sidecar import dump_json
 
 NAME = "folder"
 SUFFIXES = (".ds", ".ome.zarr", ".zarr", ".mefd")

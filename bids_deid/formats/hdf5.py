@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..scrub.sidecar import ScrubLog
-from .base import Context, Outcome
+from .base import Context, Outcome, ScrubLog
 
 NAME = "hdf5"
 _SNIRF_KEEP = {"LengthUnit", "TimeUnit", "FrequencyUnit", "MeasurementTime", "SubjectID", "MeasurementDate"}

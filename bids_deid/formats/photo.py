@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..scrub.sidecar import ScrubLog
-from .base import Context, Outcome
+from .base import Context, Outcome, ScrubLog
 
 NAME = "photo"
 _EXT = (".jpg", ".jpeg", ".png", ".tif", ".tiff")

@@ -7,8 +7,7 @@ import struct
 import zlib
 from pathlib import Path
 
-from ..scrub.sidecar import ScrubLog
-from .base import Context, Outcome
+from .base import Context, Outcome, ScrubLog
 
 NAME = "png"
 SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -5,7 +5,7 @@ the protocol and gives the examination date/time; the ``# Dataset name:`` commen
 holds an export path. Those values are blanked (the lines stay, so readers still
 parse the file). Conversion uses nibabel's PAR/REC reader; the sidecar is built from
 technical values only and then passes through
-:func:`bids_deid.scrub.sidecar.scrub_sidecar`.
+:func:`bids_deid.formats.sidecar.scrub_sidecar`.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_open, atomic_write_bytes
+from ..atomic import atomic_write_bytes
 from ..errors import InputError
 from ..profiles import Profile
-from ..scrub.sidecar import ScrubLog, dump_json, scrub_sidecar
+from .base import Context, Outcome, ScrubLog, write_outcome
 from .niftiout import clean_nifti, write_nifti_gz
+from .sidecar import dump_json, scrub_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -88,22 +89,49 @@ def scrub_par_text(text: str, slog: ScrubLog | None = None) -> str:
     return "\n".join(out)
 
 
-def scrub_parrec(par: Path, out_par: Path, slog: ScrubLog | None = None) -> list[Path]:
-    """Write the scrubbed PAR and a streamed copy of its REC (same stem as ``out_par``)."""
-    par, out_par = Path(par), Path(out_par)
+# ------------------------------------------------------------------ the format module interface
+NAME = "parrec"
+SUFFIXES = (".par",)
+COMPANION_SUFFIXES = (".rec",)
+
+
+def sniff(path: Path) -> bool:
+    return path.suffix.lower() == ".par" and is_par(path)
+
+
+def companions(path: Path) -> list[Path]:
+    rec = rec_of(path)
+    return [rec] if rec is not None else []
+
+
+def scrub(src: Path, profile, ctx: Context) -> Outcome:
+    """The scrubbed PAR under ``ctx.rel_out`` and its REC copied as it is (same stem).
+
+    Fixed rules for the PAR text (every patient, examination, protocol, name and date value
+    is emptied); the profile governs the sidecar of a conversion (:func:`to_nifti`). Raises
+    InputError for a file that is not a PAR header.
+    """
+    par = Path(src)
     if not is_par(par):
         raise InputError(f"{par.name} is not a Philips PAR header")
+    slog = ScrubLog()
     text = par.read_bytes().decode("latin-1")
-    atomic_write_bytes(out_par, scrub_par_text(text, slog).encode("latin-1"))
-    written = [out_par]
+    res = Outcome(writes={ctx.rel_out: scrub_par_text(text, slog).encode("latin-1")}, log=slog)
     rec = rec_of(par)
     if rec is not None:
-        out_rec = out_par.with_suffix(".REC" if out_par.suffix == ".PAR" else ".rec")
-        with open(rec, "rb") as src, atomic_open(out_rec, "wb") as dst:
-            while chunk := src.read(8 << 20):
-                dst.write(chunk)
-        written.append(out_rec)
-    return written
+        stem = ctx.rel_out[: -len(".par")] if ctx.rel_out.lower().endswith(".par") else ctx.rel_out
+        res.writes[stem + (".REC" if ctx.rel_out.endswith(".PAR") else ".rec")] = rec
+    return res
+
+
+def scrub_parrec(par: Path, out_par: Path, slog: ScrubLog | None = None) -> list[Path]:
+    """Write the scrubbed PAR and a streamed copy of its REC (same stem as ``out_par``); the files written."""
+    out_par = Path(out_par)
+    res = scrub(Path(par), None, Context(rel_out=out_par.name))
+    if slog is not None:
+        slog.changes += res.log.changes
+        slog.identifiers += res.log.identifiers
+    return [out_par.parent / r for r in write_outcome(out_par.parent, res, skip_existing=False)]
 
 
 def parrec_to_nifti(par: Path, dst: Path, profile: Profile | None = None, offset_days: int | None = None,
@@ -165,3 +193,9 @@ def parrec_to_nifti(par: Path, dst: Path, profile: Profile | None = None, offset
     json_path = dst.with_name(dst.name[: -len(".nii.gz")] + ".json")
     atomic_write_bytes(json_path, dump_json(side))
     return dst, json_path
+
+
+def to_nifti(src: Path, dst: Path, profile: Profile | None = None, offset_days: int | None = None,
+             slog: ScrubLog | None = None) -> tuple[Path, Path | None]:
+    """The registry's conversion entry: a clean ``.nii.gz`` and its sidecar (scrubbed by the profile)."""
+    return parrec_to_nifti(src, dst, profile, offset_days, slog)

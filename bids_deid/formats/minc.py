@@ -17,9 +17,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..atomic import atomic_open
 from ..errors import InputError
-from ..scrub.sidecar import ScrubLog
+from .base import Context, Outcome, ScrubLog, write_outcome
 from .niftiout import clean_nifti, write_nifti_gz
 
 log = logging.getLogger(__name__)
@@ -136,35 +135,56 @@ def _scrub_minc1(src: Path, dst_fh, slog: ScrubLog) -> None:
         fout.close()
 
 
-def scrub_minc(src: Path, dst: Path, slog: ScrubLog | None = None) -> Path:
-    """Write a scrubbed MINC file (same version as the input) to ``dst``, atomically.
+# ------------------------------------------------------------------ the format module interface
+NAME = "minc"
+SUFFIXES = (".mnc",)
+COMPANION_SUFFIXES: tuple[str, ...] = ()
 
-    Parameters
-    ----------
-    src : Path
-        Input ``.mnc`` (MINC 1 or 2). Never modified.
-    dst : Path
-        Output path.
-    slog : ScrubLog, optional
-        Audit entries and identifying values met.
 
-    Returns
-    -------
-    Path
-        ``dst``.
+def sniff(path: Path) -> bool:
+    return path.suffix.lower() == ".mnc" and minc_version(path) is not None
+
+
+def companions(path: Path) -> list[Path]:
+    return []
+
+
+def scrub(src: Path, profile, ctx: Context) -> Outcome:
+    """The scrubbed MINC file (same version as the input) under ``ctx.rel_out``.
+
+    Fixed rules (no MINC attribute is a profile's to keep): only the attributes readers need
+    for the image stay. The file is rebuilt when written; raises InputError for a file that
+    is not MINC 1/2 (and the writer for one that does not read).
     """
-    src, dst = Path(src), Path(dst)
-    slog = slog or ScrubLog()
+    src = Path(src)
+    slog = ScrubLog()
     version = minc_version(src)
     if version is None:
         raise InputError(f"{src.name} is not a MINC 1 or MINC 2 file")
-    try:
-        with atomic_open(dst, "wb") as fh:
+
+    def rebuild(fh) -> None:
+        try:
             (_scrub_minc2 if version == 2 else _scrub_minc1)(src, fh, slog)
-    except InputError:
-        raise
-    except Exception as exc:  # noqa: BLE001
-        raise InputError(f"{src.name}: MINC file not readable ({type(exc).__name__})") from exc
+        except InputError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            raise InputError(f"{src.name}: MINC file not readable ({type(exc).__name__})") from exc
+
+    return Outcome(writes={ctx.rel_out: rebuild}, log=slog)
+
+
+def scrub_minc(src: Path, dst: Path, slog: ScrubLog | None = None) -> Path:
+    """Write a scrubbed MINC file (same version as the input) to ``dst``, atomically; ``dst``.
+
+    :func:`scrub` and :func:`~bids_deid.formats.base.write_outcome` in one call (``src`` is never
+    modified); the audit entries and identifiers met go to ``slog``.
+    """
+    src, dst = Path(src), Path(dst)
+    res = scrub(src, None, Context(rel_out=dst.name))
+    write_outcome(dst.parent, res, skip_existing=False)
+    if slog is not None:  # the log fills while the file is rebuilt
+        slog.changes += res.log.changes
+        slog.identifiers += res.log.identifiers
     return dst
 
 
@@ -183,3 +203,9 @@ def minc_to_nifti(src: Path, dst: Path, slog: ScrubLog | None = None) -> Path:
             raise InputError(f"{src.name}: MINC image not readable ({type(exc).__name__})") from exc
     write_nifti_gz(clean_nifti(data, affine, zooms), dst)
     return dst
+
+
+def to_nifti(src: Path, dst: Path, profile=None, offset_days: int | None = None,
+             slog: ScrubLog | None = None) -> tuple[Path, Path | None]:
+    """The registry's conversion entry: a clean ``.nii.gz`` (MINC has no sidecar)."""
+    return minc_to_nifti(src, dst, slog), None

@@ -20,9 +20,8 @@ import nibabel as nib
 import numpy as np
 import scipy.io as sio
 
-from ..atomic import atomic_open, atomic_write_bytes
 from ..errors import InputError
-from ..scrub.sidecar import ScrubLog
+from .base import Context, Outcome, ScrubLog, write_outcome
 from .niftiout import clean_nifti, write_nifti_gz
 
 log = logging.getLogger(__name__)
@@ -129,8 +128,8 @@ def _image_bytes(hdr_raw: bytes) -> int:
     return int(h.get_data_offset()) + n * int(h["bitpix"]) // 8
 
 
-def scrub_mat(src: Path, dst: Path, slog: ScrubLog | None = None) -> bool:
-    """Write an SPM ``.mat`` holding only its 4x4 ``M``/``mat`` matrices; False if it has none.
+def mat_bytes(src: Path, slog: ScrubLog | None = None) -> bytes | None:
+    """An SPM ``.mat`` holding only its 4x4 ``M``/``mat`` matrices; None if it has none.
 
     The MAT-file text header (which records who/when/where it was created) is replaced
     by a neutral one.
@@ -148,57 +147,76 @@ def scrub_mat(src: Path, dst: Path, slog: ScrubLog | None = None) -> bool:
             slog.change(f".mat {k}", "remove", "only the affine matrix is kept")
     slog.change(".mat __header__", "replace", "MAT-file header records creator and date")
     if not keep:
-        return False
+        return None
     buf = io.BytesIO()
     sio.savemat(buf, keep, format="5", do_compression=False)
     data = bytearray(buf.getvalue())
     data[:116] = b"MATLAB 5.0 MAT-file, written by bids-deid".ljust(116, b" ")
-    atomic_write_bytes(dst, bytes(data))
-    return True
+    return bytes(data)
 
 
-def scrub_analyze(hdr: Path, out_hdr: Path, slog: ScrubLog | None = None) -> list[Path]:
-    """Scrub an Analyze pair (and its SPM ``.mat``) into ``out_hdr``/``.img``/``.mat``.
+# ------------------------------------------------------------------ the format module interface
+NAME = "analyze"
+SUFFIXES = (".hdr",)
+COMPANION_SUFFIXES = (".img", ".mat")
 
-    Parameters
-    ----------
-    hdr : Path
-        Input ``.hdr``; its ``.img`` (and ``.mat``) are found beside it. Never modified.
-    out_hdr : Path
-        Output ``.hdr`` path; the ``.img``/``.mat`` get the same stem.
-    slog : ScrubLog, optional
-        Audit entries and identifying values met.
 
-    Returns
-    -------
-    list of Path
-        The files written.
+def sniff(path: Path) -> bool:
+    return is_analyze_pair(path)
+
+
+def companions(path: Path) -> list[Path]:
+    return [p for p in (_img_of(path), _mat_of(path)) if p is not None and p.is_file()]
+
+
+def scrub(src: Path, profile, ctx: Context) -> Outcome:
+    """The scrubbed pair (and SPM ``.mat``) under ``ctx.rel_out`` (the ``.hdr``) and the same stem.
+
+    Fixed rules (the header has no field a profile keeps): every free-text and history field
+    goes. Raises InputError for a file that is not an Analyze pair or a truncated image.
     """
-    hdr, out_hdr = Path(hdr), Path(out_hdr)
-    slog = slog or ScrubLog()
+    hdr = Path(src)
+    slog = ScrubLog()
     if not is_analyze_pair(hdr):
         raise InputError(f"{hdr.name} is not an Analyze 7.5 header with its .img")
     raw = hdr.read_bytes()
     clean = scrub_analyze_header(raw, slog)
-    need = _image_bytes(raw) - int(nib.analyze.AnalyzeHeader(raw[:HEADER_SIZE], check=False).get_data_offset())
+    offset = int(nib.analyze.AnalyzeHeader(raw[:HEADER_SIZE], check=False).get_data_offset())
+    need = _image_bytes(raw) - offset
     img = _img_of(hdr)
     if img.stat().st_size < need:
         raise InputError(f"{img.name} is shorter than its header declares (truncated image)")
-    out_img = out_hdr.with_suffix(".img")
-    with open(img, "rb") as src, atomic_open(out_img, "wb") as dst:
-        left = need + int(nib.analyze.AnalyzeHeader(raw[:HEADER_SIZE], check=False).get_data_offset())
-        while left > 0:
-            chunk = src.read(min(left, 8 << 20))
-            if not chunk:
-                break
-            dst.write(chunk)
-            left -= len(chunk)
-    atomic_write_bytes(out_hdr, clean)
-    written = [out_hdr, out_img]
+
+    def image(out) -> None:  # the image bytes the header declares, streamed
+        with open(img, "rb") as fh:
+            left = need + offset
+            while left > 0:
+                chunk = fh.read(min(left, 8 << 20))
+                if not chunk:
+                    break
+                out.write(chunk)
+                left -= len(chunk)
+
+    stem = ctx.rel_out[: -len(".hdr")] if ctx.rel_out.lower().endswith(".hdr") else ctx.rel_out
+    res = Outcome(writes={stem + ".img": image, ctx.rel_out: clean}, log=slog)
     mat = _mat_of(hdr)
-    if mat is not None and scrub_mat(mat, out_hdr.with_suffix(".mat"), slog):
-        written.append(out_hdr.with_suffix(".mat"))
-    return written
+    mat_data = mat_bytes(mat, slog) if mat is not None else None
+    if mat_data is not None:
+        res.writes[stem + ".mat"] = mat_data
+    return res
+
+
+def scrub_analyze(hdr: Path, out_hdr: Path, slog: ScrubLog | None = None) -> list[Path]:
+    """Scrub an Analyze pair (and its SPM ``.mat``) into ``out_hdr``/``.img``/``.mat``; the files written.
+
+    :func:`scrub` and :func:`~bids_deid.formats.base.write_outcome` in one call (``hdr`` is never modified).
+    """
+    out_hdr = Path(out_hdr)
+    res = scrub(Path(hdr), None, Context(rel_out=out_hdr.name))
+    if slog is not None:
+        slog.changes += res.log.changes
+        slog.identifiers += res.log.identifiers
+    return [out_hdr.parent / r for r in write_outcome(out_hdr.parent, res, skip_existing=False)]
 
 
 def analyze_to_nifti(hdr: Path, dst: Path, slog: ScrubLog | None = None) -> Path:
@@ -224,3 +242,9 @@ def analyze_to_nifti(hdr: Path, dst: Path, slog: ScrubLog | None = None) -> Path
         write_nifti_gz(out, dst)
         shutil.rmtree(tmp, ignore_errors=True)
     return dst
+
+
+def to_nifti(src: Path, dst: Path, profile=None, offset_days: int | None = None,
+             slog: ScrubLog | None = None) -> tuple[Path, Path | None]:
+    """The registry's conversion entry: a clean ``.nii.gz`` (Analyze has no sidecar)."""
+    return analyze_to_nifti(src, dst, slog), None

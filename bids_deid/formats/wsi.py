@@ -20,9 +20,8 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..atomic import atomic_open
 from ..errors import InputError
-from .sidecar import ScrubLog
+from .base import Context, Outcome, ScrubLog, write_outcome
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +81,7 @@ def deidentify_wsi_dicom(src: Path, dst: Path, profile, pseudo, subject: str | N
     """
     import pydicom  # noqa: PLC0415
 
-    from .dicom import DicomResult, deidentify_file  # noqa: PLC0415
+    from ..scrub.dicom import DicomResult, deidentify_file  # noqa: PLC0415
 
     src = Path(src)
     try:
@@ -146,88 +145,137 @@ def _segments(fh, page):
         yield fh.read(n)
 
 
-def scrub_tiff_wsi(src: Path, dst: Path, slog: ScrubLog | None = None) -> TiffResult:
-    """Rebuild a TIFF whole-slide image without label/macro pages and identifying tags.
+def _page_plan(src: Path, tif, slog: ScrubLog, res: TiffResult) -> list[tuple[int, dict]]:
+    """The pages to write (index, tifffile keywords), the rest logged as left out."""
+    plan = []
+    for i, page in enumerate(tif.pages):
+        page = page.keyframe if hasattr(page, "keyframe") and page.keyframe is not page else page
+        for code, name in ((306, "DateTime"), (315, "Artist"), (316, "HostComputer"), (305, "Software"),
+                           (271, "Make"), (272, "Model"), (269, "DocumentName"), (285, "PageName"),
+                           (42016, "ImageUniqueID"), (33432, "Copyright")):
+            t = page.tags.get(code)
+            if t is not None:
+                if code in (315, 316, 269, 285, 42016):  # people, machines, names: kept for the leak audit
+                    slog.met(f"TIFF {name}", str(t.value))
+                slog.change(f"page {i} {name}", "remove", "identifying TIFF tag")
+        kind = _is_associated(page)
+        if kind:
+            res.dropped.append(kind)
+            slog.change(f"page {i}", "remove", f"{kind} image (slide label / glass)")
+            continue
+        if getattr(page, "subifds", None):
+            raise InputError(f"{src.name}: pyramids stored as SubIFDs are not supported yet")
+        desc = scrub_svs_description(page.description or "", slog)
+        kw = {
+            "shape": page.shape,
+            "dtype": page.dtype,
+            "photometric": page.photometric,
+            "planarconfig": page.planarconfig,
+            "compression": page.compression,
+            "bitspersample": page.bitspersample,
+            "subfiletype": int(page.subfiletype or 0),
+            "description": desc or None,
+            "software": False,
+            "datetime": False,
+            "metadata": None,
+        }
+        if page.is_tiled:
+            kw["tile"] = (page.tilelength, page.tilewidth)
+        else:
+            kw["rowsperstrip"] = page.rowsperstrip
+        if page.jpegtables is not None:
+            kw["jpegtables"] = page.jpegtables
+        if page.photometric == 6 and page.subsampling:  # YCbCr
+            kw["subsampling"] = page.subsampling
+        if page.predictor and page.predictor > 1:
+            kw["predictor"] = page.predictor
+        if page.extrasamples:
+            kw["extrasamples"] = page.extrasamples
+        if page.colormap is not None:
+            kw["colormap"] = page.colormap
+        x, y, unit = page.tags.get(282), page.tags.get(283), page.tags.get(296)
+        if x is not None and y is not None:
+            kw["resolution"] = (x.value, y.value)
+            kw["resolutionunit"] = unit.value if unit is not None else 1
+        plan.append((i, kw))
+        res.kept += 1
+    if not res.kept:
+        raise InputError(f"{src.name}: no image page left after removing label/macro pages")
+    return plan
 
-    Parameters
-    ----------
-    src : Path
-        Input ``.svs``/``.tif``/``.tiff`` (never modified).
-    dst : Path
-        Output path (written atomically; BigTIFF when the input is).
-    slog : ScrubLog, optional
-        Audit entries and identifying values met.
 
-    Returns
-    -------
-    TiffResult
-    """
+def _open_tiff(src: Path):
     import tifffile  # noqa: PLC0415
 
-    src, dst = Path(src), Path(dst)
-    slog = slog or ScrubLog()
-    res = TiffResult()
     try:
-        tif = tifffile.TiffFile(src)
+        return tifffile.TiffFile(src)
     except Exception as exc:  # noqa: BLE001
         raise InputError(f"{src.name} is not a readable TIFF ({type(exc).__name__})") from exc
-    with tif, atomic_open(dst, "wb") as out, tifffile.TiffWriter(out.tmp_path, bigtiff=tif.is_bigtiff) as tw:
-        fh = tif.filehandle
-        for i, page in enumerate(tif.pages):
-            page = page.keyframe if hasattr(page, "keyframe") and page.keyframe is not page else page
-            for code, name in ((306, "DateTime"), (315, "Artist"), (316, "HostComputer"), (305, "Software"),
-                               (271, "Make"), (272, "Model"), (269, "DocumentName"), (285, "PageName"),
-                               (42016, "ImageUniqueID"), (33432, "Copyright")):
-                t = page.tags.get(code)
-                if t is not None:
-                    if code in (315, 316, 269, 285, 42016):  # people, machines, names: kept for the leak audit
-                        slog.met(f"TIFF {name}", str(t.value))
-                    slog.change(f"page {i} {name}", "remove", "identifying TIFF tag")
-            kind = _is_associated(page)
-            if kind:
-                res.dropped.append(kind)
-                slog.change(f"page {i}", "remove", f"{kind} image (slide label / glass)")
-                continue
-            if getattr(page, "subifds", None):
-                raise InputError(f"{src.name}: pyramids stored as SubIFDs are not supported yet")
-            desc = scrub_svs_description(page.description or "", slog)
-            kw = {
-                "shape": page.shape,
-                "dtype": page.dtype,
-                "photometric": page.photometric,
-                "planarconfig": page.planarconfig,
-                "compression": page.compression,
-                "bitspersample": page.bitspersample,
-                "subfiletype": int(page.subfiletype or 0),
-                "description": desc or None,
-                "software": False,
-                "datetime": False,
-                "metadata": None,
-            }
-            if page.is_tiled:
-                kw["tile"] = (page.tilelength, page.tilewidth)
-            else:
-                kw["rowsperstrip"] = page.rowsperstrip
-            if page.jpegtables is not None:
-                kw["jpegtables"] = page.jpegtables
-            if page.photometric == 6 and page.subsampling:  # YCbCr
-                kw["subsampling"] = page.subsampling
-            if page.predictor and page.predictor > 1:
-                kw["predictor"] = page.predictor
-            if page.extrasamples:
-                kw["extrasamples"] = page.extrasamples
-            if page.colormap is not None:
-                kw["colormap"] = page.colormap
-            x, y, unit = page.tags.get(282), page.tags.get(283), page.tags.get(296)
-            if x is not None and y is not None:
-                kw["resolution"] = (x.value, y.value)
-                kw["resolutionunit"] = unit.value if unit is not None else 1
-            tw.write(_segments(fh, page), **kw)
-            res.kept += 1
-    if not res.kept:
-        dst.unlink(missing_ok=True)
-        raise InputError(f"{src.name}: no image page left after removing label/macro pages")
+
+
+def tiff_outcome(src: Path, rel: str) -> tuple[Outcome, TiffResult]:
+    """A TIFF whole-slide image rebuilt under ``rel`` without label/macro pages and identifying tags.
+
+    The pages are chosen (and every change logged) now; the kept pages are copied, still
+    compressed, when the file is written. Raises InputError for an unreadable TIFF or one
+    with no image page left.
+    """
+    src = Path(src)
+    slog = ScrubLog()
+    res = TiffResult()
+    with _open_tiff(src) as tif:
+        plan = _page_plan(src, tif, slog, res)
+        bigtiff = tif.is_bigtiff
+
+    def rebuild(out) -> None:
+        import tifffile  # noqa: PLC0415
+
+        with _open_tiff(src) as tif, tifffile.TiffWriter(out.tmp_path, bigtiff=bigtiff) as tw:
+            fh = tif.filehandle
+            for i, kw in plan:
+                page = tif.pages[i]
+                page = page.keyframe if hasattr(page, "keyframe") and page.keyframe is not page else page
+                tw.write(_segments(fh, page), **kw)
+
+    return Outcome(writes={rel: rebuild}, log=slog), res
+
+
+def scrub_tiff_wsi(src: Path, dst: Path, slog: ScrubLog | None = None) -> TiffResult:
+    """Rebuild a TIFF whole-slide image without label/macro pages and identifying tags, into ``dst``.
+
+    :func:`tiff_outcome` written at once (atomically; BigTIFF when the input is); ``src`` is
+    never modified. Returns the pages kept and left out.
+    """
+    dst = Path(dst)
+    out, res = tiff_outcome(Path(src), dst.name)
+    if slog is not None:
+        slog.changes += out.log.changes
+        slog.identifiers += out.log.identifiers
+    write_outcome(dst.parent, out, skip_existing=False)
     return res
+
+
+# ------------------------------------------------------------------ the format module interface
+NAME = "tiff"
+SUFFIXES = TIFF_SUFFIXES
+COMPANION_SUFFIXES: tuple[str, ...] = ()
+
+
+def sniff(path: Path) -> bool:
+    return path.suffix.lower() in TIFF_SUFFIXES and is_tiff(path)
+
+
+def companions(path: Path) -> list[Path]:
+    return []
+
+
+def scrub(src: Path, profile, ctx: Context) -> Outcome:
+    """The slide under ``ctx.rel_out``: label, macro and overview pages and identifying tags left
+    out (fixed rules: a TIFF tag is never a profile's to keep); see :func:`tiff_outcome`."""
+    out, res = tiff_outcome(Path(src), ctx.rel_out)
+    if res.dropped:
+        out.log.change("pages", "remove", f"{len(res.dropped)} label/macro page(s)")
+    return out
 
 
 def is_tiff(path: Path) -> bool:
