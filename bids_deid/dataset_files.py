@@ -37,6 +37,11 @@ log = logging.getLogger(__name__)
 
 TEXT_NAMES = ("README", "CHANGES", "LICENSE", "CITATION.cff")
 CARRIED_DIRS = ("stimuli", "code", "docs", "logs")
+
+
+def _text_name(name: str) -> bool:
+    """README / CHANGES / LICENSE / CITATION.cff (any README.* spelling): prose, carried relabelled."""
+    return name in TEXT_NAMES or name.split(".")[0] in TEXT_NAMES or name.startswith(("README", "LICENSE"))
 _TEXT_EXT = {"", ".txt", ".md", ".rst", ".py", ".m", ".sh", ".r", ".json", ".tsv", ".csv", ".yaml", ".yml",
              ".cfg", ".ini", ".html", ".ipynb", ".toml", ".bat", ".jl", ".c", ".cpp", ".h", ".js", ".log", ".xml"}
 
@@ -204,7 +209,7 @@ class DatasetFiles:
             self._table_json(path)
         elif name == ".bidsignore":
             self._write(name, self.relabel(path.read_text(encoding="utf-8", errors="replace")).encode("utf-8"))
-        elif name.split(".")[0] in TEXT_NAMES or name.startswith(("README", "LICENSE")):
+        elif _text_name(name):
             self._write(name, self.relabel(path.read_text(encoding="utf-8", errors="replace")).encode("utf-8"))
         elif name.startswith("."):
             self._hold(name, "left out", "hidden file")
@@ -264,8 +269,8 @@ class DatasetFiles:
 
             scrub_nifti_file(f, self.s.output_dir / rel, self.s.profile, self.slog)
             self.records[rel] = {"status": "written", "reason": ""}
-        elif low.endswith((".tsv", ".bval", ".bvec")):
-            self._write(rel, self.relabel(f.read_text(encoding="utf-8")).encode("utf-8"))
+        elif low.endswith((".tsv", ".bval", ".bvec")) or _text_name(f.name):  # README of a derivative ...
+            self._write(rel, self.relabel(f.read_text(encoding="utf-8", errors="replace")).encode("utf-8"))
         elif low.endswith(".tsv.gz"):
             from .scrub.tabular import regzip
 
