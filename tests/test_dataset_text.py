@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from conftest import run_both
+from conftest import run_both, run_level
 
 
 def _t(path: Path, text: str) -> None:
@@ -27,3 +27,32 @@ def test_citation_and_derivative_readme_carried(tmp_path: Path, key_file: Path) 
     assert (out / "LICENSE").read_text() == "CC0\n"
     readme = (out / "derivatives" / "fs" / "README").read_text()
     assert readme.startswith("FreeSurfer run of sub-") and "ab12cd" not in readme
+
+
+def _jpeg_with_exif(text: bytes) -> bytes:
+    exif = b"Exif\x00\x00" + text
+    return b"\xff\xd8" + b"\xff\xe1" + (len(exif) + 2).to_bytes(2, "big") + exif + b"\xff\xda\x00\x02PIXELS\xff\xd9"
+
+
+def test_asl_labeling_capture_withheld_unless_kept(tmp_path: Path, key_file: Path) -> None:
+    """A labeling-plane capture is usually a photo of the scanner console: withheld by default with
+    a reason that says so; kept (metadata stripped) when the profile keeps photos."""
+    src = tmp_path / "in"
+    _t(src / "dataset_description.json", json.dumps({"Name": "t", "BIDSVersion": "1.10.0"}))
+    perf = src / "sub-ab12cd" / "perf"
+    perf.mkdir(parents=True)
+    (perf / "sub-ab12cd_asllabeling.jpg").write_bytes(_jpeg_with_exif(b"Artist=canary tech"))
+    _t(perf / "sub-ab12cd_asl.json", json.dumps({"RepetitionTimePreparation": 4.0}))
+    out = tmp_path / "out"
+    assert run_level(src, out, key_file, "participant") == 0  # (no ASL image: the validator would object)
+    assert not list(out.rglob("*asllabeling*"))
+    state = "\n".join(p.read_text() for p in (tmp_path / "out-private" / "state").glob("sub-*.json"))
+    assert "scanner console" in state
+
+    profile = tmp_path / "keep.yaml"
+    profile.write_text("extends: basic\nfiles:\n  keep_photos: true\n")
+    out2 = tmp_path / "out2"
+    assert run_level(src, out2, key_file, "participant", "--profile", str(profile),
+                     "--private-dir", str(tmp_path / "p2")) == 0
+    got = list(out2.rglob("*_asllabeling.jpg"))
+    assert len(got) == 1 and b"canary" not in got[0].read_bytes() and got[0].read_bytes().endswith(b"PIXELS\xff\xd9")

@@ -1,6 +1,8 @@
-"""Photos (``*_photo.jpg|png|tif``): they may show a face or a tattoo, so they are withheld
-unless the profile keeps them (``keep_photos: true``), in which case their metadata are
-removed (JPEG: every APP/COM segment but JFIF; PNG as :mod:`.png`)."""
+"""Photos (``*_photo.jpg|png|tif``) and ASL labeling-plane captures (``*_asllabeling.jpg|png``):
+a photo may show a face or a tattoo, a labeling capture is often a picture of the scanner console
+(the patient's name and the date on screen, a sagittal view of the face). Both are withheld unless
+the profile keeps photos (``keep_photos: true``) after someone has looked at them; then their
+metadata are removed (JPEG: every APP/COM segment but JFIF; PNG as :mod:`.png`)."""
 
 from __future__ import annotations
 
@@ -12,9 +14,19 @@ NAME = "photo"
 _EXT = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 
 
+_WHY = {
+    "photo": "photo: may show a face (withheld unless the profile keeps photos)",
+    "asllabeling": "ASL labeling capture: often a photo of the scanner console showing the patient's name, "
+                   "the date and the face (withheld unless the profile keeps photos, after a check)",
+}
+
+
+def _kind(path: Path) -> str:
+    return path.name.lower().split(".")[0].rpartition("_")[2]
+
+
 def sniff(path: Path) -> bool:
-    name = path.name.lower()
-    return path.is_file() and name.split(".")[0].endswith("_photo") and name.endswith(_EXT)
+    return path.is_file() and _kind(path) in ("photo", "asllabeling") and path.name.lower().endswith(_EXT)
 
 
 def companions(path: Path) -> list[Path]:
@@ -45,7 +57,7 @@ def strip_jpeg(data: bytes, log: ScrubLog) -> bytes:
 
 def scrub(src: Path, profile, ctx: Context) -> Outcome:
     if not ctx.keep_photos:
-        return Outcome.withhold("photo: may show a face (withheld unless the profile keeps photos)")
+        return Outcome.withhold(_WHY.get(_kind(src), _WHY["photo"]))
     log = ScrubLog()
     data = src.read_bytes()
     try:
