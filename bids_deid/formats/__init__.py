@@ -29,6 +29,7 @@ from . import (
     fif,
     folders,
     hdf5,
+    megcal,
     minc,
     nifti,
     parrec,
@@ -41,7 +42,7 @@ from . import (
 )
 
 #: asked in this order; the first whose ``sniff`` is true handles the file
-REGISTRY: tuple[ModuleType, ...] = (folders, empty, photo, edf, brainvision, eeglab, fif, hdf5, png)
+REGISTRY: tuple[ModuleType, ...] = (folders, empty, photo, edf, brainvision, eeglab, fif, hdf5, png, megcal)
 #: image formats read through a header (converted to NIfTI, or scrubbed as they are) and TIFF slides
 IMAGES: tuple[ModuleType, ...] = (analyze, minc, parrec, wsi)
 #: image formats that become NIfTI in a subject folder
