@@ -28,6 +28,7 @@ from . import (
     empty,
     fif,
     folders,
+    gifti,
     hdf5,
     megcal,
     minc,
@@ -42,7 +43,7 @@ from . import (
 )
 
 #: asked in this order; the first whose ``sniff`` is true handles the file
-REGISTRY: tuple[ModuleType, ...] = (folders, empty, photo, edf, brainvision, eeglab, fif, hdf5, png, megcal)
+REGISTRY: tuple[ModuleType, ...] = (folders, empty, photo, edf, brainvision, eeglab, fif, hdf5, png, megcal, gifti)
 #: image formats read through a header (converted to NIfTI, or scrubbed as they are) and TIFF slides
 IMAGES: tuple[ModuleType, ...] = (analyze, minc, parrec, wsi)
 #: image formats that become NIfTI in a subject folder
