@@ -28,6 +28,8 @@ from ..atomic import atomic_open
 from ..errors import InputError
 from ..profiles import Profile
 from .base import Outcome, ScrubLog
+from .cifti import ECODE as CIFTI_ECODE
+from .cifti import scrub_cifti_xml
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,8 @@ def scrub_header(h: NiftiHeader, profile: Profile, log_: ScrubLog, series: bool 
         if ecode in profile.nifti_keep_extension_codes:
             kept.append((ecode, content))
             log_.change(f"extension[{ecode}]", "keep", "profile keeps this extension code")
+        elif ecode == CIFTI_ECODE and h.version == 2 and (cifti := scrub_cifti_xml(content, log_)) is not None:
+            kept.append((ecode, cifti))  # a CIFTI file without its XML is not CIFTI any more
         else:
             for run in _printable_runs(content):
                 log_.met(f"nifti:extension{ecode}", run)
