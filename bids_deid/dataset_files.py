@@ -39,6 +39,18 @@ TEXT_NAMES = ("README", "CHANGES", "LICENSE", "CITATION.cff")
 CARRIED_DIRS = ("stimuli", "code", "docs", "logs")
 
 
+def _without_companions(files: list[Path]) -> list[Path]:
+    """``files`` less those a format module of another file in the list claims as companions."""
+    from .formats import handler_for
+
+    owned: set[Path] = set()
+    for f in files:
+        mod = handler_for(f) if f.is_file() else None
+        if mod is not None:
+            owned.update(mod.companions(f))
+    return [f for f in files if f not in owned]
+
+
 def _text_name(name: str) -> bool:
     """README / CHANGES / LICENSE / CITATION.cff (any README.* spelling): prose, carried relabelled."""
     return name in TEXT_NAMES or name.split(".")[0] in TEXT_NAMES or name.startswith(("README", "LICENSE"))
@@ -155,6 +167,7 @@ class DatasetFiles:
             for f in todo:
                 self._guard(f, lambda f=f: self._carry(f))
             return
+        todo = _without_companions(todo)  # a .vmrk/.eeg goes with its .vhdr, a .fdt with its .set ...
         # data files first: a withheld one takes its sidecar with it (also one it inherits)
         fates: dict[str, list[tuple[frozenset[str], bool]]] = {}  # folder/suffix -> (entities, written)
         for f in sorted(todo, key=lambda p: p.name.endswith(".json")):
@@ -288,6 +301,9 @@ class DatasetFiles:
             self.slog.identifiers += res.log.identifiers
             if res.withheld:
                 self._hold(rel_in, "withheld", res.withheld)
+                for comp in mod.companions(f):
+                    self._hold(comp.relative_to(self.s.bids_dir).as_posix(), "withheld",
+                               f"goes with {f.name}, which was withheld")
                 return
             for r, data in res.writes.items():
                 self._write(r, data)
