@@ -56,3 +56,23 @@ def test_asl_labeling_capture_withheld_unless_kept(tmp_path: Path, key_file: Pat
                      "--private-dir", str(tmp_path / "p2")) == 0
     got = list(out2.rglob("*_asllabeling.jpg"))
     assert len(got) == 1 and b"canary" not in got[0].read_bytes() and got[0].read_bytes().endswith(b"PIXELS\xff\xd9")
+
+
+def test_recording_in_a_derivative_folder_keeps_its_companions(tmp_path: Path, key_file: Path) -> None:
+    import datetime as dt
+
+    import numpy as np
+    import pytest
+
+    pybv = pytest.importorskip("pybv")
+    src, out = tmp_path / "in", tmp_path / "out"
+    _t(src / "dataset_description.json", json.dumps({"Name": "t", "BIDSVersion": "1.10.0"}))
+    _t(src / "sub-ab12cd" / "beh" / "sub-ab12cd_task-x_events.tsv", "onset\tduration\n1\t1\n")
+    eeg = src / "derivatives" / "sub-ab12cd" / "eeg"
+    eeg.mkdir(parents=True)
+    pybv.write_brainvision(data=np.zeros((2, 100)), sfreq=100, ch_names=["Fz", "Cz"],
+                           fname_base="sub-ab12cd_task-rest_eeg", folder_out=eeg, events=np.array([[10, 1]]),
+                           meas_date=dt.datetime(2019, 3, 14, tzinfo=dt.UTC))
+    assert run_both(src, out, key_file) == 0
+    got = sorted(p.name.rsplit("_", 1)[-1] for p in (out / "derivatives").rglob("*_eeg.*"))
+    assert got == ["eeg.eeg", "eeg.vhdr", "eeg.vmrk"], got
