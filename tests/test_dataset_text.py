@@ -76,3 +76,6 @@ def test_recording_in_a_derivative_folder_keeps_its_companions(tmp_path: Path, k
     assert run_both(src, out, key_file) == 0
     got = sorted(p.name.rsplit("_", 1)[-1] for p in (out / "derivatives").rglob("*_eeg.*"))
     assert got == ["eeg.eeg", "eeg.vhdr", "eeg.vmrk"], got
+    state = json.loads((tmp_path / "out-private" / "state" / "_dataset.json").read_text())
+    held = [r for r, v in state["records"].items() if v.get("status") != "written" and "_eeg." in r]
+    assert held == [], held  # the report must not call the companions withheld
