@@ -49,6 +49,35 @@ def fill_placeholders(root: Path) -> int:
     return n
 
 
+def held_files(priv: Path, src: Path) -> list[tuple[str, str, str, int]]:
+    """(output path, status, reason, input size) of every file the run withheld or left out.
+
+    The size is that of the input file of the same (original-label) name when it can be found,
+    else -1: tiny placeholders of the suite (1-byte files) can then be told from real files.
+    """
+    import json
+    import re
+
+    def key(name: str) -> str:  # labels differ between input and output names
+        return re.sub(r"(sub|ses)-[A-Za-z0-9]+", "", name)
+
+    sizes: dict[str, int] = {}
+    for p in src.rglob("*"):
+        if p.is_file():
+            sizes[key(p.name)] = max(sizes.get(key(p.name), -1), p.stat().st_size)
+    out = []
+    for f in sorted((priv / "state").glob("*.json")):
+        try:
+            records = json.loads(f.read_text()).get("records") or {}
+        except (OSError, ValueError):
+            continue
+        for rel, r in records.items():
+            if isinstance(r, dict) and r.get("status") in ("withheld", "left out"):
+                name = rel.rstrip("/").rsplit("/", 1)[-1]
+                out.append((rel, r["status"], r.get("reason", ""), sizes.get(key(name), -1)))
+    return out
+
+
 def _validate(dataset: Path, config: Path) -> dict:
     from bids_deid.validate import run_validator
 
@@ -92,7 +121,7 @@ def run_one(name: str, scratch: Path | None = None) -> dict:
             audit = {"hits": len(hits), "files": sorted({h.get("file", "?") for h in hits})}
         new = sorted(c for c in after if c not in before)
         return {"name": name, "participant": rc_p, "group": rc_g, "input_errors": before, "output_errors": after,
-                "new_errors": new, "audit": audit}
+                "new_errors": new, "audit": audit, "held": held_files(priv, src)}
     finally:
         if own:
             shutil.rmtree(scratch, ignore_errors=True)
