@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,8 @@ MIN_EXTENT_MM = 60.0  # field of view thinner than this along any axis: too smal
 BRAIN_MARGIN_MM = 3.0  # this head's brain, dilated this much, is never removed (docs/defacing.md)
 SEARCH_MM = 25.0  # cut-to-brain distances are measured up to this far
 MARGIN_VOXELS = 2.0  # ... and never less than this many voxels (thick slices)
+_SLAB_VOXELS = 4_000_000  # voxels of one slab's search box in protect_brain (memory bound)
+NEAR_MM = 8.0  # protect_brain looks this far first (exact below it), the whole SEARCH_MM only if needed
 MAX_TILT_DEG = 12.0  # a head turned more than this in its voxel axes is segmented on an upright copy
 
 log = logging.getLogger(__name__)
@@ -109,6 +112,18 @@ def _too_small(raw) -> str | None:
     return None
 
 
+def _timed(fn, *args):
+    t = time.perf_counter()
+    return fn(*args), time.perf_counter() - t
+
+
+def _ball(radius: float) -> np.ndarray:
+    """Every voxel offset within ``radius`` voxels (Euclidean) of the centre."""
+    r = int(np.floor(radius))
+    g = np.mgrid[-r : r + 1, -r : r + 1, -r : r + 1]
+    return (g**2).sum(0) <= radius * radius + 1e-9
+
+
 def protect_brain(
     face: np.ndarray, bbox: tuple[slice, ...], brain: np.ndarray, affine: np.ndarray, margin_mm: float
 ) -> tuple[np.ndarray, float]:
@@ -138,21 +153,54 @@ def protect_brain(
     if not face.any():
         return face, float("inf")
     zooms = np.sqrt((affine[:3, :3] ** 2).sum(0))
-    pad = np.ceil(SEARCH_MM / zooms).astype(int)
-    outer = tuple(
-        slice(max(0, b.start - p), min(n, b.stop + p)) for b, p, n in zip(bbox, pad, brain.shape, strict=True)
-    )
-    sub = brain[outer]
-    inner = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(bbox, outer, strict=True))
-    if not sub.any():
-        return face, SEARCH_MM
-    dist = ndi.distance_transform_edt(~sub, sampling=zooms)[inner]
-    # thick slices: a margin of a few mm is less than a voxel across them, so the brain's
-    # next MARGIN_VOXELS voxels in every direction are kept too
-    near = ndi.distance_transform_edt(~sub)[inner] <= MARGIN_VOXELS
-    kept = face & (dist > margin_mm) & ~near
-    closest = float(dist[kept].min()) if kept.any() else float("inf")
-    return kept, round(min(closest, SEARCH_MM), 1)
+    # First within a narrow box around the face (distances there are exact below its padding:
+    # any brain voxel outside it is farther away); the full search box, which costs ~20 bytes a
+    # voxel of memory, only when the cut ends farther from the brain than that padding.
+    for pad_mm in (max(NEAR_MM, 2 * margin_mm + 2.0), SEARCH_MM):
+        kept, closest = _protect_within(face, bbox, brain, zooms, margin_mm, pad_mm)
+        if closest is not None:
+            return kept, round(min(closest, SEARCH_MM), 1)
+    return kept, SEARCH_MM
+
+
+def _protect_within(face, bbox, brain, zooms, margin_mm: float, pad_mm: float):
+    """(face less the protected brain, closest kept distance in mm or None when not below ``pad_mm``).
+
+    The face box is taken in slabs along its first axis, each with the brain within ``pad`` voxels
+    around it: distances below ``pad_mm`` are exact per slab, as for the whole box, and the
+    distance transform (~40 bytes a voxel while it runs) never holds more than one slab.
+    """
+    pad = np.maximum(np.ceil(pad_mm / zooms), np.ceil(MARGIN_VOXELS) + 1).astype(int)
+    kept = np.zeros_like(face)
+    closest, any_brain = float("inf"), False
+    widths = [b.stop - b.start for b in bbox]
+    plane = (widths[1] + 2 * pad[1]) * (widths[2] + 2 * pad[2])
+    step = max(1, int(_SLAB_VOXELS // max(plane, 1)) - 2 * int(pad[0]))
+    for lo in range(bbox[0].start, bbox[0].stop, step):
+        part = (slice(lo, min(lo + step, bbox[0].stop)), bbox[1], bbox[2])
+        outer = tuple(
+            slice(max(0, b.start - p), min(n, b.stop + p)) for b, p, n in zip(part, pad, brain.shape, strict=True)
+        )
+        sub = brain[outer]
+        fpart = face[lo - bbox[0].start : part[0].stop - bbox[0].start]
+        if not sub.any():
+            kept[lo - bbox[0].start : part[0].stop - bbox[0].start] = fpart
+            continue
+        any_brain = True
+        inner = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(part, outer, strict=True))
+        dist = ndi.distance_transform_edt(~sub, sampling=zooms)[inner]
+        # thick slices: a margin of a few mm is less than a voxel across them, so the brain's
+        # next MARGIN_VOXELS voxels in every direction are kept too (a dilation by the ball of
+        # that radius in voxels: the same set as "voxel distance <= MARGIN_VOXELS", much cheaper)
+        near = ndi.binary_dilation(sub, structure=_ball(MARGIN_VOXELS))[inner]
+        k = fpart & (dist > margin_mm) & ~near
+        kept[lo - bbox[0].start : part[0].stop - bbox[0].start] = k
+        if k.any():
+            closest = min(closest, float(dist[k].min()))
+        del dist, near
+    if not any_brain:
+        return face, None
+    return kept, (closest if closest < pad_mm or pad_mm >= SEARCH_MM else None)
 
 
 def deface_file(
@@ -208,7 +256,19 @@ def deface_file(
         log.info("%s: NOT written (%s)", src.name, small)
         return DefaceResult(False, small, {"seconds": round(time.perf_counter() - t0, 2)})
     data = raw.first_volume()
-    reg = register(data, raw.affine, tpl)
+    # The brain network (onnxruntime, which leaves the interpreter free) runs on the stored grid
+    # while the template is registered: the two are independent unless the head turns out to be
+    # tilted, when the network runs again on an upright copy (the first mask is then unused).
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        stored_brain = pool.submit(_timed, brain_mask, data, raw.affine)
+        before_view = pool.submit(render.render_grid, data, raw.affine) if qc else None  # QC, after it
+        reg = register(data, raw.affine, tpl)
+        brain_stored, brain_s = stored_brain.result()
+        return _finish(src, dst, raw, data, tpl, reg, brain_stored, brain_s, before_view, qc, defacemask_path, t0)
+
+
+def _finish(src, dst, raw, data, tpl, reg, brain_stored, brain_s, before_view, qc, defacemask_path, t0):
+    """Everything after the registration and the brain network: protect, mask, check, write, QC."""
     metrics: dict = {"registration_seconds": round(reg.seconds, 2)}
     grid = reg.image_grid
     threshold = tissue_threshold(grid) if grid is not None else None
@@ -219,14 +279,16 @@ def deface_file(
         return DefaceResult(False, reason, metrics)
 
     face, bbox = face_in_image(tpl, reg.matrix, raw.affine, raw.shape3d)
-    t1 = time.perf_counter()
     tilt = tilt_degrees(raw.affine, reg.matrix)
     metrics["head_tilt_deg"] = round(tilt, 1)
     if tilt > MAX_TILT_DEG:
+        t1 = time.perf_counter()
         own = brain_mask_upright(data, raw.affine, reg.matrix, _head_corners(tpl, reg.matrix))
+        brain_s = time.perf_counter() - t1
     else:
-        own = brain_mask(data, raw.affine)
-    metrics["brain_seconds"] = round(time.perf_counter() - t1, 2)
+        own = brain_stored
+    del brain_stored
+    metrics["brain_seconds"] = round(brain_s, 2)
     face, cut_mm = protect_brain(face, bbox, own, raw.affine, BRAIN_MARGIN_MM)
     metrics["cut_to_brain_mm"] = cut_mm
     removed = face & (raw.stored_array()[bbox][..., 0] != 0)
@@ -243,7 +305,7 @@ def deface_file(
 
     qc_images: dict[str, bytes] = {}
     if qc:
-        before_grid = render.render_grid(data, raw.affine)
+        before_grid = before_view.result()
         views = render.head_views(before_grid, render.render_grid(after, raw.affine))
         vox = voxel_map(tpl, reg.matrix, before_grid.affine)
         face_full = np.zeros(raw.shape3d, np.float32)
