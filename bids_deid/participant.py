@@ -7,14 +7,12 @@ import logging
 import shutil
 from pathlib import Path
 
-from .atomic import atomic_write_bytes, cleanup_temps, publish
+from .atomic import cleanup_temps, publish
 from .config import Settings
-from .dataset import FileTask, map_strings, plan_subject
+from .dataset import FileTask, plan_subject
 from .errors import InputError, OutputError
 from .formats.base import ScrubLog
 from .formats.nifti import scrub_nifti_file
-from .formats.sidecar import dump_json, load_json, scrub_sidecar
-from .formats.tabular import read_tsv, scrub_dated_table, write_tsv
 from .labels import dataset_relabel, pseudonym_for, session_map
 from .private import ensure_dir, read_json, write_json, write_private
 from .progress import STAGES, Bar
@@ -45,6 +43,7 @@ class SubjectRun:
         self.records: dict[str, dict] = self.state.get("records", {})
         self.plan_lines: list[str] = []
         self._relabel = None
+        self._ctx = None
 
     # -- helpers
     def _log(self, rel: str, slog: ScrubLog) -> None:
@@ -58,152 +57,61 @@ class SubjectRun:
     def out(self, rel: str) -> Path:
         return self.s.output_dir / rel
 
-    def source_dicom_rel(self, rel_src: str, folder: str) -> str:
-        """Output path of a de-identified sourcedata DICOM: keyed folder and file names only."""
-        parent = self.pseudo.text_token("srcdir", f"{self.subject}/{Path(rel_src).parent.as_posix()}")
-        name = self.pseudo.text_token("srcfile", f"{self.subject}/{rel_src}") + ".dcm"
-        return f"sourcedata/{folder}/sub-{self.new}/{parent}/{name}"
-
     def relabel_value(self, value: str) -> str:
         """Every subject/session label in ``value`` (this subject's and other subjects') relabelled."""
         if self._relabel is None:
             self._relabel = dataset_relabel(self.s, self.pseudo)
         return self._relabel(value, self.subject)
 
-    # -- per kind
-    def do_sidecar(self, t: FileTask, data: dict | None = None) -> None:
-        slog = ScrubLog()
-        from .limits import ResourceLimitError
+    def context(self):
+        """What a handler may know of this run (:class:`~bids_deid.handlers.RunContext`)."""
+        from .handlers import RunContext
+
+        if self._ctx is None:
+            self._ctx = RunContext(self.s, self.pseudo, self.subject, self.new, self.offset, self.relabel_value,
+                                   lambda rel: self.records.get(rel, {}).get("status"))
+        return self._ctx
+
+    def handle(self, t: FileTask) -> None:
+        """Handle one task: its handler's outcome carried out (the NIfTI stage defaces, so it is its own)."""
+        if t.kind == "nifti":
+            self.do_nifti(t)
+            return
+        from .handlers import HANDLERS
+
+        self.apply(HANDLERS[t.kind](self.context(), t))
+
+    def apply(self, res) -> None:
+        """Carry out an :class:`~bids_deid.formats.base.Outcome`: the one place a handler's files are written
+        (through :mod:`bids_deid.atomic`; a file already there from an interrupted run is kept), its audit
+        entries, identifiers and fates recorded, then the tasks it hands on, then its scratch removed."""
+        from .formats.base import write_outcome
 
         try:
-            obj = load_json(t.src.read_bytes(), t.src.name) if data is None else data
-        except ResourceLimitError as exc:  # withheld, the rest goes on
-            self._record(t.rel_out, "withheld", str(exc))
-            return
-        from .schema import tabular_suffixes
-
-        if t.src.name.split(".")[0].rpartition("_")[2] in tabular_suffixes() and isinstance(obj, dict):
-            from .formats.coldict import scrub_column_dictionary, table_columns
-
-            # events.json, channels.json, physio.json ...: keys naming the table's columns keep their descriptions
-            obj = scrub_column_dictionary(obj, table_columns(t.src), self.s.profile, self.offset, slog)
-        else:
-            obj = scrub_sidecar(obj, self.s.profile, self.offset, slog)
-        # IntendedFor, Sources, RawSources, AssociatedEmptyRoom, ... name files by their original labels.
-        obj = map_strings(obj, self.relabel_value)
-        stem = str(t.src)[: -len(".json")]
-        if self.s.dataset_type == "derivative" and "SkullStripped" not in obj and (
-            Path(stem + ".nii.gz").exists() or Path(stem + ".nii").exists()
-        ):
-            # Required by BIDS-Derivatives for images; true only where the brain was extracted.
-            obj["SkullStripped"] = self.s.deface_method == "skullstrip" and "/anat/" in t.rel_out
-        self._write(t.rel_out, dump_json(obj), slog)
-
-    def do_coldict(self, t: FileTask) -> None:
-        # Column dictionaries (scans.json, sessions.json): keep entries for kept columns.
-        slog = ScrubLog()
-        obj = load_json(t.src.read_bytes(), t.src.name)
-        from .schema import column_names
-
-        keep = {
-            k: v
-            for k, v in (obj.items() if isinstance(obj, dict) else [])
-            if k in column_names() or (self.s.profile.tabular_rule(k) and self.s.profile.tabular_rule(k).action != "remove")
-        }
-        for k in set(obj) - set(keep):
-            slog.change(k, "remove", "column not kept")
-        self._write(t.rel_out, dump_json(keep), slog)
-
-    def do_format(self, t: FileTask) -> None:
-        """A file (or folder recording) of any other format: through the format registry."""
-        from .formats import handler_for
-        from .formats.base import Context
-
-        mod = handler_for(t.src)
-        if mod is None:
-            what = "".join(Path(t.src.name).suffixes[-2:]) or t.src.name
-            self._record(t.rel_out, "withheld", f"no format module reads '{what}' files (unknown may identify)")
-            if self.s.dry_run:
-                self.plan_lines.append(f"  WITHHOLD {t.rel_out} (unknown file type)")
-            return
-        ctx = Context(rel_out=t.rel_out, offset_days=self.offset, relabel=self.relabel_value, subject=self.new,
-                      keep_photos=self.s.profile.keep_photos)
-        res = mod.scrub(t.src, self.s.profile, ctx)
-        self._log(t.rel_out, res.log)
-        if res.withheld:
-            self._record(t.rel_out, "withheld", res.withheld)
-            for comp in mod.companions(t.src):
-                self._record(self._companion_rel(t, comp), "withheld", "goes with a withheld file")
-            if self.s.dry_run:
-                self.plan_lines.append(f"  WITHHOLD {t.rel_out} ({res.withheld})")
-            return
-        if self.s.dry_run:
-            self.plan_lines.append(f"  {mod.NAME:8} {t.rel_out}")
-            return
-        self.write_outcome(res)
-        self._record(t.rel_out, "written")
-
-    def _companion_rel(self, t: FileTask, comp: Path) -> str:
-        return t.rel_out.rpartition("/")[0] + "/" + self.relabel_value(comp.name)
-
-    def write_outcome(self, res) -> None:
-        """Write what a format handler returned (bytes, or a source file copied unchanged)."""
-        for rel, data in res.writes.items():
-            path = self.out(rel)
-            if not path.exists():
-                if isinstance(data, Path):
-                    with open(data, "rb") as fh:
-                        atomic_write_bytes(path, fh.read())
-                else:
-                    atomic_write_bytes(path, data)
-            self._record(rel, "written")
-
-    def do_dated_tsv(self, t: FileTask) -> None:
-        slog = ScrubLog()
-        header, rows = read_tsv(t.src.read_bytes(), t.src.name)
-        header, rows = scrub_dated_table(header, rows, self.s.profile, self.offset, self.relabel_value, slog)
-        if t.rel_out.endswith("_scans.tsv") and "filename" in header and not self.s.dry_run:
-            # Images run first: a row whose file was withheld or left out must go too.
-            col, base = header.index("filename"), t.rel_out.rsplit("/", 1)[0]
-            kept = [r for r in rows if self.records.get(f"{base}/{r[col]}", {}).get("status") in ("written", "defaced")
-                    or self.out(f"{base}/{r[col]}").exists()]
-            if len(kept) != len(rows):
-                slog.change("filename", "remove", f"{len(rows) - len(kept)} row(s) of files not in the output")
-            rows = kept
-        self._write(t.rel_out, write_tsv(header, rows), slog)
-
-    def do_copy(self, t: FileTask) -> None:
-        if self.s.dry_run:
-            self.plan_lines.append(f"  copy     {t.rel_out}")
-            return
-        if not self.out(t.rel_out).exists():
-            if t.src.name.endswith(".gz"):
-                from .formats.tabular import regzip
-
-                # The gzip header holds the original file name, a timestamp, maybe a comment: never copied.
-                regzip(t.src, self.out(t.rel_out))
-            elif t.src.name.endswith(".tsv"):  # events/channels tables name files (stim_file, ...): relabelled
-                raw = t.src.read_bytes()
+            rel = res.audit_rel or next(iter(res.writes), "")
+            if res.writes and not self.s.dry_run:
                 try:
-                    raw = self.relabel_value(raw.decode("utf-8")).encode("utf-8")
-                except UnicodeDecodeError:
-                    pass
-                atomic_write_bytes(self.out(t.rel_out), raw)
-            else:
-                with open(t.src, "rb") as fh:
-                    atomic_write_bytes(self.out(t.rel_out), fh.read())
-        self._record(t.rel_out, "written")
-
-    def _write(self, rel: str, data: bytes, slog: ScrubLog) -> None:
-        self._log(rel, slog)
-        if self.s.dry_run:
-            removed = [c["field"] for c in slog.changes if c["action"] == "remove"]
-            self.plan_lines.append(f"  scrub    {rel}" + (f"  (removes: {', '.join(removed)})" if removed else ""))
-            return
-        path = self.out(rel)
-        if not path.exists():
-            atomic_write_bytes(path, data)
-        self._record(rel, "written")
+                    write_outcome(self.s.output_dir, res)
+                except InputError as exc:
+                    if not res.error_status:
+                        raise
+                    self.audit += res.audit
+                    self.identifiers += res.log.identifiers
+                    self._record(rel, res.error_status, str(exc))
+                    return
+                for w in res.writes if res.written is None else res.written:
+                    self._record(w, "written")
+            self.audit += res.audit
+            if res.log.changes or res.log.identifiers:
+                self._log(rel, res.log)
+            for r, rec in res.records.items():
+                self._record(r, **rec)
+            self.plan_lines += res.plan
+            for follow in res.then:
+                self.handle(follow)
+        finally:
+            for p in res.cleanup:
+                Path(p).unlink(missing_ok=True)
 
     def do_nifti(self, t: FileTask) -> None:
         slog = ScrubLog()
@@ -295,115 +203,10 @@ class SubjectRun:
         self._record(rel, **record)
         self.audit.append(entry)
 
-    def do_source(self, t: FileTask) -> None:
-        from .scrub.dicom import deidentify_file, is_dicom
-
-        rel_src = t.src.relative_to(self.s.bids_dir / "sourcedata").as_posix()
-        if self.s.sourcedata == "none":
-            self._record(f"sourcedata/{rel_src}", "left out", "--sourcedata none", original=True)
-            return
-        if t.src.suffix.lower() == ".dat":
-            return self._twix(t, rel_src)
-        from .convert.formats import source_task
-
-        if source_task(self, t, rel_src):  # Analyze/MINC/PAR/slides, whole-slide DICOM, --clean-pixels
-            return
-        if not is_dicom(t.src):
-            if not self._source_by_format(t, rel_src):
-                self._record(f"sourcedata/{rel_src}", "left out", "not DICOM: unknown files may identify", original=True)
-            return
-        face = self.s.deface_method != "none" and face_in_pixels(t.src)
-        if face:
-            self._record(f"sourcedata/{rel_src}", "withheld", face, original=True)
-            return
-        rel = self.source_dicom_rel(rel_src, "dicom")
-        if self.s.dry_run:
-            self.plan_lines.append(f"  dicom    {rel}")
-            return
-        # no fsync per file: run() syncs the output once after the subject's files
-        # A resumed file is de-identified again into scratch (then dropped): its audit record and the
-        # identifiers the leak audit searches are those of an uninterrupted run.
-        dst = self.out(rel) if not self.out(rel).exists() else self._scratch(rel)
-        res = deidentify_file(t.src, dst, self.s.profile, self.pseudo, subject=self.new, offset_days=self.offset,
-                              fsync=False)
-        if dst != self.out(rel):
-            dst.unlink(missing_ok=True)
-        self._dicom_unsynced = True
-        for c in res.changes:
-            self.audit.append({"file": rel, **c})
-        self.identifiers += list(res.identifiers)
-        if res.status in ("written", "exists"):
-            self._record(rel, "written")
-        else:
-            self._record(rel, res.status, res.reason)
-
-    def _source_by_format(self, t: FileTask, rel_src: str) -> bool:
-        """A one-file recording under sourcedata/ (EDF/BDF, FIF, SNIRF/NWB, PNG): scrubbed by its format
-        module and written under a keyed name (source names are not BIDS and may hold anything)."""
-        from .formats import edf, fif, handler_for, hdf5, png
-        from .formats.base import Context
-
-        mod = handler_for(t.src)
-        if mod not in (edf, fif, hdf5, png):
-            return False
-        ext = "".join(Path(t.src.name).suffixes[-2:]) if t.src.name.lower().endswith(".gz") else t.src.suffix
-        rel = f"sourcedata/{mod.NAME}/sub-{self.new}/{self.pseudo.text_token('srcfile', f'{self.subject}/{rel_src}')}"
-        rel += ext.lower()
-        res = mod.scrub(t.src, self.s.profile, Context(rel_out=rel, offset_days=self.offset,
-                                                       relabel=self.relabel_value, subject=self.new))
-        self._log(rel, res.log)
-        if res.withheld:
-            self._record(f"sourcedata/{rel_src}", "withheld", res.withheld, original=True)
-        elif self.s.dry_run:
-            self.plan_lines.append(f"  {mod.NAME:8} {rel}")
-        else:
-            self.write_outcome(res)
-        return True
-
-    def do_convert(self, t: FileTask) -> None:
-        from .convert.formats import convert_task  # Analyze / MINC / PAR -> NIfTI (+ sidecar)
-
-        convert_task(self, t)
-
-    def do_companion(self, t: FileTask) -> None:
-        from .convert.formats import companion_task  # .img/.mat/.REC: with their header, else left out
-
-        companion_task(self, t)
-
-    def _twix(self, t: FileTask, rel_src: str) -> None:
-        from .formats import twix
-        from .formats.base import Context, write_outcome
-
-        if not twix.is_twix(t.src):
-            self._record(f"sourcedata/{rel_src}", "left out", "a .dat file that is not Siemens twix", original=True)
-            return
-        rel = f"sourcedata/twix/sub-{self.new}/{self.pseudo.text_token('twix', f'{self.subject}/{rel_src}')}.dat"
-        if self.s.dry_run:
-            self.plan_lines.append(f"  twix     {rel}")
-            return
-        # the audit rows and identifiers come from reading the header: a resumed file is not rewritten
-        try:
-            res = twix.scrub(t.src, self.s.profile, Context(rel_out=rel, subject=self.new))
-            write_outcome(self.s.output_dir, res)
-        except InputError as exc:
-            self._record(rel, "error", str(exc))
-            return
-        self._log(rel, res.log)
-        self._record(rel, "written")
-
-    def _scratch(self, rel: str) -> Path:
-        """A private scratch path (0700 folders) for a file whose public copy already exists."""
-        return ensure_dir(self.s.work_dir / f"sub-{self.new}" / "recheck") / Path(rel).name
-
     def run(self) -> dict:
         s = self.s
         tasks = plan_subject(s.bids_dir, self.subject, self.new, self.sessions, s.sessions,
                              deface=s.deface_method != "none", follow_links=s.labels_pseudonymized)
-        handlers = {
-            "nifti": self.do_nifti, "sidecar": self.do_sidecar, "coldict": self.do_coldict,
-            "dated_tsv": self.do_dated_tsv, "copy": self.do_copy, "source": self.do_source,
-            "convert": self.do_convert, "companion": self.do_companion, "format": self.do_format,
-        }
         if not s.dry_run:  # incomplete until finish() (the group level refuses incomplete subjects)
             from .record import subject_started
 
@@ -432,7 +235,7 @@ class SubjectRun:
                 self._record(t.rel_out, "withheld", "every file it applies to was withheld")
                 continue
             try:
-                handlers[t.kind](t)
+                self.handle(t)
             except (OutputError, KeyboardInterrupt):
                 raise
             except Exception as exc:  # one bad file never stops the run: withheld with a one-line reason
@@ -450,7 +253,7 @@ class SubjectRun:
                     data_dirs.add(t.rel_out.rpartition("/")[0])
                 data_fates.append((t.rel_out, not held))
         bar.close()
-        if getattr(self, "_dicom_unsynced", False):
+        if not s.dry_run and any(t.kind == "source" for t in tasks):  # the DICOM engine wrote without fsync
             from .atomic import sync_tree
 
             sync_tree(self.s.output_dir)

@@ -101,7 +101,7 @@ def test_interrupted_run_resumes(tmp_path, canary_ds, key_file, monkeypatch):
 
 
 def test_planted_scrubber_bug_is_caught_by_audit(tmp_path, canary_ds, key_file, monkeypatch, capsys):
-    import bids_deid.participant as pl
+    import bids_deid.formats.sidecar as pl
 
     real = pl.scrub_sidecar
 

@@ -61,6 +61,8 @@ _ALLOWED = {
     "asl": {"acq", "rec", "dir", "run"},
     "m0scan": {"acq", "rec", "dir", "run"},
 }
+#: the same table, public (for the placement of raw-input Analyze/MINC/PAR images)
+ALLOWED_ENTITIES = _ALLOWED
 # suffixes that get a dir- entity from the phase-encoding direction
 DIR_SUFFIXES = ("epi", "bold", "sbref", "dwi", "asl", "m0scan")
 # world (RAS+) axis -> label when the phase axis points to + / - along it

@@ -1,15 +1,15 @@
-"""Glue between the pipeline and the other formats (Analyze, MINC, PAR/REC, whole-slide, burned-in text).
+"""Handlers for the other image formats (Analyze, MINC, PAR/REC, whole-slide, burned-in text).
 
-Three entry points, each a thin layer over the format modules:
+Each handler takes the run's :class:`~bids_deid.handlers.RunContext` and a task and returns an
+:class:`~bids_deid.formats.base.Outcome`; the work is the format modules' (:mod:`bids_deid.formats`):
 
-* :func:`format_of` names the format of a file from its content (used by
-  :func:`bids_deid.dataset.classify` callers and the raw-input staging);
+* :func:`format_of` names the format of a file from its content (used by the raw-input staging);
 * :func:`convert_task` handles an Analyze/MINC/PAR image found in a BIDS subject
-  folder: convert to NIfTI in the work dir, then scrub (and deface) it like any NIfTI,
-  with a scrubbed sidecar for PAR/REC;
+  folder: converted to NIfTI in the private scratch, then handed on as a NIfTI task (scrubbed,
+  and defaced where it applies), with a scrubbed sidecar for PAR/REC;
 * :func:`source_task` handles a file under ``sourcedata/`` that is not plain DICOM or
   twix (scrubbed Analyze/MINC/PAR/TIFF slide), or a DICOM that needs the whole-slide
-  rules or ``--clean-pixels``. It returns False when the caller's own handling applies.
+  rules or ``--clean-pixels``. It returns None when the caller's own handling applies.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from pathlib import Path
 from ..dataset import FileTask, classify
 from ..formats import CONVERTIBLE as CONVERTIBLE_MODULES
 from ..formats import by_name, companion_suffixes, image_format
-from ..formats.base import ScrubLog, write_outcome
+from ..formats.base import Outcome, ScrubLog
+from ..formats.sidecar import dump_json, load_json
 
 log = logging.getLogger(__name__)
 
@@ -59,48 +60,44 @@ def convert_to_nifti(kind: str, src: Path, dst: Path, profile=None, offset_days:
     return mod.to_nifti(src, dst, profile, offset_days, slog)
 
 
-def convert_task(run, t: FileTask) -> None:
-    """Pipeline handler for an Analyze/MINC/PAR image in a BIDS subject folder (``SubjectRun``)."""
+def convert_task(ctx, t: FileTask) -> Outcome:
+    """An Analyze/MINC/PAR image (or a slide under ``micr/``) in a BIDS subject folder."""
     from ..errors import InputError
-
-    s = run.s
     from .micr import is_micr_rel, micr_task
 
+    s = ctx.s
     if is_micr_rel(t.rel_out):
-        micr_task(run, t)
-        return
+        return micr_task(ctx, t)
     kind = format_of(t.src)
     if kind not in CONVERTIBLE:
-        run._record(t.src.relative_to(s.bids_dir).as_posix(), "left out", "not a readable Analyze/MINC/PAR file",
-                    original=True)
-        return
+        return Outcome().record(t.src.relative_to(s.bids_dir).as_posix(), "left out",
+                                "not a readable Analyze/MINC/PAR file", original=True)
     rel = nifti_name(t.rel_out)
     deface = classify(rel)[1] and s.deface_method != "none"
-    if s.dry_run:
-        run.plan_lines.append(f"  convert  {rel}  ({kind} -> NIfTI{', deface' if deface else ''})")
-        return
-    if run.out(rel).exists():
-        run._record(rel, run.records.get(rel, {}).get("status", "written"))
-        return
-    tmp = s.work_dir / f"sub-{run.new}" / "convert" / rel
+    if ctx.dry_run:
+        return Outcome(plan=[f"  convert  {rel}  ({kind} -> NIfTI{', deface' if deface else ''})"])
+    if ctx.out(rel).exists():
+        return Outcome().record(rel, ctx.status(rel) or "written")
+    tmp = ctx.scratch("convert", *Path(rel).parent.parts) / Path(rel).name
     slog = ScrubLog()
     try:
-        nii, side = convert_to_nifti(kind, t.src, tmp, s.profile, run.offset, slog)
+        nii, side = convert_to_nifti(kind, t.src, tmp, s.profile, ctx.offset, slog)
     except InputError as exc:
-        run._record(rel, "error", str(exc))
-        return
-    run._log(rel, slog)
-    run.do_nifti(FileTask(nii, rel, "nifti", deface))
-    stem = str(t.src)[: -len(t.src.suffix)]
+        return Outcome().record(rel, "error", str(exc))
+    res = Outcome(log=slog, audit_rel=rel, then=[FileTask(nii, rel, "nifti", deface)], cleanup=[nii])
     if side is not None:
         # The input's own sidecar (if any) wins over the converted values; its task then finds the file written.
-        given = Path(stem + ".json")
-        data = {**_load_obj(side), **(_load_obj(given) if given.exists() else {})}
-        run.do_sidecar(FileTask(given if given.exists() else side, rel[: -len(".nii.gz")] + ".json", "sidecar"),
-                       data=data)
-    for p in (nii, side):
-        if p is not None:
-            Path(p).unlink(missing_ok=True)
+        given = Path(str(t.src)[: -len(t.src.suffix)] + ".json")
+        if given.exists():
+            merged = ctx.scratch("convert", "given") / given.name
+            merged.write_bytes(dump_json({**_load_obj(side), **_load_obj(given)}))
+            res.cleanup.append(merged)
+            side_task = merged
+        else:
+            side_task = side
+        res.then.append(FileTask(side_task, rel[: -len(".nii.gz")] + ".json", "sidecar"))
+        res.cleanup.append(side)
+    return res
 
 
 def header_of(path: Path) -> Path | None:
@@ -110,79 +107,71 @@ def header_of(path: Path) -> Path | None:
     return next((path.with_suffix(e) for e in exts if path.with_suffix(e).is_file()), None)
 
 
-def companion_task(run, t: FileTask) -> None:
-    """Pipeline handler for ``.img``/``.mat``/``.REC`` in a subject folder.
+def companion_task(ctx, t: FileTask) -> Outcome:
+    """``.img``/``.mat``/``.REC`` in a subject folder.
 
     They are read through their header by :func:`convert_task`; one without a readable
     header is listed as left out (never dropped silently).
     """
     head = header_of(t.src)
     if head is not None and format_of(head) in CONVERTIBLE:
-        return
-    rel = t.src.relative_to(run.s.bids_dir).as_posix()
+        return Outcome()
+    rel = t.src.relative_to(ctx.s.bids_dir).as_posix()
     why = "data file without its header (.hdr/.PAR)" if head is None else "its header is not a readable Analyze/PAR"
-    run._record(rel, "left out", why, original=True)
-    if run.s.dry_run:
-        run.plan_lines.append(f"  LEAVE OUT {rel} ({why})")
+    res = Outcome().record(rel, "left out", why, original=True)
+    if ctx.dry_run:
+        res.plan.append(f"  LEAVE OUT {rel} ({why})")
+    return res
 
 
 def _load_obj(path: Path) -> dict:
-    from ..formats.sidecar import load_json
-
     obj = load_json(Path(path).read_bytes(), Path(path).name)
     return obj if isinstance(obj, dict) else {}
 
 
-def source_task(run, t: FileTask, rel_src: str) -> bool:
-    """Pipeline hook for ``sourcedata/`` files; True when handled here."""
+def source_task(ctx, t: FileTask, rel_src: str) -> Outcome | None:
+    """A ``sourcedata/`` file handled here, or None when the caller's own handling applies."""
     kind = format_of(t.src)
     if kind is None and is_companion(t.src):
-        return True  # written together with its header
+        return Outcome()  # written together with its header
     if kind is not None:
-        _source_other(run, t, rel_src, kind)
-        return True
-    return _source_dicom(run, t, rel_src)
+        return _source_other(ctx, t, rel_src, kind)
+    return _source_dicom(ctx, t, rel_src)
 
 
-def _token_rel(run, rel_src: str, folder: str, ext: str) -> str:
-    token = run.pseudo.text_token("srcfile", f"{run.subject}/{rel_src}")
-    return f"sourcedata/{folder}/sub-{run.new}/{token}{ext}"
-
-
-def _source_other(run, t: FileTask, rel_src: str, kind: str) -> None:
+def _source_other(ctx, t: FileTask, rel_src: str, kind: str) -> Outcome:
     from ..errors import InputError
-    from ..formats.base import Context
 
     mod = by_name(kind)
     ext = t.src.suffix.lower() if kind == "tiff" else {"analyze": ".hdr", "minc": ".mnc", "parrec": ".PAR"}[kind]
-    folder = {"tiff": "microscopy"}.get(kind, kind)
-    rel = _token_rel(run, rel_src, folder, ext)
-    if run.s.dry_run:
-        run.plan_lines.append(f"  {kind:8} {rel}")
-        return
-    if run.out(rel).exists():
-        run._record(rel, "written")
-        return
+    rel = ctx.source_rel(rel_src, {"tiff": "microscopy"}.get(kind, kind), ext)
+    if ctx.dry_run:
+        return Outcome(plan=[f"  {kind:8} {rel}"])
+    if ctx.out(rel).exists():
+        return Outcome().record(rel, "written")
     try:
-        res = mod.scrub(t.src, run.s.profile, Context(rel_out=rel, offset_days=run.offset, subject=run.new))
-        write_outcome(run.s.output_dir, res, skip_existing=False)
+        res = mod.scrub(t.src, ctx.s.profile, ctx.context(rel))
     except InputError as exc:
-        run._record(rel, "error", str(exc))
-        return
-    run._log(rel, res.log)
-    run._record(rel, "written")
+        return Outcome().record(rel, "error", str(exc))
+    res.audit_rel, res.error_status, res.written = rel, "error", [rel]  # the header stands for its pair
+    return res
 
 
-def _source_dicom(run, t: FileTask, rel_src: str) -> bool:
+def _source_dicom(ctx, t: FileTask, rel_src: str) -> Outcome | None:
+    """A whole-slide DICOM, or one whose burned-in text ``--clean-pixels`` removes; None for other DICOM.
+
+    The DICOM engine writes the file itself (whole and checked); the outcome carries its audit
+    rows, identifiers and fate.
+    """
     import pydicom
 
     from ..formats.wsi import deidentify_wsi_dicom, is_dicom_wsi
     from ..scrub.dicom import burned_in_reason, is_dicom
     from ..scrub.dicom_lean import source_header
 
-    s = run.s
+    s = ctx.s
     if not is_dicom(t.src):
-        return False
+        return None
     # only what is_dicom_wsi and burned_in_reason look at: the engine parses the file itself
     values = source_header(t.src)  # read without pydicom when the file is a usual one
     if values is not None:
@@ -197,44 +186,41 @@ def _source_dicom(run, t: FileTask, rel_src: str) -> bool:
             head = pydicom.dcmread(t.src, stop_before_pixels=True, force=True,
                                    specific_tags=["SOPClassUID", "Modality", "BurnedInAnnotation"])
         except Exception:  # noqa: BLE001 - the engine reports unreadable files
-            return False
+            return None
     wsi = is_dicom_wsi(head)
     clean = getattr(s, "clean_pixels", False) and not wsi and burned_in_reason(head, s.profile)
     if not wsi and not clean:
-        return False
-    rel = run.source_dicom_rel(rel_src, "microscopy" if wsi else "dicom")
-    if s.dry_run:
-        run.plan_lines.append(f"  {'wsi' if wsi else 'pixels':8} {rel}")
-        return True
+        return None
+    rel = ctx.source_dicom_rel(rel_src, "microscopy" if wsi else "dicom")
+    if ctx.dry_run:
+        return Outcome(plan=[f"  {'wsi' if wsi else 'pixels':8} {rel}"])
     pres = None
     if wsi:
-        res = deidentify_wsi_dicom(t.src, run.out(rel), s.profile, run.pseudo, subject=run.new,
-                                   offset_days=run.offset)
+        dres = deidentify_wsi_dicom(t.src, ctx.out(rel), s.profile, ctx.pseudo, subject=ctx.new,
+                                    offset_days=ctx.offset)
     else:
         from ..scrub.pixels import deidentify_file_clean_pixels
 
-        res, pres = deidentify_file_clean_pixels(t.src, run.out(rel), s.profile, run.pseudo, subject=run.new,
-                                                 offset_days=run.offset)
-    for c in res.changes:
-        run.audit.append({"file": rel, **c})
-    run.identifiers += list(res.identifiers)
-    if res.status in ("written", "exists"):
-        run._record(rel, "written", res.reason if pres else "")
+        dres, pres = deidentify_file_clean_pixels(t.src, ctx.out(rel), s.profile, ctx.pseudo, subject=ctx.new,
+                                                  offset_days=ctx.offset)
+    res = Outcome(audit=[{"file": rel, **c} for c in dres.changes])
+    res.log.identifiers += list(dres.identifiers)
+    if dres.status in ("written", "exists"):
+        res.record(rel, "written", dres.reason if pres else "")
     else:
-        run._record(rel, res.status, res.reason, original=res.status != "written")
+        res.record(rel, dres.status, dres.reason, original=dres.status != "written")
     if pres is not None and pres.before_png:
-        _add_pixels_qc(run, rel, pres)
-    return True
+        add_pixels_qc(s.private_dir / "qc" / f"sub-{ctx.new}", rel, pres)
+    return res
 
 
-def _add_pixels_qc(run, rel: str, pres) -> None:
-    """Append one before/after entry to the private pixels QC page of this subject."""
+def add_pixels_qc(qc_dir: Path, rel: str, pres) -> None:
+    """Append one before/after entry to the private pixels QC page of a subject (private side)."""
     import json
 
     from ..private import write_private
     from ..scrub.pixels import data_uri, write_pixels_qc
 
-    qc_dir = run.s.private_dir / "qc" / f"sub-{run.new}"
     index = qc_dir / "pixels-qc.json"
     items = json.loads(index.read_text()) if index.exists() else []
     items = [i for i in items if i["file"] != rel]

@@ -30,7 +30,7 @@ import numpy as np
 
 from ..atomic import atomic_open, atomic_write_bytes
 from ..errors import InputError
-from ..formats.base import ScrubLog
+from ..formats.base import Outcome, ScrubLog
 
 log = logging.getLogger(__name__)
 
@@ -152,11 +152,9 @@ def _raw_kw(page) -> dict:
     return kw
 
 
-def tiff_to_ome(src: Path, dst: Path, pixel_size_um: tuple[float, float]) -> int:
-    """Copy the pyramid of a (scrubbed) TIFF slide into a pyramidal OME-TIFF, tiles still compressed.
-
-    Returns the number of levels written.
-    """
+def tiff_ome_into(src: Path, out, pixel_size_um: tuple[float, float], name: str) -> int:
+    """Copy the pyramid of a (scrubbed) TIFF slide into an open atomic file (``out.tmp_path``) as a
+    pyramidal OME-TIFF, tiles still compressed. Returns the number of levels written."""
     import tifffile
 
     with tifffile.TiffFile(src) as tif:
@@ -165,15 +163,21 @@ def tiff_to_ome(src: Path, dst: Path, pixel_size_um: tuple[float, float]) -> int
             raise InputError("the slide's full-resolution page is not tiled")
         levels = _levels(pages)
         fh = tif.filehandle
-        with atomic_open(dst, "wb") as out, tifffile.TiffWriter(out.tmp_path, bigtiff=True, ome=True) as tw:
+        with tifffile.TiffWriter(out.tmp_path, bigtiff=True, ome=True) as tw:
             for i, page in enumerate(levels):
                 kw = _raw_kw(page)
                 if i == 0:
                     tw.write(_segments(fh, page), subifds=len(levels) - 1,
-                             metadata=_ome_meta(page.shape, pixel_size_um, Path(dst).name), **kw)
+                             metadata=_ome_meta(page.shape, pixel_size_um, name), **kw)
                 else:
                     tw.write(_segments(fh, page), subfiletype=1, metadata=None, **kw)
     return len(levels)
+
+
+def tiff_to_ome(src: Path, dst: Path, pixel_size_um: tuple[float, float]) -> int:
+    """:func:`tiff_ome_into` a new file ``dst`` (atomically); the number of levels written."""
+    with atomic_open(dst, "wb") as out:
+        return tiff_ome_into(src, out, pixel_size_um, Path(dst).name)
 
 
 def _assemble_dicom(ds, total: tuple[int, int]) -> np.ndarray:
@@ -190,9 +194,10 @@ def _assemble_dicom(ds, total: tuple[int, int]) -> np.ndarray:
     return full[:th, :tw_]
 
 
-def dicom_to_ome(src: Path, dst: Path, pixel_size_um: tuple[float, float], total: tuple[int, int] | None = None,
-                 min_level: int = 512) -> int:
-    """Decode a (de-identified) DICOM WSI VOLUME instance into a pyramidal OME-TIFF; returns levels written.
+def dicom_ome_into(src: Path, out, pixel_size_um: tuple[float, float], name: str,
+                   total: tuple[int, int] | None = None, min_level: int = 512) -> int:
+    """Decode a (de-identified) DICOM WSI VOLUME instance into an open atomic file (``out.tmp_path``) as a
+    pyramidal OME-TIFF; returns levels written.
 
     ``total`` is (TotalPixelMatrixRows, TotalPixelMatrixColumns) when the header passed here
     no longer holds them (the DICOM engine does not keep every WSI attribute).
@@ -212,11 +217,18 @@ def dicom_to_ome(src: Path, dst: Path, pixel_size_um: tuple[float, float], total
     photometric = "rgb" if full.ndim == 3 else "minisblack"
     opts = {"tile": (256, 256), "compression": "zlib", "photometric": photometric, "software": False,
             "datetime": False}
-    with atomic_open(dst, "wb") as out, tifffile.TiffWriter(out.tmp_path, bigtiff=True, ome=True) as tw:
-        tw.write(full, subifds=len(levels) - 1, metadata=_ome_meta(full.shape, pixel_size_um, Path(dst).name), **opts)
+    with tifffile.TiffWriter(out.tmp_path, bigtiff=True, ome=True) as tw:
+        tw.write(full, subifds=len(levels) - 1, metadata=_ome_meta(full.shape, pixel_size_um, name), **opts)
         for lv in levels[1:]:
             tw.write(np.ascontiguousarray(lv), subfiletype=1, metadata=None, **opts)
     return len(levels)
+
+
+def dicom_to_ome(src: Path, dst: Path, pixel_size_um: tuple[float, float], total: tuple[int, int] | None = None,
+                 min_level: int = 512) -> int:
+    """:func:`dicom_ome_into` a new file ``dst`` (atomically); the number of levels written."""
+    with atomic_open(dst, "wb") as out:
+        return dicom_ome_into(src, out, pixel_size_um, Path(dst).name, total, min_level)
 
 
 # ------------------------------------------------------------------ pipeline handler
@@ -240,49 +252,57 @@ def _total_matrix(path: Path) -> tuple[int, int]:
     return int(ds.TotalPixelMatrixRows), int(ds.TotalPixelMatrixColumns)
 
 
-def micr_task(run, t) -> None:
-    """Pipeline handler (``SubjectRun``) for a slide under ``sub-X/micr/``: scrub, then write OME-TIFF."""
-    from ..formats.wsi import deidentify_wsi_dicom, scrub_tiff_wsi
+def micr_task(ctx, t) -> Outcome:
+    """A slide under ``sub-X/micr/``: scrubbed in the private scratch, then written as OME-TIFF."""
+    from ..formats.base import write_outcome
+    from ..formats.wsi import deidentify_wsi_dicom, tiff_outcome
 
-    s = run.s
+    s = ctx.s
     rel = ome_name(t.rel_out)
-    if s.dry_run:
-        run.plan_lines.append(f"  micr     {rel}  (scrub -> pyramidal OME-TIFF)")
-        return
-    if run.out(rel).exists():
-        run._record(rel, run.records.get(rel, {}).get("status", "written"))
-        return
+    if ctx.dry_run:
+        return Outcome(plan=[f"  micr     {rel}  (scrub -> pyramidal OME-TIFF)"])
+    if ctx.out(rel).exists():
+        return Outcome().record(rel, ctx.status(rel) or "written")
     is_dcm = t.src.suffix.lower() == ".dcm"
     size = slide_pixel_size_um(t.src)
     if size is None:
-        run._record(t.src.relative_to(s.bids_dir).as_posix(), "left out",
-                    "slide without a known pixel size (BIDS micr needs PixelSize)", original=True)
-        return
-    tmp = s.work_dir / f"sub-{run.new}" / "micr" / (Path(rel).name + (".dcm" if is_dcm else ".tif"))
-    tmp.parent.mkdir(parents=True, exist_ok=True)
+        return Outcome().record(t.src.relative_to(s.bids_dir).as_posix(), "left out",
+                                "slide without a known pixel size (BIDS micr needs PixelSize)", original=True)
+    tmp = ctx.scratch("micr") / (Path(rel).name + (".dcm" if is_dcm else ".tif"))
     slog = ScrubLog()
+    res = Outcome(log=slog, audit_rel=rel, error_status="error", cleanup=[tmp])
     try:
-        if is_dcm:
-            res = deidentify_wsi_dicom(t.src, tmp, s.profile, run.pseudo, subject=run.new, offset_days=run.offset)
-            run.audit += [{"file": rel, **c} for c in res.changes]
-            run.identifiers += list(res.identifiers)
-            if res.status not in ("written", "exists"):
-                run._record(rel, res.status, res.reason)
-                return
-            n = dicom_to_ome(tmp, run.out(rel), size, total=_total_matrix(t.src))
+        if is_dcm:  # the DICOM engine writes the de-identified instance into the scratch itself
+            dres = deidentify_wsi_dicom(t.src, tmp, s.profile, ctx.pseudo, subject=ctx.new, offset_days=ctx.offset)
+            res.audit += [{"file": rel, **c} for c in dres.changes]
+            slog.identifiers += list(dres.identifiers)
+            if dres.status not in ("written", "exists"):
+                tmp.unlink(missing_ok=True)
+                return Outcome(audit=res.audit, log=ScrubLog(identifiers=slog.identifiers)).record(
+                    rel, dres.status, dres.reason)
+            total = _total_matrix(t.src)
+
+            def ome(out) -> None:
+                n = dicom_ome_into(tmp, out, size, Path(rel).name, total=total)
+                slog.change("format", "convert", f"pyramidal OME-TIFF, {n} level(s), OME-XML with geometry and "
+                                                 "pixel size only")
         else:
-            scrub = scrub_tiff_wsi(t.src, tmp, slog)
-            if scrub.dropped:
-                slog.change("pages", "remove", f"{len(scrub.dropped)} label/macro page(s)")
-            n = tiff_to_ome(tmp, run.out(rel), size)
+            scrubbed, _pages = tiff_outcome(t.src, tmp.name)
+            write_outcome(tmp.parent, scrubbed, skip_existing=False)
+            slog.changes += scrubbed.log.changes
+            slog.identifiers += scrubbed.log.identifiers
+            if _pages.dropped:
+                slog.change("pages", "remove", f"{len(_pages.dropped)} label/macro page(s)")
+
+            def ome(out) -> None:
+                n = tiff_ome_into(tmp, out, size, Path(rel).name)
+                slog.change("format", "convert", f"pyramidal OME-TIFF, {n} level(s), OME-XML with geometry and "
+                                                 "pixel size only")
     except InputError as exc:
-        run._record(rel, "error", str(exc))
-        return
-    finally:
         tmp.unlink(missing_ok=True)
-    slog.change("format", "convert", f"pyramidal OME-TIFF, {n} level(s), OME-XML with geometry and pixel size only")
-    run._log(rel, slog)
-    run._record(rel, "written")
+        return Outcome().record(rel, "error", str(exc))
+    res.writes[rel] = ome
+    return res
 
 
 # ------------------------------------------------------------------ dataset level

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .classify import _ALLOWED, Guess, classify, sanitize_label, task_label
+from .classify import ALLOWED_ENTITIES, Guess, classify, sanitize_label, task_label
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def guess_other(path: Path, kind: str) -> tuple[Guess | None, dict]:
     if g is None:
         return None, {}
     if g.datatype == "anat" and g.suffix in _ANAT and n_vols == 1:
-        g.entities = {k: v for k, v in g.entities.items() if k in _ALLOWED.get(g.suffix, set())}
+        g.entities = {k: v for k, v in g.entities.items() if k in ALLOWED_ENTITIES.get(g.suffix, set())}
         return g, {}
     if g.datatype == "func" and g.suffix == "bold" and n_vols > 1 and tr:
         task = g.entities.get("task") or task_label(fields.get("SeriesDescription"))

@@ -73,17 +73,51 @@ Stream = Callable[[Any], None]
 
 @dataclass
 class Outcome:
-    """What a scrubber decided: files to write (output-relative path -> bytes, a source
-    path to copy unchanged, or a :data:`Stream`), audit records and identifiers met (in
-    ``log``), or a reason to withhold the file with its companions."""
+    """What a handler decided, for the run to carry out.
+
+    ``writes``
+        files to write (output-relative path -> bytes, a source path to copy unchanged, or a
+        :data:`Stream`); each is recorded as written.
+    ``log``
+        audit entries (no values) and identifiers met, for the file ``audit_rel`` (default:
+        the first file written); a stream may add to it while it writes.
+    ``withheld``
+        a reason to withhold the file with its companions (nothing is written).
+    ``records``
+        other fates: output- or input-relative path -> ``{"status", "reason", ...}``.
+    ``audit``
+        audit entries naming their own file (defacing, withholding).
+    ``plan``
+        the dry-run lines (nothing is written in a dry run).
+    ``then``
+        tasks to handle next (a converted image and its sidecar); ``cleanup`` the scratch
+        files to remove after them.
+    ``error_status``
+        when set, an InputError raised while writing records ``audit_rel`` with this status
+        and the error's text instead of stopping the file's task.
+    """
 
     writes: dict[str, bytes | Path | Stream] = field(default_factory=dict)
     log: ScrubLog = field(default_factory=ScrubLog)
     withheld: str = ""
+    records: dict[str, dict] = field(default_factory=dict)
+    audit: list[dict] = field(default_factory=list)
+    plan: list[str] = field(default_factory=list)
+    then: list = field(default_factory=list)
+    cleanup: list[Path] = field(default_factory=list)
+    audit_rel: str = ""
+    error_status: str = ""
+    #: the written paths recorded as written (None: every path of ``writes``)
+    written: list[str] | None = None
 
     @classmethod
     def withhold(cls, reason: str, log: ScrubLog | None = None) -> Outcome:
         return cls(withheld=reason, log=log or ScrubLog())
+
+    def record(self, rel: str, status: str, reason: str = "", **extra) -> Outcome:
+        """Add the fate of ``rel``; returns the outcome (for one-line handlers)."""
+        self.records[rel] = {"status": status, "reason": reason, **extra}
+        return self
 
 
 def sibling(path: Path, ext: str) -> Path:
