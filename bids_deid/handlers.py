@@ -11,7 +11,7 @@ the subject's labels and date shift, the fates recorded so far).
 
 Two steps keep writers of their own, each an engine with its own ordering rules: the DICOM
 engine (:mod:`bids_deid.scrub.dicom`, which writes each file whole and checked) and the
-defacing of anatomical images (:meth:`bids_deid.participant.SubjectRun.do_nifti`, which
+defacing of anatomical images (:meth:`bids_deid.participant.SubjectRun.deface_image`, which
 records its result privately before the image is published, for resuming).
 """
 
@@ -86,6 +86,22 @@ def scrubbed(ctx: RunContext, rel: str, data: bytes, log: ScrubLog) -> Outcome:
 
 
 # ------------------------------------------------------------------ subject folders
+def handle_nifti(ctx: RunContext, t: FileTask) -> Outcome:
+    """A NIfTI image that is not defaced (or any image in a dry run): header scrubbed, voxels streamed
+    (:mod:`bids_deid.formats.nifti`). Images to deface are the participant stage's defacing step."""
+    from .formats import nifti
+
+    if ctx.dry_run:
+        log = ScrubLog()
+        nifti.scrub_nifti_file(t.src, None, ctx.s.profile, log)
+        what = "deface  " if t.deface else "header  "
+        return Outcome(log=log, audit_rel=t.rel_out,
+                       plan=[f"  {what} {t.rel_out}  ({len(log.changes)} header changes)"])
+    res = nifti.scrub(t.src, ctx.s.profile, ctx.context(t.rel_out))
+    res.audit_rel = t.rel_out
+    return res
+
+
 def handle_sidecar(ctx: RunContext, t: FileTask) -> Outcome:
     """A JSON sidecar (or a column dictionary of a table): :mod:`bids_deid.formats.sidecar`."""
     from .formats.sidecar import scrub_object
@@ -269,8 +285,8 @@ def _twix(ctx: RunContext, t: FileTask, rel_src: str) -> Outcome:
     return res
 
 
-#: the handler of each task kind (``nifti`` is the participant stage's own: it defaces)
+#: the handler of each task kind (an image to deface is the participant stage's defacing step)
 HANDLERS: dict[str, Callable[[RunContext, FileTask], Outcome]] = {
-    "sidecar": handle_sidecar, "coldict": handle_coldict, "dated_tsv": handle_dated_tsv, "copy": handle_copy,
+    "nifti": handle_nifti, "sidecar": handle_sidecar, "coldict": handle_coldict, "dated_tsv": handle_dated_tsv, "copy": handle_copy,
     "format": handle_format, "convert": handle_convert, "companion": handle_companion, "source": handle_source,
 }

@@ -73,9 +73,9 @@ class SubjectRun:
         return self._ctx
 
     def handle(self, t: FileTask) -> None:
-        """Handle one task: its handler's outcome carried out (the NIfTI stage defaces, so it is its own)."""
-        if t.kind == "nifti":
-            self.do_nifti(t)
+        """Handle one task: its handler's outcome carried out; an image to deface goes to the defacing step."""
+        if t.kind == "nifti" and t.deface and not self.s.dry_run:
+            self.deface_image(t)
             return
         from .handlers import HANDLERS
 
@@ -113,31 +113,21 @@ class SubjectRun:
             for p in res.cleanup:
                 Path(p).unlink(missing_ok=True)
 
-    def do_nifti(self, t: FileTask) -> None:
+    def deface_image(self, t: FileTask) -> None:
+        """An anatomical image: header scrubbed into the private scratch, defaced there, recorded privately
+        (journal), then published. A public image without its private record is redone; one with it is
+        resumed with the result first recorded."""
         slog = ScrubLog()
         dst = self.out(t.rel_out)
-        if self.s.dry_run:
-            scrub_nifti_file(t.src, None, self.s.profile, slog)
-            self._log(t.rel_out, slog)
-            what = "deface  " if t.deface else "header  "
-            self.plan_lines.append(f"  {what} {t.rel_out}  ({len(slog.changes)} header changes)")
-            return
-        resumed = journal_read(self.s, self.new, t.rel_out) if t.deface and dst.exists() else None
-        if t.deface and dst.exists() and resumed is None:
+        resumed = journal_read(self.s, self.new, t.rel_out) if dst.exists() else None
+        if dst.exists() and resumed is None:
             dst.unlink()  # a public image without its private record is not known to be defaced: redone
         if dst.exists():
             scrub_nifti_file(t.src, None, self.s.profile, slog)
             self._log(t.rel_out, slog)
-            if resumed is not None:  # the defacing result, QC names and audit entry, as first recorded
-                self._record(t.rel_out, **resumed["record"])
-                self.audit.append(resumed["audit"])
-            else:
-                self._record(t.rel_out, "written")
-            return
-        if not t.deface:
-            scrub_nifti_file(t.src, dst, self.s.profile, slog)
-            self._log(t.rel_out, slog)
-            self._record(t.rel_out, "written")
+            # the defacing result, QC names and audit entry, as first recorded
+            self._record(t.rel_out, **resumed["record"])
+            self.audit.append(resumed["audit"])
             return
         if not self._fits_deface(t):
             return

@@ -77,23 +77,29 @@ def test_rerun_is_byte_identical_and_skips(done, tmp_path):
 
 
 def test_interrupted_run_resumes(tmp_path, canary_ds, key_file, monkeypatch):
-    import bids_deid.participant as pl
+    import bids_deid.formats.nifti as pl
 
     out = tmp_path / "out"
-    real = pl.scrub_nifti_file
+    real = pl.scrub
     calls = {"n": 0}
 
-    def dies_on_third(src, dst, *a, **k):
-        if dst is not None:
-            calls["n"] += 1
-            if calls["n"] == 3:
-                raise KeyboardInterrupt
-        return real(src, dst, *a, **k)
+    def dies_on_third(src, profile, ctx):
+        res = real(src, profile, ctx)
+        calls["n"] += 1
+        if calls["n"] == 3:  # interrupted in the middle of writing the third image
 
-    monkeypatch.setattr(pl, "scrub_nifti_file", dies_on_third)
+            def half(fh):
+                fh.write(b"\x1f\x8b half an image")
+                raise KeyboardInterrupt
+
+            res.writes[ctx.rel_out] = half
+        return res
+
+    monkeypatch.setattr(pl, "scrub", dies_on_third)
     assert _run(canary_ds, out, key_file, "participant") == 130
+    assert calls["n"] == 3
     assert not [p for p in out.rglob("*") if p.name.startswith(".bids-deid-tmp")]
-    monkeypatch.setattr(pl, "scrub_nifti_file", real)
+    monkeypatch.setattr(pl, "scrub", real)
     assert _both(canary_ds, out, key_file) == 0
     ref = tmp_path / "ref"
     assert _both(canary_ds, ref, key_file) == 0

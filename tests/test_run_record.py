@@ -84,15 +84,15 @@ def test_every_file_record_names_its_settings(tmp_path, canary_ds, key_file):
 
 _KILLER = """
 import os, signal, sys
-import bids_deid.participant as pl
+import bids_deid.formats.nifti as pl
 from bids_deid.cli import main
-real, n = pl.scrub_nifti_file, [0]
+real, n = pl.scrub, [0]
 def dies(*a, **k):
     n[0] += 1
     if n[0] == int(os.environ["DIE_AT"]):
         os.kill(os.getpid(), signal.SIGKILL)
     return real(*a, **k)
-pl.scrub_nifti_file = dies
+pl.scrub = dies
 sys.exit(main(sys.argv[1:]))
 """
 
