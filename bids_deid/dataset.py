@@ -9,6 +9,7 @@ from functools import cached_property
 from pathlib import Path
 
 from .errors import InputError
+from .jsonwalk import map_strings  # noqa: F401 - its old place: dataset_files imports it from here
 
 # Files inside a subject folder that we know how to handle.
 ANAT_DEFACE_SUFFIXES = {
@@ -321,15 +322,6 @@ class Relabel:
         return {old: next(iter(new)) for old, new in seen.items() if len(new) == 1}
 
 
-def map_strings(value, fn):
-    """``fn`` applied to every string inside ``value`` (lists and dicts walked, keys kept)."""
-    if isinstance(value, str):
-        return fn(value)
-    if isinstance(value, list):
-        return [map_strings(v, fn) for v in value]
-    if isinstance(value, dict):
-        return {k: map_strings(v, fn) for k, v in value.items()}
-    return value
 
 
 def stimulus_renames(bids_dir: Path, subjects: dict[str, str]) -> dict[str, str]:

@@ -123,8 +123,8 @@ def handle_sidecar(ctx: RunContext, t: FileTask) -> Outcome:
 
 
 def handle_coldict(ctx: RunContext, t: FileTask) -> Outcome:
-    """``scans.json`` / ``sessions.json``: the entries of kept columns (:mod:`bids_deid.formats.coldict`)."""
-    from .formats.coldict import scrub_table_dictionary
+    """``scans.json`` / ``sessions.json``: the entries of kept columns (:mod:`bids_deid.formats.sidecar`)."""
+    from .formats.sidecar import scrub_table_dictionary
 
     log = ScrubLog()
     keep = scrub_table_dictionary(load_json(t.src.read_bytes(), t.src.name), ctx.s.profile, log)
@@ -222,7 +222,6 @@ def handle_source(ctx: RunContext, t: FileTask) -> Outcome:
 
 
 def _source_dicom(ctx: RunContext, t: FileTask, rel_src: str) -> Outcome:
-    from .participant import face_in_pixels
     from .scrub.dicom import deidentify_file
 
     face = ctx.s.deface_method != "none" and face_in_pixels(t.src)
@@ -245,6 +244,45 @@ def _source_dicom(ctx: RunContext, t: FileTask, rel_src: str) -> Outcome:
     if dres.status in ("written", "exists"):
         return res.record(rel, "written")
     return res.record(rel, dres.status, dres.reason)
+
+
+def face_in_pixels(path: Path) -> str | None:
+    """Why a DICOM's pixels may show a face (so it is withheld while defacing is on), or None.
+
+    MR/CT images are withheld unless they are EPI (fMRI, diffusion, EPI fieldmaps: low
+    resolution, no usable face surface); their defaced NIfTI is in the dataset instead.
+    The few values are read without pydicom when the file allows it (the same reader gave the
+    formats dispatch its values, so the file is read once); else pydicom reads them.
+    """
+    from .scrub.dicom_lean import source_header
+
+    values = source_header(path)
+    if values is not None:
+        modalities = {v.strip().upper() for v in values.get(0x00080060, [])}
+        scanning = {v.upper() for v in values.get(0x00180020, [])}
+        image_type = {v.upper() for v in values.get(0x00080008, [])}
+    else:
+        import pydicom
+
+        try:
+            ds = pydicom.dcmread(path, stop_before_pixels=True,
+                                 specific_tags=["Modality", "ScanningSequence", "SequenceName", "ImageType"])
+        except Exception:  # unreadable here: the DICOM engine reports it
+            return None
+
+        def words(name: str) -> set[str]:
+            v = ds.get(name, "")
+            vals = list(v) if isinstance(v, list | tuple) or hasattr(v, "__iter__") and not isinstance(v, str) else [v]
+            return {str(x).upper() for x in vals}
+
+        modalities, scanning, image_type = words("Modality"), words("ScanningSequence"), words("ImageType")
+    # any listed modality counts (a multi-valued Modality is invalid; privacy first)
+    modality = next((m for m in ("MR", "CT", "PT", "NM") if m in modalities), None)
+    if modality is None:
+        return None
+    if modality == "MR" and ("EP" in scanning or "EPI" in image_type):
+        return None
+    return f"{modality} image whose pixels may show the face: withheld while defacing is on"
 
 
 def _source_by_format(ctx: RunContext, t: FileTask, rel_src: str) -> Outcome | None:

@@ -1,4 +1,12 @@
-"""One subject's run at participant level: its tasks handled in order, their outcomes written."""
+"""One subject's run at participant level: its tasks handled in order, their outcomes written.
+
+:class:`SubjectRun` plans the subject's tasks (:func:`bids_deid.dataset.plan_subject`), hands each
+to its handler (:mod:`bids_deid.handlers`) and carries out the outcome (:meth:`SubjectRun.apply`:
+the one place a handler's files are written, through :mod:`bids_deid.atomic`). Its own steps are
+the order of the tasks (data files first, so a withheld one takes its sidecars with it), the
+defacing of anatomical images (:meth:`SubjectRun.deface_image`) and the private records that
+make a killed run resumable (:meth:`SubjectRun.finish` writes the subject's state last).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------ participant level
 class SubjectRun:
-    """State of one subject's run: pseudonyms, logs, what was written or held back."""
+    """State of one subject's run: labels, date shift, audit entries, identifiers met, the fate of every file."""
 
     def __init__(self, s: Settings, subject: str):
         self.s = s
@@ -271,45 +279,6 @@ class SubjectRun:
         return {"subject": self.new, "original": self.subject, "counts": _count(self.records),
                 "not_written": sorted([rel, r["status"], r.get("reason", "")] for rel, r in self.records.items()
                                       if r["status"] not in ("written", "defaced"))}
-
-
-def face_in_pixels(path: Path) -> str | None:
-    """Why a DICOM's pixels may show a face (so it is withheld while defacing is on), or None.
-
-    MR/CT images are withheld unless they are EPI (fMRI, diffusion, EPI fieldmaps: low
-    resolution, no usable face surface); their defaced NIfTI is in the dataset instead.
-    The few values are read without pydicom when the file allows it (the same reader gave the
-    formats dispatch its values, so the file is read once); else pydicom reads them.
-    """
-    from .scrub.dicom_lean import source_header
-
-    values = source_header(path)
-    if values is not None:
-        modalities = {v.strip().upper() for v in values.get(0x00080060, [])}
-        scanning = {v.upper() for v in values.get(0x00180020, [])}
-        image_type = {v.upper() for v in values.get(0x00080008, [])}
-    else:
-        import pydicom
-
-        try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True,
-                                 specific_tags=["Modality", "ScanningSequence", "SequenceName", "ImageType"])
-        except Exception:  # unreadable here: the DICOM engine reports it
-            return None
-
-        def words(name: str) -> set[str]:
-            v = ds.get(name, "")
-            vals = list(v) if isinstance(v, list | tuple) or hasattr(v, "__iter__") and not isinstance(v, str) else [v]
-            return {str(x).upper() for x in vals}
-
-        modalities, scanning, image_type = words("Modality"), words("ScanningSequence"), words("ImageType")
-    # any listed modality counts (a multi-valued Modality is invalid; privacy first)
-    modality = next((m for m in ("MR", "CT", "PT", "NM") if m in modalities), None)
-    if modality is None:
-        return None
-    if modality == "MR" and ("EP" in scanning or "EPI" in image_type):
-        return None
-    return f"{modality} image whose pixels may show the face: withheld while defacing is on"
 
 
 #: smallest head image the defacer can judge: fewer voxels or slices than this along any

@@ -175,7 +175,7 @@ def test_truncation_sweep_bids_app_sourcedata(tmp_path):
     reason and finishes (it used to stop with ``internal error (struct.error)``)."""
     from bids_deid.cli import main as app
     from bids_deid.demo import build_demo_dataset
-    from bids_deid.participant import face_in_pixels
+    from bids_deid.handlers import face_in_pixels
 
     data = REAL.read_bytes()
     sizes = sorted({132 + (len(data) - 133) * k // 19 for k in range(20)})

@@ -318,7 +318,7 @@ def test_peek_reads_what_pydicom_reads(tmp_path, ts):
 
 @needs_shared
 def test_peek_and_face_check_agree_with_pydicom_on_shared_files(monkeypatch):
-    from bids_deid import participant
+    from bids_deid import handlers
 
     files = [p for p in dicom_tree.iter_files(DICOM_DIR) if engine.is_dicom(p)]
     handled = 0
@@ -330,7 +330,7 @@ def test_peek_and_face_check_agree_with_pydicom_on_shared_files(monkeypatch):
         assert got == _pydicom_values(path), path
     assert handled >= len(files) - 6  # only files without a preamble are left to pydicom
     # the App's face check decides the same through either reader
-    lean_answers = [participant.face_in_pixels(p) for p in files]
+    lean_answers = [handlers.face_in_pixels(p) for p in files]
     monkeypatch.setattr(dicom_lean, "source_header", lambda path: None)
-    assert [participant.face_in_pixels(p) for p in files] == lean_answers
+    assert [handlers.face_in_pixels(p) for p in files] == lean_answers
     assert any(lean_answers) and not all(lean_answers)  # the check can go both ways on this data
