@@ -172,3 +172,13 @@ def test_tiff_without_image_pages_raises_before_writing(tmp_path):
 def test_outcome_withhold_carries_reason():
     res = Outcome.withhold("because")
     assert res.withheld == "because" and not res.writes
+
+
+def test_the_profile_governs_analyze_descrip(tmp_path):
+    from dataclasses import replace
+
+    hdr = _analyze(tmp_path / "in")
+    keep = replace(PROFILE, nifti_keep_descrip=True)
+    kept = analyze.scrub(hdr, keep, Context(rel_out="a.hdr")).writes["a.hdr"]
+    gone = analyze.scrub(hdr, PROFILE, Context(rel_out="a.hdr")).writes["a.hdr"]
+    assert b"DOE^JANE scanned 20240101" in kept and b"DOE^JANE" not in gone

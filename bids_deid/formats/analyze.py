@@ -74,8 +74,9 @@ def _text(raw: bytes) -> str:
     return raw.split(b"\x00")[0].decode("latin-1", "replace").strip()
 
 
-def scrub_analyze_header(raw: bytes, slog: ScrubLog | None = None) -> bytes:
-    """Return the 348-byte header with every free-text and history field blanked.
+def scrub_analyze_header(raw: bytes, slog: ScrubLog | None = None, keep_descrip: bool = False) -> bytes:
+    """Return the 348-byte header with every free-text and history field blanked (``descrip`` kept when
+    ``keep_descrip``: the profile's ``nifti.keep_descrip``, the same field of the same header layout).
 
     Parameters
     ----------
@@ -95,7 +96,7 @@ def scrub_analyze_header(raw: bytes, slog: ScrubLog | None = None) -> bytes:
     out = bytearray(raw[:HEADER_SIZE])
     for name in _DTYPE.names:
         off, size, dt = _field(name)
-        if dt.kind != "S" or name in _KEEP_TEXT:
+        if dt.kind != "S" or name in _KEEP_TEXT or name == "descrip" and keep_descrip:
             continue
         value = bytes(out[off : off + size])
         if name in ("vox_units", "cal_units") and value.split(b"\x00")[0].strip().lower() in _UNIT_WORDS:
@@ -172,15 +173,16 @@ def companions(path: Path) -> list[Path]:
 def scrub(src: Path, profile, ctx: Context) -> Outcome:
     """The scrubbed pair (and SPM ``.mat``) under ``ctx.rel_out`` (the ``.hdr``) and the same stem.
 
-    Fixed rules (the header has no field a profile keeps): every free-text and history field
-    goes. Raises InputError for a file that is not an Analyze pair or a truncated image.
+    Every free-text and history field goes, ``descrip`` too unless the profile keeps it
+    (``nifti.keep_descrip``). Raises InputError for a file that is not an Analyze pair or a
+    truncated image.
     """
     hdr = Path(src)
     slog = ScrubLog()
     if not is_analyze_pair(hdr):
         raise InputError(f"{hdr.name} is not an Analyze 7.5 header with its .img")
     raw = hdr.read_bytes()
-    clean = scrub_analyze_header(raw, slog)
+    clean = scrub_analyze_header(raw, slog, keep_descrip=bool(profile is not None and profile.nifti_keep_descrip))
     offset = int(nib.analyze.AnalyzeHeader(raw[:HEADER_SIZE], check=False).get_data_offset())
     need = _image_bytes(raw) - offset
     img = _img_of(hdr)
