@@ -297,8 +297,7 @@ class DatasetFiles:
                 return
             res = mod.scrub(f, self.s.profile, Context(rel_out=rel, relabel=self.relabel,
                                                        keep_photos=self.s.profile.keep_photos))
-            self.slog.changes += res.log.changes
-            self.slog.identifiers += res.log.identifiers
+            self.slog.extend(res.log)
             if res.withheld:
                 self._hold(rel_in, "withheld", res.withheld)
                 for comp in mod.companions(f):

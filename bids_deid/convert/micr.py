@@ -289,8 +289,7 @@ def micr_task(ctx, t) -> Outcome:
         else:
             scrubbed, _pages = tiff_outcome(t.src, tmp.name)
             write_outcome(tmp.parent, scrubbed, skip_existing=False)
-            slog.changes += scrubbed.log.changes
-            slog.identifiers += scrubbed.log.identifiers
+            slog.extend(scrubbed.log)
             if _pages.dropped:
                 slog.change("pages", "remove", f"{len(_pages.dropped)} label/macro page(s)")
 

@@ -261,14 +261,8 @@ def deface_file(
     # tilted, when the network runs again on an upright copy (the first mask is then unused).
     with ThreadPoolExecutor(max_workers=1) as pool:
         stored_brain = pool.submit(_timed, brain_mask, data, raw.affine)
-        before_view = pool.submit(render.render_grid, data, raw.affine) if qc else None  # QC, after it
         reg = register(data, raw.affine, tpl)
         brain_stored, brain_s = stored_brain.result()
-        return _finish(src, dst, raw, data, tpl, reg, brain_stored, brain_s, before_view, qc, defacemask_path, t0)
-
-
-def _finish(src, dst, raw, data, tpl, reg, brain_stored, brain_s, before_view, qc, defacemask_path, t0):
-    """Everything after the registration and the brain network: protect, mask, check, write, QC."""
     metrics: dict = {"registration_seconds": round(reg.seconds, 2)}
     grid = reg.image_grid
     threshold = tissue_threshold(grid) if grid is not None else None
@@ -305,7 +299,7 @@ def _finish(src, dst, raw, data, tpl, reg, brain_stored, brain_s, before_view, q
 
     qc_images: dict[str, bytes] = {}
     if qc:
-        before_grid = before_view.result()
+        before_grid = render.render_grid(data, raw.affine)
         views = render.head_views(before_grid, render.render_grid(after, raw.affine))
         vox = voxel_map(tpl, reg.matrix, before_grid.affine)
         face_full = np.zeros(raw.shape3d, np.float32)

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.io as sio
 
 from ..errors import InputError
-from .base import Context, Outcome, ScrubLog, write_outcome
+from .base import Context, Outcome, ScrubLog, scrub_to
 from .niftiout import clean_nifti, write_nifti_gz
 
 log = logging.getLogger(__name__)
@@ -213,12 +213,7 @@ def scrub_analyze(hdr: Path, out_hdr: Path, slog: ScrubLog | None = None) -> lis
 
     :func:`scrub` and :func:`~bids_deid.formats.base.write_outcome` in one call (``hdr`` is never modified).
     """
-    out_hdr = Path(out_hdr)
-    res = scrub(Path(hdr), None, Context(rel_out=out_hdr.name))
-    if slog is not None:
-        slog.changes += res.log.changes
-        slog.identifiers += res.log.identifiers
-    return [out_hdr.parent / r for r in write_outcome(out_hdr.parent, res, skip_existing=False)]
+    return scrub_to(scrub, hdr, out_hdr, slog)
 
 
 def analyze_to_nifti(hdr: Path, dst: Path, slog: ScrubLog | None = None) -> Path:

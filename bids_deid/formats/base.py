@@ -36,6 +36,11 @@ class ScrubLog:
     def change(self, where: str, action: str, why: str) -> None:
         self.changes.append({"field": where, "action": action, "why": why})
 
+    def extend(self, other: ScrubLog) -> None:
+        """Take over ``other``'s audit entries and identifiers."""
+        self.changes += other.changes
+        self.identifiers += other.identifiers
+
     def met(self, kind: str, value: Any) -> None:
         if isinstance(value, str) and value.strip():
             self.identifiers.append((kind, value.strip()))
@@ -149,3 +154,16 @@ def write_outcome(root: Path, res: Outcome, perm: int = 0o644, skip_existing: bo
             write_content(path, data, perm)
         done.append(rel)
     return done
+
+
+def scrub_to(scrub: Callable[[Path, Any, Context], Outcome], src: Path, dst: Path,
+             slog: ScrubLog | None = None) -> list[Path]:
+    """``scrub`` on ``src`` written at once next to ``dst`` (named like it); the files written.
+
+    The one-call form of a module's :func:`scrub` for callers outside a run (``src`` is never modified).
+    """
+    dst = Path(dst)
+    res = scrub(Path(src), None, Context(rel_out=dst.name))
+    if slog is not None:
+        slog.extend(res.log)
+    return [dst.parent / r for r in write_outcome(dst.parent, res, skip_existing=False)]

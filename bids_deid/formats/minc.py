@@ -18,7 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
-from .base import Context, Outcome, ScrubLog, write_outcome
+from .base import Context, Outcome, ScrubLog, scrub_to
 from .niftiout import clean_nifti, write_nifti_gz
 
 log = logging.getLogger(__name__)
@@ -179,13 +179,8 @@ def scrub_minc(src: Path, dst: Path, slog: ScrubLog | None = None) -> Path:
     :func:`scrub` and :func:`~bids_deid.formats.base.write_outcome` in one call (``src`` is never
     modified); the audit entries and identifiers met go to ``slog``.
     """
-    src, dst = Path(src), Path(dst)
-    res = scrub(src, None, Context(rel_out=dst.name))
-    write_outcome(dst.parent, res, skip_existing=False)
-    if slog is not None:  # the log fills while the file is rebuilt
-        slog.changes += res.log.changes
-        slog.identifiers += res.log.identifiers
-    return dst
+    scrub_to(scrub, src, dst, slog)
+    return Path(dst)
 
 
 def minc_to_nifti(src: Path, dst: Path, slog: ScrubLog | None = None) -> Path:

@@ -20,7 +20,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..errors import InputError
 from ..profiles import Profile
-from .base import Context, Outcome, ScrubLog, write_outcome
+from .base import Context, Outcome, ScrubLog, scrub_to
 from .niftiout import clean_nifti, write_nifti_gz
 from .sidecar import dump_json, scrub_sidecar
 
@@ -126,12 +126,7 @@ def scrub(src: Path, profile, ctx: Context) -> Outcome:
 
 def scrub_parrec(par: Path, out_par: Path, slog: ScrubLog | None = None) -> list[Path]:
     """Write the scrubbed PAR and a streamed copy of its REC (same stem as ``out_par``); the files written."""
-    out_par = Path(out_par)
-    res = scrub(Path(par), None, Context(rel_out=out_par.name))
-    if slog is not None:
-        slog.changes += res.log.changes
-        slog.identifiers += res.log.identifiers
-    return [out_par.parent / r for r in write_outcome(out_par.parent, res, skip_existing=False)]
+    return scrub_to(scrub, par, out_par, slog)
 
 
 def parrec_to_nifti(par: Path, dst: Path, profile: Profile | None = None, offset_days: int | None = None,

@@ -249,8 +249,7 @@ def scrub_tiff_wsi(src: Path, dst: Path, slog: ScrubLog | None = None) -> TiffRe
     dst = Path(dst)
     out, res = tiff_outcome(Path(src), dst.name)
     if slog is not None:
-        slog.changes += out.log.changes
-        slog.identifiers += out.log.identifiers
+        slog.extend(out.log)
     write_outcome(dst.parent, out, skip_existing=False)
     return res
 
