@@ -270,13 +270,13 @@ def test_deflate_bomb_is_refused(tmp_path, monkeypatch):
     """A deflated dataset that would unpack beyond the ceiling is withheld, not inflated."""
     import zlib
 
-    from bids_deid.dicom import integrity
+    from bids_deid.dicom import integrity, reader
 
     src = Path(_local("image_dfl.dcm")).read_bytes()
-    start, _meta = integrity._dataset_start(src)
+    start, _meta = integrity.dataset_start(src)
     z = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     bomb = z.compress(b"\x08\x00\x10\x00UN\x00\x00\xff\xff\xff\x7f") + z.compress(b"\0" * (8 << 20)) + z.flush()
-    monkeypatch.setattr(integrity, "INFLATE_MAX", 1 << 20)
+    monkeypatch.setattr(reader, "INFLATE_MAX", 1 << 20)
     assert "beyond" in integrity.file_defect(src[:start] + bomb)
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "bomb.dcm").write_bytes(src[:start] + bomb)
