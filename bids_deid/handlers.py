@@ -1,4 +1,4 @@
-"""The per-file handlers of a subject's run: ``handle(ctx, task) -> Outcome``.
+"""The per-file handlers of a subject's run: ``handle(task, ctx) -> Outcome``.
 
 A handler reads its input file, asks the file's format module (:mod:`bids_deid.formats`)
 what to write and returns an :class:`~bids_deid.formats.base.Outcome`: files to write,
@@ -86,7 +86,7 @@ def scrubbed(ctx: RunContext, rel: str, data: bytes, log: ScrubLog) -> Outcome:
 
 
 # ------------------------------------------------------------------ subject folders
-def handle_nifti(ctx: RunContext, t: FileTask) -> Outcome:
+def handle_nifti(t: FileTask, ctx: RunContext) -> Outcome:
     """A NIfTI image that is not defaced (or any image in a dry run): header scrubbed, voxels streamed
     (:mod:`bids_deid.formats.nifti`). Images to deface are the participant stage's defacing step."""
     from .formats import nifti
@@ -102,7 +102,7 @@ def handle_nifti(ctx: RunContext, t: FileTask) -> Outcome:
     return res
 
 
-def handle_sidecar(ctx: RunContext, t: FileTask) -> Outcome:
+def handle_sidecar(t: FileTask, ctx: RunContext) -> Outcome:
     """A JSON sidecar (or a column dictionary of a table): :mod:`bids_deid.formats.sidecar`."""
     from .formats.sidecar import scrub_object
     from .limits import ResourceLimitError
@@ -122,7 +122,7 @@ def handle_sidecar(ctx: RunContext, t: FileTask) -> Outcome:
     return scrubbed(ctx, t.rel_out, dump_json(obj), log)
 
 
-def handle_coldict(ctx: RunContext, t: FileTask) -> Outcome:
+def handle_coldict(t: FileTask, ctx: RunContext) -> Outcome:
     """``scans.json`` / ``sessions.json``: the entries of kept columns (:mod:`bids_deid.formats.sidecar`)."""
     from .formats.sidecar import scrub_table_dictionary
 
@@ -131,7 +131,7 @@ def handle_coldict(ctx: RunContext, t: FileTask) -> Outcome:
     return scrubbed(ctx, t.rel_out, dump_json(keep), log)
 
 
-def handle_dated_tsv(ctx: RunContext, t: FileTask) -> Outcome:
+def handle_dated_tsv(t: FileTask, ctx: RunContext) -> Outcome:
     """``*_scans.tsv`` / ``*_sessions.tsv`` (:mod:`bids_deid.formats.tabular`). Images run first: a scans row
     whose file was withheld or left out goes too."""
     from .formats import tabular
@@ -143,7 +143,7 @@ def handle_dated_tsv(ctx: RunContext, t: FileTask) -> Outcome:
     return scrubbed(ctx, t.rel_out, res.writes[t.rel_out], res.log)
 
 
-def handle_copy(ctx: RunContext, t: FileTask) -> Outcome:
+def handle_copy(t: FileTask, ctx: RunContext) -> Outcome:
     """Tables and gradient files carried: ``.tsv`` relabelled, ``.tsv.gz`` re-compressed with a bare
     gzip header (it may hold the original file name, a timestamp, a comment), others as they are."""
     if ctx.dry_run:
@@ -155,7 +155,7 @@ def handle_copy(ctx: RunContext, t: FileTask) -> Outcome:
     return Outcome(writes={t.rel_out: t.src})
 
 
-def handle_format(ctx: RunContext, t: FileTask) -> Outcome:
+def handle_format(t: FileTask, ctx: RunContext) -> Outcome:
     """A file (or folder recording) of any other format: through the format registry."""
     from .formats import handler_for
 
@@ -183,22 +183,22 @@ def handle_format(ctx: RunContext, t: FileTask) -> Outcome:
     return res
 
 
-def handle_convert(ctx: RunContext, t: FileTask) -> Outcome:
+def handle_convert(t: FileTask, ctx: RunContext) -> Outcome:
     """Analyze / MINC / PAR -> NIfTI (+ sidecar), or a slide -> OME-TIFF (:mod:`bids_deid.convert.formats`)."""
     from .convert.formats import convert_task
 
-    return convert_task(ctx, t)
+    return convert_task(t, ctx)
 
 
-def handle_companion(ctx: RunContext, t: FileTask) -> Outcome:
+def handle_companion(t: FileTask, ctx: RunContext) -> Outcome:
     """``.img``/``.mat``/``.REC``: written with their header, else left out."""
     from .convert.formats import companion_task
 
-    return companion_task(ctx, t)
+    return companion_task(t, ctx)
 
 
 # ------------------------------------------------------------------ sourcedata
-def handle_source(ctx: RunContext, t: FileTask) -> Outcome:
+def handle_source(t: FileTask, ctx: RunContext) -> Outcome:
     """A file under ``sourcedata/``: twix, the older image formats and slides, DICOM, one-file recordings."""
     from .convert.formats import source_task
     from .scrub.dicom import is_dicom
@@ -208,20 +208,20 @@ def handle_source(ctx: RunContext, t: FileTask) -> Outcome:
     if s.sourcedata == "none":
         return Outcome().record(f"sourcedata/{rel_src}", "left out", "--sourcedata none", original=True)
     if t.src.suffix.lower() == ".dat":
-        return _twix(ctx, t, rel_src)
-    res = source_task(ctx, t, rel_src)  # Analyze/MINC/PAR/slides, whole-slide DICOM, --clean-pixels
+        return _twix(t, ctx, rel_src)
+    res = source_task(t, ctx, rel_src)  # Analyze/MINC/PAR/slides, whole-slide DICOM, --clean-pixels
     if res is not None:
         return res
     if not is_dicom(t.src):
-        res = _source_by_format(ctx, t, rel_src)
+        res = _source_by_format(t, ctx, rel_src)
         if res is None:
             res = Outcome().record(f"sourcedata/{rel_src}", "left out", "not DICOM: unknown files may identify",
                                    original=True)
         return res
-    return _source_dicom(ctx, t, rel_src)
+    return _source_dicom(t, ctx, rel_src)
 
 
-def _source_dicom(ctx: RunContext, t: FileTask, rel_src: str) -> Outcome:
+def _source_dicom(t: FileTask, ctx: RunContext, rel_src: str) -> Outcome:
     from .scrub.dicom import deidentify_file
 
     face = ctx.s.deface_method != "none" and face_in_pixels(t.src)
@@ -285,7 +285,7 @@ def face_in_pixels(path: Path) -> str | None:
     return f"{modality} image whose pixels may show the face: withheld while defacing is on"
 
 
-def _source_by_format(ctx: RunContext, t: FileTask, rel_src: str) -> Outcome | None:
+def _source_by_format(t: FileTask, ctx: RunContext, rel_src: str) -> Outcome | None:
     """A one-file recording under sourcedata/ (EDF/BDF, FIF, SNIRF/NWB, PNG): scrubbed by its format
     module and written under a keyed name (source names are not BIDS and may hold anything)."""
     from .formats import edf, fif, handler_for, hdf5, png
@@ -305,7 +305,7 @@ def _source_by_format(ctx: RunContext, t: FileTask, rel_src: str) -> Outcome | N
     return res
 
 
-def _twix(ctx: RunContext, t: FileTask, rel_src: str) -> Outcome:
+def _twix(t: FileTask, ctx: RunContext, rel_src: str) -> Outcome:
     from .formats import twix
 
     if not twix.is_twix(t.src):
@@ -324,7 +324,7 @@ def _twix(ctx: RunContext, t: FileTask, rel_src: str) -> Outcome:
 
 
 #: the handler of each task kind (an image to deface is the participant stage's defacing step)
-HANDLERS: dict[str, Callable[[RunContext, FileTask], Outcome]] = {
+HANDLERS: dict[str, Callable[[FileTask, RunContext], Outcome]] = {
     "nifti": handle_nifti, "sidecar": handle_sidecar, "coldict": handle_coldict, "dated_tsv": handle_dated_tsv, "copy": handle_copy,
     "format": handle_format, "convert": handle_convert, "companion": handle_companion, "source": handle_source,
 }

@@ -87,7 +87,7 @@ class SubjectRun:
             return
         from .handlers import HANDLERS
 
-        self.apply(HANDLERS[t.kind](self.context(), t))
+        self.apply(HANDLERS[t.kind](t, self.context()))
 
     def apply(self, res) -> None:
         """Carry out an :class:`~bids_deid.formats.base.Outcome`: the one place a handler's files are written

@@ -67,7 +67,7 @@ def test_handlers_write_nothing_and_apply_writes_it_all(tmp_path, dry_run):
     outcomes = []
     for t in tasks:
         if t.kind in HANDLERS:
-            outcomes.append((t, HANDLERS[t.kind](run.context(), t)))
+            outcomes.append((t, HANDLERS[t.kind](t, run.context())))
     assert _files(s.output_dir) == []  # no handler wrote into the output
     assert not run.records and not run.audit  # nor into the run's state
     by_kind = {t.kind: res for t, res in outcomes}

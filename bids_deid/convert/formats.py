@@ -60,14 +60,14 @@ def convert_to_nifti(kind: str, src: Path, dst: Path, profile=None, offset_days:
     return mod.to_nifti(src, dst, profile, offset_days, slog)
 
 
-def convert_task(ctx, t: FileTask) -> Outcome:
+def convert_task(t: FileTask, ctx) -> Outcome:
     """An Analyze/MINC/PAR image (or a slide under ``micr/``) in a BIDS subject folder."""
     from ..errors import InputError
     from .micr import is_micr_rel, micr_task
 
     s = ctx.s
     if is_micr_rel(t.rel_out):
-        return micr_task(ctx, t)
+        return micr_task(t, ctx)
     kind = format_of(t.src)
     if kind not in CONVERTIBLE:
         return Outcome().record(t.src.relative_to(s.bids_dir).as_posix(), "left out",
@@ -107,7 +107,7 @@ def header_of(path: Path) -> Path | None:
     return next((path.with_suffix(e) for e in exts if path.with_suffix(e).is_file()), None)
 
 
-def companion_task(ctx, t: FileTask) -> Outcome:
+def companion_task(t: FileTask, ctx) -> Outcome:
     """``.img``/``.mat``/``.REC`` in a subject folder.
 
     They are read through their header by :func:`convert_task`; one without a readable
@@ -129,17 +129,17 @@ def _load_obj(path: Path) -> dict:
     return obj if isinstance(obj, dict) else {}
 
 
-def source_task(ctx, t: FileTask, rel_src: str) -> Outcome | None:
+def source_task(t: FileTask, ctx, rel_src: str) -> Outcome | None:
     """A ``sourcedata/`` file handled here, or None when the caller's own handling applies."""
     kind = format_of(t.src)
     if kind is None and is_companion(t.src):
         return Outcome()  # written together with its header
     if kind is not None:
-        return _source_other(ctx, t, rel_src, kind)
-    return _source_dicom(ctx, t, rel_src)
+        return _source_other(t, ctx, rel_src, kind)
+    return _source_dicom(t, ctx, rel_src)
 
 
-def _source_other(ctx, t: FileTask, rel_src: str, kind: str) -> Outcome:
+def _source_other(t: FileTask, ctx, rel_src: str, kind: str) -> Outcome:
     from ..errors import InputError
 
     mod = by_name(kind)
@@ -157,7 +157,7 @@ def _source_other(ctx, t: FileTask, rel_src: str, kind: str) -> Outcome:
     return res
 
 
-def _source_dicom(ctx, t: FileTask, rel_src: str) -> Outcome | None:
+def _source_dicom(t: FileTask, ctx, rel_src: str) -> Outcome | None:
     """A whole-slide DICOM, or one whose burned-in text ``--clean-pixels`` removes; None for other DICOM.
 
     The DICOM engine writes the file itself (whole and checked); the outcome carries its audit

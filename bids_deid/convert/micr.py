@@ -252,7 +252,7 @@ def _total_matrix(path: Path) -> tuple[int, int]:
     return int(ds.TotalPixelMatrixRows), int(ds.TotalPixelMatrixColumns)
 
 
-def micr_task(ctx, t) -> Outcome:
+def micr_task(t, ctx) -> Outcome:
     """A slide under ``sub-X/micr/``: scrubbed in the private scratch, then written as OME-TIFF."""
     from ..formats.base import write_outcome
     from ..formats.wsi import deidentify_wsi_dicom, tiff_outcome
