@@ -355,3 +355,98 @@ def test_slide_without_pixel_size_stays_in_sourcedata(tmp_path):
         tw.write(np.zeros((64, 64), np.uint8), tile=(32, 32), metadata=None, resolution=(20000, 20000),
                  resolutionunit=3)
     assert tiff_pixel_size_um(tmp_path / "b.tif") == pytest.approx((0.5, 0.5))
+
+
+# ------------------------------------------------------------------ MINC acquisition attributes -> sidecar
+MINC_ACQ = {"repetition_time": 2.3, "echo_time": 0.00298, "inversion_time": 0.9, "flip_angle": 9.0,
+            "imaging_frequency": 123250000.0, "scanning_sequence": b"GR\\IR", "protocol_name": b"t1_mprage_sag"}
+MINC_STUDY = {"manufacturer": b"SIEMENS", "model": b"Prisma", "field_value": 2.89362, "serial_no": b"166038",
+              "institution": b"Clinic of Springfield", "station_id": b"MRC35113", "software_version": b"syngo MR E11"}
+
+
+def _minc_with_acquisition(src: Path, dst: Path) -> Path:
+    """A copy of MINC file ``src`` whose acquisition/study information holds scanner attributes."""
+    version = dst.suffix and open(src, "rb").read(3) == b"CDF"
+    if not version:  # MINC 2 (HDF5)
+        import h5py
+
+        shutil.copy(src, dst)
+        with h5py.File(dst, "a") as f:
+            info = f["minc-2.0"].require_group("info")
+            for name, attrs in (("acquisition", MINC_ACQ), ("study", MINC_STUDY)):
+                g = info[name] if name in info else info.create_group(name)  # MINC 2 stores a dataset
+                for k, v in attrs.items():
+                    g.attrs[k] = np.bytes_(v) if isinstance(v, bytes) else np.float64(v)
+        return dst
+    from scipy.io import netcdf_file
+
+    with netcdf_file(src, "r", mmap=False) as fin, netcdf_file(dst, "w", version=fin.version_byte) as fout:
+        for k, v in fin._attributes.items():
+            setattr(fout, k, v)
+        for d, n in fin.dimensions.items():
+            fout.createDimension(d, n)
+        for name, var in fin.variables.items():
+            out = fout.createVariable(name, var.data.dtype if var.data is not None else var.typecode(),
+                                      var.dimensions)
+            if var.shape:
+                out[:] = var[:]
+            elif var.data is not None and var.data.size and out.data is not None:
+                out.data[()] = np.asarray(var.data).reshape(())
+            for k, a in var._attributes.items():
+                setattr(out, k, a)
+            extra = {"acquisition": MINC_ACQ, "study": MINC_STUDY}.get(name, {})
+            for k, v in extra.items():
+                setattr(out, k, v if isinstance(v, bytes) else np.float64(v))
+    return dst
+
+
+@needs_shared
+@pytest.mark.parametrize("name", ["minc1_1_scale.mnc", "minc2_1_scale.mnc"])
+def test_minc_conversion_sidecar_follows_the_profile(tmp_path, name):
+    from bids_deid.formats import minc
+
+    src = _minc_with_acquisition(SHARED / "minc" / name, tmp_path / name)
+    slog = ScrubLog()
+    nii, side_path = minc.to_nifti(src, tmp_path / "out" / "x.nii.gz", load_profile("basic"), 12, slog)
+    side = json.loads(side_path.read_text())
+    # the science: BIDS names and units (seconds, degrees, MHz, tesla)
+    assert side["RepetitionTime"] == pytest.approx(2.3)
+    assert side["EchoTime"] == pytest.approx(0.00298)
+    assert side["InversionTime"] == pytest.approx(0.9)
+    assert side["FlipAngle"] == pytest.approx(9.0)
+    assert side["ImagingFrequency"] == pytest.approx(123.25)
+    assert side["MagneticFieldStrength"] == pytest.approx(2.89362)
+    assert side["Manufacturer"] == "SIEMENS" and side["ManufacturersModelName"] == "Prisma"
+    assert side["ScanningSequence"] == "GR\\IR"
+    # the basic profile's sidecar rules remove institution and device identity, as for DICOM's sidecars
+    for gone in ("InstitutionName", "StationName", "DeviceSerialNumber"):
+        assert gone not in side
+    assert canary_hits(tmp_path / "out", (b"Springfield", b"MRC35113", b"166038")) == []
+    assert np.allclose(nib.load(str(nii)).get_fdata(), nib.load(str(SHARED / "minc" / name)).get_fdata(), atol=1e-6)
+    # a profile that keeps the institution gets it
+    keep = tmp_path / "keep.yaml"
+    keep.write_text("extends: basic\nsidecar:\n  rules:\n    - {field: InstitutionName, action: keep}\n")
+    _nii, side_path = minc.to_nifti(src, tmp_path / "out2" / "x.nii.gz", load_profile(str(keep)), 12, ScrubLog())
+    assert json.loads(side_path.read_text())["InstitutionName"] == "Clinic of Springfield"
+
+
+@needs_shared
+def test_minc_without_acquisition_attributes_has_no_sidecar(tmp_path):
+    from bids_deid.formats import minc
+
+    _nii, side = minc.to_nifti(SHARED / "minc" / "minc1_4d.mnc", tmp_path / "x.nii.gz", None, None, ScrubLog())
+    assert side is None and not list(tmp_path.glob("*.json"))
+
+
+@needs_shared
+def test_bids_minc_image_gets_its_sidecar(tmp_path, key_file):
+    from bids_deid.cli import main
+
+    ds = _tiny_bids(tmp_path / "in")
+    _minc_with_acquisition(SHARED / "minc" / "minc1_1_scale.mnc", ds / "sub-DOE/anat/sub-DOE_T1w.mnc")
+    out = tmp_path / "out"
+    assert main([str(ds), str(out), "participant", "--key-file", str(key_file), "--deface-method", "none",
+                 "--skip-bids-validation"]) == 0
+    sides = list(out.glob("sub-*/anat/*_T1w.json"))
+    assert len(sides) == 1 and json.loads(sides[0].read_text())["RepetitionTime"] == pytest.approx(2.3)
+    assert canary_hits(out, (b"Springfield", b"MRC35113", b"166038", b"sub-DOE")) == []

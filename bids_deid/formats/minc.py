@@ -17,9 +17,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from ..atomic import atomic_write_bytes
 from ..errors import InputError
 from .base import Context, Outcome, ScrubLog, scrub_to
 from .niftiout import clean_nifti, write_nifti_gz
+from .sidecar import dump_json, scrub_sidecar
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +34,31 @@ _KEEP_ATTRS = {
     "widths", "offsets", "minc_version", "_FillValue",
 }
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+
+# MINC standard attributes of the ``acquisition`` and ``study`` variables (MINC 1) / groups
+# under ``minc-2.0/info`` (MINC 2) that have a BIDS sidecar field: (variable, attribute) ->
+# (field, scale to BIDS units). MINC stores times in seconds, frequencies in Hz and the field
+# in tesla. Identifying ones (institution, station, serial number) are mapped too, so that
+# the profile's sidecar rules are what removes (or keeps) them.
+SIDECAR_FIELDS: dict[tuple[str, str], tuple[str, float | None]] = {
+    ("acquisition", "repetition_time"): ("RepetitionTime", 1.0),
+    ("acquisition", "echo_time"): ("EchoTime", 1.0),
+    ("acquisition", "inversion_time"): ("InversionTime", 1.0),
+    ("acquisition", "flip_angle"): ("FlipAngle", 1.0),
+    ("acquisition", "slice_thickness"): ("SliceThickness", 1.0),
+    ("acquisition", "imaging_frequency"): ("ImagingFrequency", 1e-6),
+    ("acquisition", "scanning_sequence"): ("ScanningSequence", None),
+    ("acquisition", "protocol_name"): ("ProtocolName", None),
+    ("acquisition", "series_description"): ("SeriesDescription", None),
+    ("acquisition", "receive_coil"): ("ReceiveCoilName", None),
+    ("study", "manufacturer"): ("Manufacturer", None),
+    ("study", "model"): ("ManufacturersModelName", None),
+    ("study", "field_value"): ("MagneticFieldStrength", 1.0),
+    ("study", "software_version"): ("SoftwareVersions", None),
+    ("study", "serial_no"): ("DeviceSerialNumber", None),
+    ("study", "institution"): ("InstitutionName", None),
+    ("study", "station_id"): ("StationName", None),
+}
 
 
 def minc_version(path: Path) -> int | None:
@@ -152,8 +179,9 @@ def companions(path: Path) -> list[Path]:
 def scrub(src: Path, profile, ctx: Context) -> Outcome:
     """The scrubbed MINC file (same version as the input) under ``ctx.rel_out``.
 
-    Fixed rules (no MINC attribute is a profile's to keep): only the attributes readers need
-    for the image stay. The file is rebuilt when written; raises InputError for a file that
+    Fixed rules for the copy: only the attributes readers need for the image stay (the
+    acquisition and scanner attributes reach a conversion's sidecar, where the profile
+    decides; see :func:`minc_sidecar`). The file is rebuilt when written; raises InputError for a file that
     is not MINC 1/2 (and the writer for one that does not read).
     """
     src = Path(src)
@@ -183,6 +211,80 @@ def scrub_minc(src: Path, dst: Path, slog: ScrubLog | None = None) -> Path:
     return Path(dst)
 
 
+def _attr_value(value, scale: float | None):
+    """One MINC attribute as a sidecar value: text stripped of padding, a number scaled."""
+    if isinstance(value, bytes | np.bytes_):
+        text = bytes(value).split(b"\0", 1)[0].decode("latin-1").strip()
+        if scale is None:
+            return text or None
+        try:
+            value = float(text)
+        except ValueError:
+            return None
+    arr = np.atleast_1d(np.asarray(value))
+    if scale is None or arr.size != 1 or arr.dtype.kind not in "iuf":
+        return None
+    number = float(arr[0]) * scale
+    return round(number, 9) if np.isfinite(number) else None
+
+
+def minc_attributes(src: Path) -> dict[tuple[str, str], object]:
+    """The raw ``(variable, attribute) -> value`` pairs of the MINC ``acquisition``, ``study`` and ``patient`` information."""
+    src = Path(src)
+    version = minc_version(src)
+    found: dict[tuple[str, str], object] = {}
+    try:
+        if version == 2:
+            import h5py
+
+            with h5py.File(src, "r") as f:
+                info = f["minc-2.0"].get("info", {})
+                for var in ("acquisition", "study", "patient"):
+                    if var in info:
+                        found.update({(var, k): info[var].attrs[k] for k in info[var].attrs})
+        elif version == 1:
+            from scipy.io import netcdf_file
+
+            with netcdf_file(src, "r", mmap=False) as f:
+                for var in ("acquisition", "study", "patient"):
+                    if var in f.variables:
+                        found.update({(var, k): v for k, v in f.variables[var]._attributes.items()})
+    except Exception as exc:  # noqa: BLE001
+        raise InputError(f"{src.name}: MINC file not readable ({type(exc).__name__})") from exc
+    return found
+
+
+def minc_sidecar(src: Path, profile=None, offset_days: int | None = None, slog: ScrubLog | None = None) -> dict:
+    """The BIDS sidecar of a MINC image: its acquisition and scanner attributes under their BIDS
+    names (:data:`SIDECAR_FIELDS`), then the profile's sidecar rules.
+
+    As for a dcm2niix sidecar, the non-identifying acquisition fields the schema does not define
+    (``ImagingFrequency``...) are kept unless the profile removes them, and the free-text
+    protocol and series names are kept only with every patient/study text value cut out.
+    """
+    from dataclasses import replace
+
+    from ..convert.sidecar_keep import FREE_TEXT, clean_text, keep_rules
+    from ..profiles import load_profile
+
+    slog = slog if slog is not None else ScrubLog()
+    profile = profile or load_profile("basic")
+    attrs = minc_attributes(src)
+    idents = [_attr_value(v, None) for (var, _k), v in attrs.items() if var in ("patient", "study")]
+    idents = [t for t in idents if t]
+    side: dict = {}
+    for key, value in attrs.items():
+        if key in SIDECAR_FIELDS:
+            field, scale = SIDECAR_FIELDS[key]
+            v = _attr_value(value, scale)
+            if field in FREE_TEXT and v is not None:
+                v = clean_text(v, idents) or None
+            if v is not None and v != "":
+                side[field] = v
+    keeping = replace(profile, sidecar_rules=keep_rules() + tuple(profile.sidecar_rules))
+    return scrub_sidecar(side, keeping, offset_days, slog)
+
+
 def minc_to_nifti(src: Path, dst: Path, slog: ScrubLog | None = None) -> Path:
     """Convert a MINC 1/2 file to a clean ``.nii.gz`` (scaled values as float32, nibabel's affine)."""
     src, dst = Path(src), Path(dst)
@@ -202,5 +304,13 @@ def minc_to_nifti(src: Path, dst: Path, slog: ScrubLog | None = None) -> Path:
 
 def to_nifti(src: Path, dst: Path, profile=None, offset_days: int | None = None,
              slog: ScrubLog | None = None) -> tuple[Path, Path | None]:
-    """The registry's conversion entry: a clean ``.nii.gz`` (MINC has no sidecar)."""
-    return minc_to_nifti(src, dst, slog), None
+    """The registry's conversion entry: a clean ``.nii.gz`` and, when the file records any
+    acquisition or scanner attribute, its sidecar (scrubbed by the profile)."""
+    slog = slog if slog is not None else ScrubLog()
+    side = minc_sidecar(src, profile, offset_days, slog)
+    image = minc_to_nifti(src, dst, slog)
+    if not side:
+        return image, None
+    json_path = Path(dst).with_name(Path(dst).name[: -len(".nii.gz")] + ".json")
+    atomic_write_bytes(json_path, dump_json(side))
+    return image, json_path
