@@ -124,3 +124,40 @@ def test_unknown_versions_raise_one_line(tmp_path, content):
         scrub_twix(bad, tmp_path / "o.dat", "x")
     assert "\n" not in str(exc.value)
     assert not (tmp_path / "o.dat").exists()
+
+
+@needs_twix
+def test_the_profile_decides_as_for_the_same_dicom_attributes(tmp_path):
+    from bids_deid.formats import twix
+    from bids_deid.formats.base import Context, write_outcome
+    from bids_deid.profiles import load_profile
+
+    src = tmp_path / "in.dat"
+    _plant(DATA / "gre.dat", src)
+
+    def run(profile_text: str | None, name: str) -> tuple[bytes, list]:
+        profile = load_profile("basic")
+        if profile_text is not None:
+            (tmp_path / f"{name}.yaml").write_text("extends: basic\n" + profile_text)
+            profile = load_profile(str(tmp_path / f"{name}.yaml"))
+        out = twix.scrub(src, profile, Context(rel_out=f"{name}.dat", subject="01"))
+        write_outcome(tmp_path, out, skip_existing=False)
+        data = (tmp_path / f"{name}.dat").read_bytes()
+        assert len(data) == src.stat().st_size
+        return data, out.log.identifiers
+
+    basic, ids = run(None, "basic")
+    for gone in (b"DZNE_Bonn-Venusberg", b"45385", b"DOE^JON", b"MRN9876543", b'"flPatientAge">  { <Precision> 6  33.'):
+        assert gone not in basic
+    assert ("InstitutionName", "DZNE_Bonn-Venusberg") in ids
+    # options of PS3.15 Table E.1-1 keep the patient characteristics and the device identity
+    chars, ids = run("dicom:\n  options: [retain_patient_characteristics, retain_device_identity]\n", "chars")
+    assert b"33.000000" in chars and b"100.000000" in chars and b"45385" in chars
+    assert b"DZNE_Bonn-Venusberg" not in chars and b"DOE^JON" not in chars
+    # a keep rule for one attribute; what is kept is not reported as an identifier
+    inst, ids = run("dicom:\n  rules:\n    - {tag: InstitutionName, action: keep}\n", "inst")
+    assert b"DZNE_Bonn-Venusberg" in inst and b"DOE^JON" not in inst and b"MRN9876543" not in inst
+    assert not any(kind == "InstitutionName" for kind, _v in ids)
+    profile = load_profile(str(tmp_path / "inst.yaml"))
+    assert not any(k == "InstitutionName" for k, _v in read_twix_identifiers(src, profile))
+    assert any(k == "InstitutionName" for k, _v in read_twix_identifiers(src))

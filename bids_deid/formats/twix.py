@@ -275,7 +275,31 @@ def _patches_in_buffer(buf: bytes, base: int, bufname: str, subject: str):
                 yield p
 
 
-def _collect(path: Path, subject: str):
+def kept_kinds(profile) -> frozenset[str]:
+    """The identity kinds (DICOM keywords) whose twix values the profile keeps.
+
+    A twix header holds the same attributes as the DICOM the scanner writes beside it, so the
+    profile's DICOM decision for the attribute decides (``keep`` rules and options such as
+    ``retain_patient_characteristics`` or ``retain_device_identity``); anything the DICOM
+    profile would change, empty, shift or remove is overwritten. No profile: nothing is kept.
+    """
+    if profile is None:
+        return frozenset()
+    from pydicom.datadict import tag_for_keyword
+
+    from ..scrub.dicom_core import decide_tag
+    from ..scrub.dicom_table import compile_plan
+
+    plan = compile_plan(profile)
+    kept = set()
+    for kind in set(_FIELDS.values()):
+        tag = tag_for_keyword(kind)
+        if tag is not None and decide_tag(plan, tag, None) is None:
+            kept.add(kind)
+    return frozenset(kept)
+
+
+def _collect(path: Path, subject: str, keep: frozenset[str] = frozenset()):
     version, raid_names, buffers = twix_layout(path)
     patches: list[tuple[int, bytes, str, str, bytes]] = []
     with open(path, "rb") as fh:
@@ -283,12 +307,12 @@ def _collect(path: Path, subject: str):
             fh.seek(off)
             raw = fh.read(length)
             v = raw.split(b"\0", 1)[0]
-            if v:
+            if v and "PatientName" not in keep:
                 patches.append((off, _fill(v, "PatientName", subject), "PatientName", "raid:patName", v))
         for name, off, length in buffers:
             fh.seek(off)
             buf = fh.read(length)
-            patches.extend(_patches_in_buffer(buf, off, name, subject))
+            patches.extend(p for p in _patches_in_buffer(buf, off, name, subject) if p[2] not in keep)
     # overlapping patches (a UID inside a named field): keep the first at each offset,
     # drop any patch starting inside an earlier one
     patches.sort(key=lambda p: p[0])
@@ -313,15 +337,16 @@ def _identifiers(patches) -> list[tuple[str, str]]:
     return found
 
 
-def read_twix_identifiers(path: Path) -> list[tuple[str, str]]:
-    """Identifying (kind, value) pairs in a twix header, without changing anything.
+def read_twix_identifiers(path: Path, profile=None) -> list[tuple[str, str]]:
+    """Identifying (kind, value) pairs in a twix header, without changing anything (the values
+    the profile keeps, see :func:`kept_kinds`, are not listed).
 
     Raises
     ------
     InputError
         For unknown header versions or corrupt files.
     """
-    _version, patches = _collect(Path(path), "")
+    _version, patches = _collect(Path(path), "", kept_kinds(profile))
     return _identifiers(patches)
 
 
@@ -343,16 +368,16 @@ def scrub(src: Path, profile, ctx: Context) -> Outcome:
     """The twix file under ``ctx.rel_out``, copied with its identifying header values overwritten in place.
 
     Patient name and ID become the pseudonymous ``sub-<ctx.subject>`` (padded or cut to the
-    same length), other values ``x`` (text) or ``0`` (digits): fixed rules, as the header
-    keeps nothing a profile could ask for. The audit rows (field, kind, offset, length; no
+    same length), other values ``x`` (text) or ``0`` (digits), except those the profile's
+    DICOM rules keep for the same attribute (:func:`kept_kinds`). The audit rows (field, kind, offset, length; no
     values) and the original values met are in the log. Raises InputError for unknown
     header versions or corrupt files (one line).
     """
-    return _outcome(Path(src), ctx.rel_out, f"sub-{ctx.subject}" if ctx.subject else "")
+    return _outcome(Path(src), ctx.rel_out, f"sub-{ctx.subject}" if ctx.subject else "", kept_kinds(profile))
 
 
-def _outcome(src: Path, rel: str, replacement_subject: str) -> Outcome:
-    version, patches = _collect(src, replacement_subject)
+def _outcome(src: Path, rel: str, replacement_subject: str, keep: frozenset[str] = frozenset()) -> Outcome:
+    version, patches = _collect(src, replacement_subject, keep)
     slog = ScrubLog()
     slog.changes += [{"field": f, "kind": k, "offset": off, "length": len(new)} for off, new, k, f, _v in patches]
     slog.identifiers += _identifiers(patches)
