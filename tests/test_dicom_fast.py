@@ -26,7 +26,7 @@ from test_scrub_dicom import _canary_dataset, _leaks
 
 from bids_deid.atomic import atomic_open
 from bids_deid.scrub import dicom as engine
-from bids_deid.scrub import dicom_engine, dicom_raw
+from bids_deid.scrub import dicom_files, dicom_raw
 from bids_deid.scrub.dicom import deidentify_file, deidentify_tree, iter_files, iter_tree
 
 DICOM_DIR = SHARED / "dicom"
@@ -37,20 +37,20 @@ needs_shared = pytest.mark.skipif(not DICOM_DIR.is_dir(), reason="../shared/data
 def full_calls(monkeypatch):
     """Count calls of the full pydicom path."""
     calls = []
-    real = engine._process_full
+    real = engine.process_full
 
     def spy(*args, **kwargs):
         calls.append(args[0])
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(dicom_engine, "_process_full", spy)  # the module whose _process_slow calls it
+    monkeypatch.setattr(dicom_files, "process_full", spy)  # the module whose process_slow calls it
     return calls
 
 
 def _both(src: Path, tmp: Path, profile, pseudo, name: str = "x"):
     """(full-path result, raw-path result); raw raises if it would fall back."""
-    full = engine._process_full(src, lambda *_: tmp / "full" / f"{name}.dcm", profile, pseudo, None, None, True)
-    raw = engine._process_raw(src, lambda *_: tmp / "raw" / f"{name}.dcm", profile, pseudo, None, None, True, False)
+    full = engine.process_full(src, lambda *_: tmp / "full" / f"{name}.dcm", profile, pseudo, None, None, True)
+    raw = engine.process_raw(src, lambda *_: tmp / "raw" / f"{name}.dcm", profile, pseudo, None, None, True, False)
     return full, raw
 
 

@@ -38,7 +38,7 @@ def _lean_and_raw(src: Path, tmp: Path, profile, pseudo, name: str = "x"):
         if d.exists():
             d.unlink()
     lean = dicom_lean.process(str(src), lambda *_: str(dst_lean), profile, pseudo, None, None, False, False)
-    raw = engine._process_raw(Path(src), lambda *_: dst_raw, profile, pseudo, None, None, False, False)
+    raw = engine.process_raw(Path(src), lambda *_: dst_raw, profile, pseudo, None, None, False, False)
     return lean, raw
 
 

@@ -89,11 +89,11 @@ def test_left_out_elements_keep_audit_order(tmp_path, profile, pseudo):
     src = _save(_tricky_dataset(None), tmp_path / "in.dcm", ExplicitVRLittleEndian)
     plan = engine.compile_plan(profile)
     plain = dicom_raw.read_raw(src)
-    skipped = dicom_raw.read_raw(src, engine._skip_for(plan))
+    skipped = dicom_raw.read_raw(src, engine.skip_for(plan))
     try:
         assert len(skipped.ds._dict) < len(plain.ds._dict)  # private attributes never built
         a = engine.deidentify_dataset(plain.ds, profile, pseudo, "abc", -10)
-        b = engine._deidentify(skipped.ds, profile, pseudo, "abc", -10, skipped.events)
+        b = engine.deidentify_events(skipped.ds, profile, pseudo, "abc", -10, skipped.events)
         assert a == b
     finally:
         plain.close()

@@ -14,9 +14,9 @@ back as their original bytes and Pixel Data is copied as a byte range, never par
 files (no preamble, big endian, deflated, malformed) take the full pydicom path. Per-tag
 decisions are cached per profile plan (``Plan.decisions``).
 
-The pydicom side of the engine: the dataset walk (:func:`deidentify_dataset`, pure, in place)
-and the raw and full file paths that the tree driver (:mod:`bids_deid.scrub.dicom_tree`) takes
-for files the lean byte path declines. It never imports the driver; the public names of both
+The pydicom side of the engine's decisions: the dataset walk (:func:`deidentify_dataset`, pure,
+in place). The raw and full file paths that use it, for files the lean byte path declines, are
+in :mod:`bids_deid.scrub.dicom_files`. It never imports the driver; the public names of all
 are gathered in :mod:`bids_deid.scrub.dicom`.
 """
 
@@ -24,14 +24,11 @@ from __future__ import annotations
 
 import logging
 import re
-from pathlib import Path
 
 import pydicom
 from pydicom.charset import default_encoding
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
-from pydicom.filebase import DicomBytesIO
 from pydicom.multival import MultiValue
 from pydicom.sequence import Sequence
 from pydicom.tag import Tag
@@ -39,11 +36,7 @@ from pydicom.uid import UID as UIDValue
 from pydicom.values import multi_string
 
 from .. import __version__
-from ..atomic import atomic_open
-from ..dicom import integrity
 from ..dicom.sniff import is_dicom
-from ..dicom.syntax import refusal as syntax_refusal
-from ..dicom.syntax import transfer_syntax
 from ..profiles import Profile
 from ..pseudonym import Pseudonymizer, shift_da, shift_dt
 from . import dicom_allowlist as allow
@@ -92,7 +85,6 @@ from .dicom_core import (  # noqa: F401 - re-exported: the engine's shared decis
     tag_label,
     vr_of_tag,
 )
-from .dicom_raw import read_raw, write_raw_file
 from .dicom_table import (
     CLEAN,
     DUMMY,
@@ -223,7 +215,7 @@ def _get(ds: Dataset, tag: int) -> DataElement:
     return ds[tag]
 
 
-def _sv(ds: Dataset, tag: int) -> str:
+def string_value(ds: Dataset, tag: int) -> str:
     """``str(ds.get(keyword, "") or "")`` for the keyword of ``tag``, converting through :func:`_get`."""
     if tag not in ds._dict:
         return ""
@@ -298,7 +290,7 @@ def _walk(ds: Dataset, ctx: Ctx, events: list | None = None) -> None:
     """Treat every element of ``ds`` (and of its sequences) in place.
 
     ``events`` (raw path, top level): the elements in file order as :func:`read_raw` listed
-    them with :func:`_skip_for`; those it left out of ``ds`` get their audit entry here, in
+    them with :func:`skip_for`; those it left out of ``ds`` get their audit entry here, in
     the same order as if they had been walked.
     """
     plan = ctx.plan
@@ -376,7 +368,7 @@ class _SkipMap(dict):
         return out
 
 
-def _skip_for(plan: Plan) -> _SkipMap:
+def skip_for(plan: Plan) -> _SkipMap:
     """The :class:`_SkipMap` of ``plan``."""
     return _SkipMap(plan)
 
@@ -451,10 +443,10 @@ def deidentify_dataset(
         Audit entries (no original values) and ``(kind, original value)`` pairs of every
         identifying value removed or replaced (for the private-side leak audit).
     """
-    return _deidentify(ds, profile, pseudo, subject, offset_days)
+    return deidentify_events(ds, profile, pseudo, subject, offset_days)
 
 
-def _deidentify(ds: Dataset, profile: Profile, pseudo: Pseudonymizer, subject: str, offset_days: int,
+def deidentify_events(ds: Dataset, profile: Profile, pseudo: Pseudonymizer, subject: str, offset_days: int,
                 events: list | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
     """:func:`deidentify_dataset`; with ``events`` (raw path: ``ds`` is only written) the method
     attributes may be shared between files."""
@@ -471,7 +463,7 @@ def _deidentify(ds: Dataset, profile: Profile, pseudo: Pseudonymizer, subject: s
     return ctx.changes, ctx.identifiers
 
 
-_MS_SOP_CLASS, _MS_SOP_INSTANCE, _IMPL_CLASS, _IMPL_VERSION = 0x00020002, 0x00020003, 0x00020012, 0x00020013
+MS_SOP_CLASS, MS_SOP_INSTANCE, _IMPL_CLASS, _IMPL_VERSION = 0x00020002, 0x00020003, 0x00020012, 0x00020013
 _SOP_CLASS_UID = 0x00080016
 
 
@@ -491,208 +483,19 @@ def _treat_meta(ds: Dataset, meta: FileMetaDataset, ctx: Ctx) -> None:
             del md[tag]
             ctx.note(itag, "remove", "file meta: not needed")
     if SOP_INSTANCE_UID in ds._dict:
-        _set_meta(meta, _MS_SOP_INSTANCE, "UI", _get(ds, SOP_INSTANCE_UID).value)
-    elif _MS_SOP_INSTANCE in md:
-        _remap(_get(meta, _MS_SOP_INSTANCE), ctx)
+        _set_meta(meta, MS_SOP_INSTANCE, "UI", _get(ds, SOP_INSTANCE_UID).value)
+    elif MS_SOP_INSTANCE in md:
+        _remap(_get(meta, MS_SOP_INSTANCE), ctx)
     if _SOP_CLASS_UID in ds._dict:
-        _set_meta(meta, _MS_SOP_CLASS, "UI", _get(ds, _SOP_CLASS_UID).value)
+        _set_meta(meta, MS_SOP_CLASS, "UI", _get(ds, _SOP_CLASS_UID).value)
     _set_meta(meta, _IMPL_CLASS, "UI", IMPLEMENTATION_UID)
     _set_meta(meta, _IMPL_VERSION, "SH", f"BIDSDEID_{__version__}"[:16])
 
 
-# ------------------------------------------------------------------ files
+# ------------------------------------------------------------------ burned-in check
 def burned_in_reason(ds: Dataset, profile: Profile) -> str | None:
     """Why ``ds`` may carry burned-in text, or None."""
-    return burned_in_rule(lambda tag: _sv(ds, tag), profile)
-
-
-def read_dicom(src: Path) -> Dataset:
-    try:
-        ds = pydicom.dcmread(src)
-    except InvalidDicomError:
-        ds = pydicom.dcmread(src, force=True)
-        if "SOPClassUID" not in ds:
-            raise
-    ts = transfer_syntax(str(getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "") or ""))
-    if ts is not None and not ts.implicit and any(type(e) is RawDataElement and e.VR is None
-                                                  for e in ds._dict.values()):
-        # read as implicit VR (pydicom reads data in the encoding they have, whatever the meta
-        # declares): convert every element now so that each has its VR when written
-        for _ in ds.iterall():
-            pass
-    return ds
-
-
-def prepare_meta(ds: Dataset) -> None:
-    meta = getattr(ds, "file_meta", None)
-    if meta is None or "TransferSyntaxUID" not in meta:
-        meta = FileMetaDataset() if meta is None else meta
-        implicit = getattr(ds, "is_implicit_VR", True)
-        little = getattr(ds, "is_little_endian", True)
-        meta.TransferSyntaxUID = (
-            pydicom.uid.ImplicitVRLittleEndian if implicit else
-            (pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian)
-        )
-        meta.FileMetaInformationVersion = b"\x00\x01"
-        ds.file_meta = meta
-
-
-def write_whole(ds: Dataset, dst: Path, fsync: bool = True, kept: frozenset[int] = frozenset()) -> None:
-    """Write ``ds`` to ``dst`` atomically, once its bytes parse completely, keep the elements
-    ``kept`` and hold pixel data of the length the header declares (else :class:`OutputDefect`)."""
-    ds.preamble = b"\x00" * 128  # a preamble may hold data (dual-format files)
-    buf = DicomBytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    data = buf.getvalue()
-    found = integrity.inspect(data)
-    if found.defect is not None:
-        raise OutputDefect(f"the de-identified file would not be whole ({found.defect})")
-    lost = sorted(kept - found.tags.keys())
-    if lost:
-        shown = ", ".join(f"({t >> 16:04X},{t & 0xFFFF:04X})" for t in lost[:5])
-        raise OutputDefect(f"the de-identified file would lose {len(lost)} element(s) the profile keeps ({shown})")
-    with atomic_open(dst, "wb", fsync=fsync) as fh:
-        fh.write(data)
-
-
-def subject_for(ds: Dataset, pseudo: Pseudonymizer, subject: str | None) -> str:
-    if subject is not None:
-        return subject
-    pid = _sv(ds, 0x00100020).strip() or _sv(ds, 0x00100010).strip()
-    return pseudo.subject(pid or "unknown")
-
-
-def _process_slow(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subject: str | None,
-                  offset_days: int | None, overwrite: bool, fsync: bool = True,
-                  check_dicom: bool = False) -> DicomResult:
-    """The raw path, then the full pydicom path (for files the lean path declines)."""
-    src = Path(src)
-    if check_dicom and not is_dicom(src):
-        return DicomResult(src, None, "skipped", "not a DICOM file")
-    found = integrity.inspect_path(src)
-    refused = refusal(src, found)
-    if refused is not None:
-        return refused
-    try:
-        return _process_raw(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync)
-    except Fallback as exc:
-        log.debug("full pydicom path for %s: %s", src, exc)
-    except Exception:  # noqa: BLE001 - the full path decides (it reports real errors)
-        log.debug("raw path failed on %s; trying the full pydicom path", src, exc_info=True)
-    return _process_full(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync, found)
-
-
-_MEDIA_DIRECTORY = "1.2.840.10008.1.3.10"
-_DIRECTORY_RECORDS = 0x00041220
-DICOMDIR_REASON = ("DICOMDIR (a media directory) not copied: its records index the input's files and folders, "
-                   "which the de-identified tree renames; the output is read as a folder of files")
-
-
-def refusal(src: Path, found: integrity.Inspection) -> DicomResult | None:
-    """The result for a file the engine does not write (input defect, unknown transfer syntax,
-    media directory), before any path of the engine reads it; else None."""
-    if found.defect is not None:
-        return DicomResult(src, None, "withheld", f"input defect: {found.defect}; not written")
-    if found.transfer_syntax and transfer_syntax(found.transfer_syntax) is None:
-        return DicomResult(src, None, "withheld", syntax_refusal(found.transfer_syntax))
-    if found.media_sop_class == _MEDIA_DIRECTORY or _DIRECTORY_RECORDS in found.tags:
-        return DicomResult(src, None, "skipped", DICOMDIR_REASON)
-    return None
-
-
-def _process_raw(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subject: str | None,
-                 offset_days: int | None, overwrite: bool, fsync: bool) -> DicomResult:
-    """Same steps as :func:`_process_full` on a raw-parsed dataset, written by :func:`write_raw`.
-
-    Kept elements are copied as bytes and Pixel Data is never parsed. Raises :class:`Fallback`
-    (or any other exception) before anything is written under ``dst`` when the file needs the
-    full path.
-    """
-    plan = compile_plan(profile)
-    skip = plan.decisions.get("raw_skip")
-    if skip is None:
-        skip = plan.decisions["raw_skip"] = _skip_for(plan)
-    raw = read_raw(src, skip)
-    try:
-        if raw.pixel is not None and not keeps_pixels(plan):
-            raise Fallback("the plan does not keep Pixel Data as is")
-        ds = raw.ds
-        subj = subject_for(ds, pseudo, subject)
-        dst = Path(dst_for(subj, _sv(ds, 0x0020000E), _sv(ds, 0x00080018)))
-        early = _not_to_write(src, dst, ds, profile, subj, overwrite)
-        if early is not None:
-            return early
-        offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
-        changes, identifiers = _deidentify(ds, profile, pseudo, subj, offset, raw.events)
-        write_raw_file(raw, dst, fsync)
-        return _written(src, dst, changes, identifiers, subj, ds)
-    finally:
-        raw.close()
-
-
-def _not_to_write(src: Path, dst: Path, ds: Dataset, profile: Profile, subj: str,
-                  overwrite: bool) -> DicomResult | None:
-    """The result for a file that is already written or held back as a burned-in risk; else None."""
-    return not_to_write(src, dst, subj, overwrite, lambda tag: _sv(ds, tag), profile)
-
-
-def _process_full(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subject: str | None,
-                  offset_days: int | None, overwrite: bool, fsync: bool = True,
-                  found: integrity.Inspection | None = None) -> DicomResult:
-    if found is None:
-        found = integrity.inspect_path(src)
-        refused = refusal(src, found)
-        if refused is not None:
-            return refused
-    try:
-        ds = read_dicom(src)
-    except Exception as exc:  # noqa: BLE001 - one line, file never copied
-        return DicomResult(src, None, "error", f"not readable as DICOM ({type(exc).__name__})")
-    if len(ds._dict) < len(found.tags):
-        return DicomResult(src, None, "withheld", f"pydicom read {len(ds._dict)} of the file's {len(found.tags)} "
-                           "top-level elements; not written")
-    kept = kept_tags(profile, found.tags)
-    subj = subject_for(ds, pseudo, subject)
-    orig_series = _sv(ds, 0x0020000E)
-    orig_sop = _sv(ds, 0x00080018)
-    dst = Path(dst_for(subj, orig_series, orig_sop))
-    early = _not_to_write(src, dst, ds, profile, subj, overwrite)
-    if early is not None:
-        return early
-    offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
-    try:
-        prepare_meta(ds)
-        changes, identifiers = deidentify_dataset(ds, profile, pseudo, subj, offset)
-        missing = [name for tag, name in ((_MS_SOP_CLASS, "SOP Class UID"), (_MS_SOP_INSTANCE, "SOP Instance UID"))
-                   if not _sv(ds.file_meta, tag).strip()]
-        if missing:
-            raise OutputDefect(f"no {' and no '.join(missing)}: the file meta PS3.10 requires cannot be made")
-        write_whole(ds, dst, fsync, kept)
-    except OutputDefect as exc:
-        return DicomResult(src, None, "withheld", f"{exc}; not written", subject=subj)
-    except Exception as exc:  # noqa: BLE001
-        log.debug("failed on %s", src, exc_info=True)
-        return DicomResult(src, None, "error", f"de-identification failed ({type(exc).__name__})", subject=subj)
-    return _written(src, dst, changes, identifiers, subj, ds)
-
-
-def kept_tags(profile: Profile, tags: dict[int, str | None]) -> frozenset[int]:
-    """The top-level ``tags`` (tag -> VR as read) that ``profile`` keeps as they are."""
-    plan = compile_plan(profile)
-    return frozenset(t for t, vr in tags.items() if t >> 16 != 0x0002 and decide_tag(plan, t, vr) is None)
-
-
-class OutputDefect(Exception):
-    """The bytes about to be written are not a whole DICOM file (nothing is written)."""
-
-
-def _written(src: Path, dst: Path, changes: list[dict], identifiers: list, subj: str, ds: Dataset) -> DicomResult:
-    res = DicomResult(
-        src, dst, "written", "ok", changes, identifiers, subj,
-        _sv(ds, 0x0020000D) or None, _sv(ds, 0x0020000E) or None,
-    )
-    res.__dict__["_ckey"] = tuple(map(id, changes))  # every entry is interned (_Ctx.note)
-    return res
+    return burned_in_rule(lambda tag: string_value(ds, tag), profile)
 
 
 __all__ = ["DicomResult", "deidentify_dataset", "is_dicom", "Tag"]

@@ -562,7 +562,7 @@ def _single(vr: str, raw: bytes, codec: str = "latin-1") -> str:
 
 
 def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite: bool, fsync: bool):
-    """De-identify ``src`` as :func:`bids_deid.scrub.dicom._process_raw` does; same result object.
+    """De-identify ``src`` as :func:`bids_deid.scrub.dicom_files.process_raw` does; same result object.
 
     Raises :class:`Fallback` (nothing written) for a file this path does not handle exactly.
     """
@@ -610,7 +610,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
         read.add(tag)
         return _single(r[1], data[r[3]:r[4]], codec)
 
-    # subject, output name, burned-in check: as dicom._process_raw
+    # subject, output name, burned-in check: as dicom_files.process_raw
     if subject is not None:
         subj = subject
     else:

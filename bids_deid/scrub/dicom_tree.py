@@ -38,11 +38,11 @@ def _process(src: Path, dst_for, profile: Profile, pseudo: Pseudonymizer, subjec
             log.debug("raw path for %s: %s", src, exc)
         except Exception:  # noqa: BLE001 - the raw and full paths decide (they report real errors)
             log.debug("lean path failed on %s; trying the raw path", src, exc_info=True)
-    from . import dicom_engine  # pydicom: imported only when a file needs it
+    from . import dicom_files  # pydicom: imported only when a file needs it
 
     try:
-        return dicom_engine._process_slow(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync,
-                                   check_dicom)
+        return dicom_files.process_slow(src, dst_for, profile, pseudo, subject, offset_days, overwrite, fsync,
+                                        check_dicom)
     except OSError as exc:
         return DicomResult(Path(src), None, "error", f"cannot read or write ({exc.strerror or type(exc).__name__})")
     except Exception as exc:  # noqa: BLE001 - hostile input must not stop a run: one line, nothing written
