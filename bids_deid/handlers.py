@@ -254,7 +254,7 @@ def face_in_pixels(path: Path) -> str | None:
     The few values are read without pydicom when the file allows it (the same reader gave the
     formats dispatch its values, so the file is read once); else pydicom reads them.
     """
-    from .scrub.dicom_lean import source_header
+    from .dicom.header import source_header
 
     values = source_header(path)
     if values is not None:

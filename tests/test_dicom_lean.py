@@ -22,6 +22,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEGBaseline8Bit
 from test_scrub_dicom import _canary_dataset, _leaks, _nested
 
+from bids_deid.dicom import header
 from bids_deid.profiles import Profile, Rule, load_profile
 from bids_deid.scrub import dicom as engine
 from bids_deid.scrub import dicom_core, dicom_dict, dicom_lean, dicom_tree
@@ -287,7 +288,7 @@ def test_tree_driver_does_not_import_pydicom(tmp_path, profile, pseudo):
 def _pydicom_values(path: Path) -> dict[int, list[str]]:
     ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
     out = {}
-    for tag in dicom_lean.SOURCE_TAGS:
+    for tag in header.SOURCE_TAGS:
         if tag in ds:
             v = ds[tag].value
             vals = list(v) if isinstance(v, pydicom.multival.MultiValue) else [v]
@@ -296,7 +297,7 @@ def _pydicom_values(path: Path) -> dict[int, list[str]]:
 
 
 def _peeked(path: Path) -> dict[int, list[str]] | None:
-    got = dicom_lean.peek(path, dicom_lean.SOURCE_TAGS)
+    got = header.peek(path, header.SOURCE_TAGS)
     return None if got is None else {t: [v for v in vals if v] for t, vals in got.items()}
 
 
@@ -331,6 +332,6 @@ def test_peek_and_face_check_agree_with_pydicom_on_shared_files(monkeypatch):
     assert handled >= len(files) - 6  # only files without a preamble are left to pydicom
     # the App's face check decides the same through either reader
     lean_answers = [handlers.face_in_pixels(p) for p in files]
-    monkeypatch.setattr(dicom_lean, "source_header", lambda path: None)
+    monkeypatch.setattr(header, "source_header", lambda path: None)
     assert [handlers.face_in_pixels(p) for p in files] == lean_answers
     assert any(lean_answers) and not all(lean_answers)  # the check can go both ways on this data

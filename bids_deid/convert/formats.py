@@ -165,9 +165,9 @@ def _source_dicom(t: FileTask, ctx, rel_src: str) -> Outcome | None:
     """
     import pydicom
 
+    from ..dicom.header import source_header
     from ..formats.wsi import deidentify_wsi_dicom, is_dicom_wsi
     from ..scrub.dicom import burned_in_reason, is_dicom
-    from ..scrub.dicom_lean import source_header
 
     s = ctx.s
     if not is_dicom(t.src):
