@@ -194,7 +194,9 @@ def test_bids_subject_with_analyze_minc_parrec_and_slide(tmp_path, key_file):
     assert any(n.startswith("sourcedata/microscopy/") and n.endswith(".svs") for n in names)
     assert any(n.startswith("sourcedata/minc/") and n.endswith(".mnc") for n in names)
     assert not any(n.endswith((".hdr", ".img", ".PAR", ".REC")) for n in names)
-    assert canary_hits(out, ANALYZE_PHI + PAR_PHI + SVS_PHI + (b"sub-DOE", b"mb312")) == []
+    # the slide's TIFF DateTime is shifted with its time of day kept (as acq_time in scans.tsv)
+    svs_phi = tuple(c for c in SVS_PHI if c != b"10:30:55")
+    assert canary_hits(out, ANALYZE_PHI + PAR_PHI + svs_phi + (b"sub-DOE", b"mb312")) == []
     t1 = next(out.rglob("*_T1w.nii.gz"))
     src = nib.load(str(SHARED / "analyze" / "synthetic_phi_anatomical.hdr"))
     assert np.array_equal(nib.load(str(t1)).get_fdata(), src.get_fdata())
@@ -450,3 +452,43 @@ def test_bids_minc_image_gets_its_sidecar(tmp_path, key_file):
     sides = list(out.glob("sub-*/anat/*_T1w.json"))
     assert len(sides) == 1 and json.loads(sides[0].read_text())["RepetitionTime"] == pytest.approx(2.3)
     assert canary_hits(out, (b"Springfield", b"MRC35113", b"166038", b"sub-DOE")) == []
+
+
+def test_svs_scanner_and_date_tags_follow_the_profile(tmp_path):
+    import tifffile
+
+    from bids_deid.formats import wsi
+    from bids_deid.formats.base import Context, write_outcome
+
+    (tmp_path / "in").mkdir()
+    base = _svs(tmp_path / "in" / "slide.svs")
+    with tifffile.TiffWriter(tmp_path / "in" / "scanner.tif") as tw:
+        tw.write(base, tile=(256, 256), compression="zlib", photometric="rgb", metadata=None, software="ScanScope 12",
+                 datetime="2015:07:02 10:30:55", extratags=[(271, "s", 0, "Aperio", True), (272, "s", 0, "AT2", True),
+                                                            (316, "s", 0, "LAB-PC-7", True)])
+
+    def run(profile, offset, name):
+        out = wsi.scrub(tmp_path / "in" / "scanner.tif", profile, Context(rel_out=name, offset_days=offset))
+        write_outcome(tmp_path / "out", out, skip_existing=False)
+        with tifffile.TiffFile(tmp_path / "out" / name) as t:
+            page = t.pages[0]
+            assert np.array_equal(page.asarray(), base)
+            return {code: page.tags[code].value for code in (271, 272, 305, 306, 316) if code in page.tags}
+
+    tags = run(load_profile("basic"), 10, "basic.tif")
+    # scanner make/model/software are BIDS sidecar fields basic keeps; the date is shifted by the offset
+    assert tags[271] == "Aperio" and tags[272] == "AT2" and tags[305] == "ScanScope 12"
+    assert tags[306] == "2015:07:12 10:30:55"
+    assert 316 not in tags  # the host computer has no sidecar field: always removed
+    # at dataset level (no offset) a date is removed, as in a sidecar
+    assert 306 not in run(load_profile("basic"), None, "nooffset.tif")
+    strict = tmp_path / "strict.yaml"
+    strict.write_text("extends: basic\ndates: remove\nsidecar:\n  rules:\n"
+                      "    - {field: ManufacturersModelName, action: remove}\n")
+    tags = run(load_profile(str(strict)), 10, "strict.tif")
+    assert 306 not in tags and 272 not in tags and tags[271] == "Aperio"
+    # without a profile (the raw slide path's fixed rules) every one of them is removed
+    res = wsi.scrub_tiff_wsi(tmp_path / "in" / "scanner.tif", tmp_path / "out" / "fixed.tif")
+    assert res.kept == 1
+    with tifffile.TiffFile(tmp_path / "out" / "fixed.tif") as t:
+        assert not {271, 272, 305, 306, 316} & set(t.pages[0].tags.keys())

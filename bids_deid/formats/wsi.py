@@ -9,8 +9,10 @@ TIFF: the file is rebuilt page by page from the raw (still compressed) tiles or
 strips, so the image data stay bit-identical. Label and macro pages are left out.
 Only structural tags are written; ``ImageDescription`` keeps the SVS header line and
 the technical key=value pairs (AppMag, MPP, ...); date, time, user, scanner, file name
-and every other key are dropped, as are DateTime, Artist, HostComputer, Software,
-Make/Model, DocumentName and PageName tags.
+and every other key are dropped, as are the Artist, HostComputer, DocumentName, PageName,
+ImageUniqueID and Copyright tags. Make, Model, Software and DateTime follow the profile's
+rules for the sidecar fields they are (Manufacturer, ManufacturersModelName,
+SoftwareVersions, AcquisitionDateTime: kept, the date shifted, under the basic profile).
 """
 
 from __future__ import annotations
@@ -145,19 +147,59 @@ def _segments(fh, page):
         yield fh.read(n)
 
 
-def _page_plan(src: Path, tif, slog: ScrubLog, res: TiffResult) -> list[tuple[int, dict]]:
+# TIFF tags that describe the scanner, and the sidecar field whose profile rule decides them;
+# ``DateTime`` follows the profile's date policy. The other identifying tags have no such
+# field and are always removed.
+PROFILE_TAGS = {271: "Manufacturer", 272: "ManufacturersModelName", 305: "SoftwareVersions"}
+
+
+def _profile_tags(page, profile, offset_days: int | None) -> dict[int, str]:
+    """Tag code -> value to write, for the scanner tags the profile keeps and ``DateTime``.
+
+    The scanner tags go through :func:`~bids_deid.formats.sidecar.scrub_sidecar` as the
+    fields they are (:data:`PROFILE_TAGS`), so the profile's sidecar rules decide exactly as
+    for a sidecar. ``DateTime`` (``YYYY:MM:DD HH:MM:SS``) is shifted by the subject's offset
+    under ``dates: shift``, kept under ``dates: keep`` and removed otherwise (and always at
+    dataset level, where there is no offset).
+    """
+    from ..pseudonym import shift_iso
+    from .sidecar import scrub_sidecar
+
+    side = {name: page.tags[code].value.strip() for code, name in PROFILE_TAGS.items()
+            if code in page.tags and isinstance(page.tags[code].value, str) and page.tags[code].value.strip()}
+    clean = scrub_sidecar(side, profile, offset_days, ScrubLog()) if side else {}
+    out = {code: clean[name] for code, name in PROFILE_TAGS.items() if isinstance(clean.get(name), str) and clean[name]}
+    t = page.tags.get(306)
+    m = re.fullmatch(r"(\d{4}):(\d\d):(\d\d) (\d\d:\d\d:\d\d)", t.value.strip()) if t is not None and isinstance(
+        t.value, str) else None
+    if m and profile.dates == "keep":
+        out[306] = t.value.strip()
+    elif m and profile.dates == "shift" and offset_days is not None:
+        shifted = shift_iso(f"{m[1]}-{m[2]}-{m[3]}T{m[4]}", offset_days)
+        n = re.fullmatch(r"(\d{4})-(\d\d)-(\d\d)T(\d\d:\d\d:\d\d)", shifted or "")
+        if n:
+            out[306] = f"{n[1]}:{n[2]}:{n[3]} {n[4]}"
+    return out
+
+
+def _page_plan(src: Path, tif, slog: ScrubLog, res: TiffResult, profile=None,
+               offset_days: int | None = None) -> list[tuple[int, dict]]:
     """The pages to write (index, tifffile keywords), the rest logged as left out."""
     plan = []
     for i, page in enumerate(tif.pages):
         page = page.keyframe if hasattr(page, "keyframe") and page.keyframe is not page else page
+        kept = _profile_tags(page, profile, offset_days) if profile is not None else {}
         for code, name in ((306, "DateTime"), (315, "Artist"), (316, "HostComputer"), (305, "Software"),
                            (271, "Make"), (272, "Model"), (269, "DocumentName"), (285, "PageName"),
                            (42016, "ImageUniqueID"), (33432, "Copyright")):
             t = page.tags.get(code)
-            if t is not None:
+            if t is not None and code not in kept:
                 if code in (315, 316, 269, 285, 42016):  # people, machines, names: kept for the leak audit
                     slog.met(f"TIFF {name}", str(t.value))
                 slog.change(f"page {i} {name}", "remove", "identifying TIFF tag")
+            elif t is not None:
+                slog.change(f"page {i} {name}", "keep" if kept[code] == str(t.value) else "shift_date",
+                            "the profile's rule for the same sidecar field")
         kind = _is_associated(page)
         if kind:
             res.dropped.append(kind)
@@ -175,8 +217,8 @@ def _page_plan(src: Path, tif, slog: ScrubLog, res: TiffResult) -> list[tuple[in
             "bitspersample": page.bitspersample,
             "subfiletype": int(page.subfiletype or 0),
             "description": desc or None,
-            "software": False,
-            "datetime": False,
+            "software": kept.get(305, False),
+            "datetime": kept.get(306, False),
             "metadata": None,
         }
         if page.is_tiled:
@@ -193,6 +235,9 @@ def _page_plan(src: Path, tif, slog: ScrubLog, res: TiffResult) -> list[tuple[in
             kw["extrasamples"] = page.extrasamples
         if page.colormap is not None:
             kw["colormap"] = page.colormap
+        extratags = [(code, "s", 0, kept[code], True) for code in (271, 272) if code in kept]
+        if extratags:
+            kw["extratags"] = extratags
         x, y, unit = page.tags.get(282), page.tags.get(283), page.tags.get(296)
         if x is not None and y is not None:
             kw["resolution"] = (x.value, y.value)
@@ -213,8 +258,12 @@ def _open_tiff(src: Path):
         raise InputError(f"{src.name} is not a readable TIFF ({type(exc).__name__})") from exc
 
 
-def tiff_outcome(src: Path, rel: str) -> tuple[Outcome, TiffResult]:
+def tiff_outcome(src: Path, rel: str, profile=None, offset_days: int | None = None) -> tuple[Outcome, TiffResult]:
     """A TIFF whole-slide image rebuilt under ``rel`` without label/macro pages and identifying tags.
+
+    With a profile, the scanner make/model, software and date-time tags follow its rules for
+    the same sidecar fields (:data:`PROFILE_TAGS`; a date shifted by ``offset_days``); without
+    one they are removed too.
 
     The pages are chosen (and every change logged) now; the kept pages are copied, still
     compressed, when the file is written. Raises InputError for an unreadable TIFF or one
@@ -224,7 +273,7 @@ def tiff_outcome(src: Path, rel: str) -> tuple[Outcome, TiffResult]:
     slog = ScrubLog()
     res = TiffResult()
     with _open_tiff(src) as tif:
-        plan = _page_plan(src, tif, slog, res)
+        plan = _page_plan(src, tif, slog, res, profile, offset_days)
         bigtiff = tif.is_bigtiff
 
     def rebuild(out) -> None:
@@ -270,8 +319,8 @@ def companions(path: Path) -> list[Path]:
 
 def scrub(src: Path, profile, ctx: Context) -> Outcome:
     """The slide under ``ctx.rel_out``: label, macro and overview pages and identifying tags left
-    out (fixed rules: a TIFF tag is never a profile's to keep); see :func:`tiff_outcome`."""
-    out, res = tiff_outcome(Path(src), ctx.rel_out)
+    out; the scanner and date-time tags as the profile decides; see :func:`tiff_outcome`."""
+    out, res = tiff_outcome(Path(src), ctx.rel_out, profile, ctx.offset_days)
     if res.dropped:
         out.log.change("pages", "remove", f"{len(res.dropped)} label/macro page(s)")
     return out
