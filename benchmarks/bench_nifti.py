@@ -26,7 +26,7 @@ from isal import igzip
 
 SCRUB = (
     "import sys; from pathlib import Path; from bids_deid.profiles import load_profile;"
-    "from bids_deid.scrub.nifti import scrub_nifti_file; from bids_deid.scrub.sidecar import ScrubLog;"
+    "from bids_deid.formats.nifti import scrub_nifti_file; from bids_deid.formats.base import ScrubLog;"
     "scrub_nifti_file(Path(sys.argv[1]), Path(sys.argv[2]), load_profile('basic'), ScrubLog())"
 )
 NIBABEL = (

@@ -28,10 +28,10 @@ from pathlib import Path
 from .atomic import atomic_write_bytes
 from .dataset import map_strings, outside_link
 from .errors import OutputError
+from .formats.base import ScrubLog
+from .formats.sidecar import dump_json, load_json, scrub_column_dictionary, scrub_sidecar
+from .formats.tabular import read_tsv, scrub_participants, write_tsv
 from .schema import table_columns, tabular_suffixes
-from .scrub.coldict import scrub_column_dictionary
-from .scrub.sidecar import ScrubLog, dump_json, load_json, scrub_sidecar
-from .scrub.tabular import read_tsv, scrub_participants, write_tsv
 
 log = logging.getLogger(__name__)
 
@@ -278,14 +278,14 @@ class DatasetFiles:
                 obj = scrub_sidecar(obj, self.s.profile, None, self.slog)
             self._write(rel, dump_json(map_strings(obj, self.relabel)))
         elif low.endswith((".nii", ".nii.gz")):
-            from .scrub.nifti import scrub_nifti_file
+            from .formats.nifti import scrub_nifti_file
 
             scrub_nifti_file(f, self.s.output_dir / rel, self.s.profile, self.slog)
             self.records[rel] = {"status": "written", "reason": ""}
         elif low.endswith((".tsv", ".bval", ".bvec")) or _text_name(f.name):  # README of a derivative ...
             self._write(rel, self.relabel(f.read_text(encoding="utf-8", errors="replace")).encode("utf-8"))
         elif low.endswith(".tsv.gz"):
-            from .scrub.tabular import regzip
+            from .formats.tabular import regzip
 
             regzip(f, self.s.output_dir / rel)
             self.records[rel] = {"status": "written", "reason": ""}

@@ -153,9 +153,9 @@ def test_identifying_and_category_columns():
 
 def test_shared_values_of_dropped_columns_are_categories(tmp_path):
     """participants.tsv: a batch shared by several rows is a category; a per-person ID is searched."""
+    from bids_deid.formats.base import ScrubLog
+    from bids_deid.formats.tabular import scrub_participants
     from bids_deid.profiles import load_profile
-    from bids_deid.scrub.sidecar import ScrubLog
-    from bids_deid.scrub.tabular import scrub_participants
 
     header = ["participant_id", "genetic_id", "BatchID", "group"]
     rows = [["sub-01", "125425", "b001", "young"], ["sub-02", "125698", "b001", "old"]]

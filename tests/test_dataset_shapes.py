@@ -157,9 +157,9 @@ def test_every_shape_scrubbed_carried_or_withheld_with_reason(tmp_path, key_file
 
 
 def test_subject_column_dictionaries_keep_described_columns(tmp_path):
+    from bids_deid.formats.base import ScrubLog
+    from bids_deid.formats.sidecar import scrub_column_dictionary, table_columns
     from bids_deid.profiles import load_profile
-    from bids_deid.scrub.coldict import scrub_column_dictionary, table_columns
-    from bids_deid.scrub.sidecar import ScrubLog
 
     tsv = tmp_path / "sub-01_task-x_events.tsv"
     tsv.write_text("onset\tduration\ttrial_type\tstim_file\n1\t0\tgo\tface.png\n")

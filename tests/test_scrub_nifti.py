@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from bids_deid.errors import InputError
+from bids_deid.formats.base import ScrubLog
+from bids_deid.formats.nifti import scrub_nifti_file
 from bids_deid.profiles import load_profile
-from bids_deid.scrub.nifti import scrub_nifti_file
-from bids_deid.scrub.sidecar import ScrubLog
 
 
 def _planted(cls=nib.Nifti1Image, dtype=np.int16, shape=(5, 6, 7, 3)):

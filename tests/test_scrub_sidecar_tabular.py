@@ -1,10 +1,11 @@
 import pytest
 
 from bids_deid.errors import InputError
+from bids_deid.formats.base import ScrubLog
+from bids_deid.formats.sidecar import load_json, scrub_sidecar
+from bids_deid.formats.tabular import read_tsv, scrub_dated_table, scrub_participants
 from bids_deid.profiles import load_profile
 from bids_deid.schema import metadata_fields
-from bids_deid.scrub.sidecar import ScrubLog, load_json, scrub_sidecar
-from bids_deid.scrub.tabular import read_tsv, scrub_dated_table, scrub_participants
 
 
 def test_allowlist_comes_from_schema():
