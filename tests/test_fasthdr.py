@@ -9,7 +9,7 @@ from pydicom.sequence import Sequence
 from pydicom.uid import ImplicitVRLittleEndian
 from test_convert_raw import SHARED, needs_shared, write_series
 
-import bids_deid.convert.raw as raw
+import bids_deid.convert.discovery as discovery
 from bids_deid.convert.fasthdr import fast_header
 
 
@@ -19,10 +19,10 @@ def _norm(rec: dict) -> tuple:
 
 
 def _both(path, monkeypatch) -> tuple[tuple, tuple]:
-    monkeypatch.setattr(raw, "_FAST_HEADERS", False)
-    slow = _norm(raw.read_header(path))
-    monkeypatch.setattr(raw, "_FAST_HEADERS", True)
-    return slow, _norm(raw.read_header(path))
+    monkeypatch.setattr(discovery, "FAST_HEADERS", False)
+    slow = _norm(discovery.read_header(path))
+    monkeypatch.setattr(discovery, "FAST_HEADERS", True)
+    return slow, _norm(discovery.read_header(path))
 
 
 @needs_shared
@@ -32,7 +32,7 @@ def test_same_as_pydicom_on_scanner_files(monkeypatch):
     for p in files:
         slow, fast = _both(p, monkeypatch)
         assert fast == slow, p.name
-        fast_used += fast_header(str(p), raw._HEADER_TAGS_T) is not None
+        fast_used += fast_header(str(p), discovery.HEADER_TAGS_T) is not None
     assert fast_used > 300  # the fast path is the common path, not the exception
 
 
@@ -55,21 +55,21 @@ def test_charsets_sequences_and_implicit_vr(tmp_path, monkeypatch):
     for p in files:
         slow, fast = _both(p, monkeypatch)
         assert fast == slow
-        assert fast_header(str(p), raw._HEADER_TAGS_T) is not None, p.name
+        assert fast_header(str(p), discovery.HEADER_TAGS_T) is not None, p.name
     assert _both(files[0], monkeypatch)[1][1]["ReferringPhysicianName"] == "MÜLLER^JÖRG"
     assert _both(files[1], monkeypatch)[1][1]["InstitutionName"] == "Hôpital Ñandú 東京"
 
 
 def test_steps_aside_for_unusual_files(tmp_path, monkeypatch):
     good = write_series(tmp_path / "g", n=1, extra={"SpecificCharacterSet": "ISO_IR 144"})[0]
-    assert fast_header(str(good), raw._HEADER_TAGS_T) is None  # Cyrillic: pydicom decodes it
+    assert fast_header(str(good), discovery.HEADER_TAGS_T) is None  # Cyrillic: pydicom decodes it
     plain = write_series(tmp_path / "p", n=1)[0]
     data = plain.read_bytes()
     cut = tmp_path / "cut.dcm"
     cut.write_bytes(data[:-200])
-    fh = fast_header(str(cut), raw._HEADER_TAGS_T)
+    fh = fast_header(str(cut), discovery.HEADER_TAGS_T)
     assert fh is None or fh["pixels_complete"] is False
-    assert raw.read_header(cut)["kind"] == "corrupt"
+    assert discovery.read_header(cut)["kind"] == "corrupt"
     padded = tmp_path / "padded.dcm"
     padded.write_bytes(data + b"\xfc\xff\xfc\xff" + b"OB\x00\x00" + b"\x04\x00\x00\x00" + b"\x00" * 4)
     slow, fast = _both(padded, monkeypatch)

@@ -276,9 +276,9 @@ def _convert(exe: str, folder: Path, out: Path) -> dict:
 @pytest.mark.parametrize("series", MOSAIC_SERIES)
 @pytest.mark.parametrize("name", ["dicom-research", "basic+mosaic"])
 def test_deidentified_mosaic_converts_like_the_original(tmp_path, series, name, mosaic_profile, pseudo):
-    from bids_deid.convert.raw import _dcm2niix_bin
+    from bids_deid.convert.batch import dcm2niix_bin
 
-    exe = _dcm2niix_bin()  # a core dependency: its absence is a failure, not a skip
+    exe = dcm2niix_bin()  # a core dependency: its absence is a failure, not a skip
     prof = mosaic_profile if name == "basic+mosaic" else load_profile(name)
     src = SHARED / "dicom" / series
     res = [r for r in deidentify_tree(src, tmp_path / "deid", prof, pseudo, progress=False)

@@ -375,9 +375,9 @@ def _nifti_digest(folder: Path) -> list[tuple]:
 
 @needs_shared
 def test_dcm2niix_same_voxels_and_geometry(tmp_path, profile, pseudo):
-    from bids_deid.convert.raw import _dcm2niix_bin
+    from bids_deid.convert.batch import dcm2niix_bin
 
-    exe = _dcm2niix_bin()  # a core dependency: its absence is a failure, not a skip
+    exe = dcm2niix_bin()  # a core dependency: its absence is a failure, not a skip
     series = DICOM_DIR / "mr_ge_irspgr_refaced_deident"
     out = tmp_path / "deid"
     res = deidentify_tree(series, out, profile, pseudo, n_cpus=2, progress=False)

@@ -16,17 +16,29 @@ Two ways in:
 * :func:`convert_links` links the instances of the given series into per-series
   folders under a work folder (deduplicated, corrupt files left out) and converts them
   with one call per CPU.
+
+:func:`convert_all` chooses, per series, which of the two serves it (or one dcm2niix run of
+its own files when neither can be mapped back); :func:`dcm2niix_bin` finds the executable.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
+import shutil
 import subprocess
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import InputError
+
+if TYPE_CHECKING:
+    from .series import Series
 
 log = logging.getLogger(__name__)
 
@@ -203,3 +215,79 @@ def convert_links(series: Iterable[tuple[str, list[str]]], work: Path, exe: str,
         for uid, outs in idx.items():
             merged.setdefault(uid, []).extend(outs)
     return merged
+
+
+def dcm2niix_bin() -> str:
+    """The dcm2niix executable: the PyPI package's binary first (no Python wrapper), then PATH."""
+    try:
+        import dcm2niix  # noqa: PLC0415
+
+        exe = Path(dcm2niix.bin)
+        if exe.is_file() and os.access(exe, os.X_OK):
+            return str(exe)
+    except Exception:  # noqa: BLE001 - fall back to PATH
+        pass
+    exe = shutil.which("dcm2niix")
+    if exe:
+        return exe
+    raise InputError("dcm2niix is not installed (pip install dcm2niix)")
+
+
+def convert_all(to_convert: list[Series], records: list[dict], raw_dir: Path,
+                work: Path, exe: str, early, n_cpus: int, compress: bool) -> None:
+    """Fill ``s.outputs`` of every series to convert.
+
+    Outputs of the background whole-folder run (``early``) are taken for series that it
+    converted exactly as we grouped them (UID unique to one series, no duplicate
+    instances dropped, no corrupt file in their folders, within dcm2niix's search depth);
+    the rest are converted from links, batched, and one by one when batching cannot map
+    them back (shared or missing SeriesInstanceUID).
+    """
+    keys = [s.key for s in to_convert if s.key]
+    index: dict[str, list[dict]] = {}
+    if early is not None:
+        early.wait()
+        index = index_outputs(work / "all", keys)
+    key_count = Counter(s.key for s in to_convert)
+    bad_folders = {r["folder"] for r in records if r["kind"] == "corrupt"}
+    rest: list[Series] = []
+    for s in to_convert:
+        outs = index.get(s.key) if s.key else None
+        if (outs and key_count[s.key] == 1 and not s.deduped
+                and all(not r.get("unpacked") and r["folder"] not in bad_folders
+                        and depth_below(r["path"], raw_dir) < MAX_DEPTH for r in s.records)):
+            _take_outputs(s, outs)
+        else:
+            rest.append(s)
+    batchable = [s for s in rest if s.key and key_count[s.key] == 1]
+    singles = [s for s in rest if s not in batchable]
+    if batchable:
+        idx = convert_links([(s.token, [r["path"] for r in s.records]) for s in batchable], work / "links", exe,
+                            n_cpus, compress=compress, keys=keys)
+        for s in batchable:
+            if idx.get(s.key):
+                _take_outputs(s, idx[s.key])
+            else:
+                singles.append(s)
+    if singles:
+        def one(s: Series) -> list[dict]:
+            return convert_one([r["path"] for r in s.records], work / "one" / s.token, exe, compress=compress)
+
+        with ThreadPoolExecutor(max_workers=n_cpus) as pool:
+            for s, outs in zip(singles, pool.map(one, singles), strict=True):
+                if outs:
+                    _take_outputs(s, outs)
+                else:
+                    s.problems.append(f"series {s.token}: dcm2niix produced no image")
+                    s.reason = "conversion failed"
+
+
+def _take_outputs(s: Series, outs: list[dict]) -> None:
+    for o in outs:
+        fields = {}
+        if o.get("json") is not None:
+            try:
+                fields = json.loads(Path(o["json"]).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                fields = {}
+        s.outputs.append({**o, "fields": fields})

@@ -98,7 +98,7 @@ def fast_header(path: str, keywords: tuple[str, ...], stop_after: int = 0x002801
         ``{"fields": {keyword: plain value}, "sop_class": str, "ae_title": str | None,
         "pixels_complete": bool | None}``; ``fields`` holds only non-empty values, multi-valued
         as lists of strings, DS as float and IS/US as int (the shapes
-        ``bids_deid.convert.raw._plain`` gives pydicom values).
+        ``bids_deid.convert.discovery._plain`` gives pydicom values).
     """
     wanted = _wanted(tuple(keywords))
     try:
