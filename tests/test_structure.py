@@ -10,7 +10,7 @@ from pathlib import Path
 PKG = Path(__file__).resolve().parents[1] / "bids_deid"
 LIMIT = 600
 #: modules over LIMIT lines today (length at the time of listing): to be split, never to grow
-OVER_LIMIT: dict[str, int] = {"convert/raw.py": 1552}
+OVER_LIMIT: dict[str, int] = {}
 
 
 def _modules():
