@@ -8,102 +8,42 @@ The allowlist holds non-identifying attributes of the pixel, geometry, frame-of-
 acquisition and enhanced multi-frame (functional group) modules that converters such as
 dcm2niix read, plus code-sequence building blocks. Date/time and UID values that pass the
 allowlist still follow the date policy and the UID remapping.
+
+The lists are data: ``bids_deid/data/dicom_allowlist.tsv``, built by
+``tools/build_dicom_allowlist.py`` from the hand-kept ``tools/dicom_allowlist.txt`` (each group
+of keywords with the reason it is kept; tags from the PS3.6 dictionary).
 """
 
 from __future__ import annotations
 
-from .dicom_dict import tag_for_keyword
+import csv
+from importlib import resources
 
 # Whole public groups whose non-text attributes are acquisition/geometry/pixel parameters.
-# Text VRs in these groups are kept only when listed in KEYWORDS below.
+# Text VRs in these groups are kept only when in the allowlist (TAGS).
 SAFE_GROUPS = frozenset({0x0018, 0x0020, 0x0028, 0x0054, 0x7FE0})
 TEXT_VRS = frozenset({"LO", "LT", "ST", "UT", "UC", "SH", "PN", "AE", "UR", "UN", "OB", "OW"})
 
-_KEYWORDS = """
-SpecificCharacterSet ImageType SOPClassUID Modality Manufacturer ManufacturerModelName SoftwareVersions
-InstanceNumber SeriesNumber AcquisitionNumber ConversionType PresentationIntentType
-BodyPartExamined PatientPosition Laterality ImageLaterality PositionReferenceIndicator
-ScanningSequence SequenceVariant ScanOptions MRAcquisitionType SequenceName AngioFlag
-SliceThickness SpacingBetweenSlices RepetitionTime EchoTime InversionTime NumberOfAverages
-ImagingFrequency ImagedNucleus EchoNumbers MagneticFieldStrength NumberOfPhaseEncodingSteps
-EchoTrainLength PercentSampling PercentPhaseFieldOfView PixelBandwidth ReceiveCoilName TransmitCoilName
-AcquisitionMatrix InPlanePhaseEncodingDirection FlipAngle VariableFlipAngleFlag SAR dBdt
-TriggerTime NominalInterval HeartRate CardiacNumberOfImages ImagesInAcquisition
-ImagePositionPatient ImageOrientationPatient FrameOfReferenceUID SliceLocation
-TemporalPositionIdentifier NumberOfTemporalPositions TemporalResolution
-SamplesPerPixel PhotometricInterpretation PlanarConfiguration NumberOfFrames FrameIncrementPointer
-Rows Columns PixelSpacing BitsAllocated BitsStored HighBit PixelRepresentation
-SmallestImagePixelValue LargestImagePixelValue PixelPaddingValue PixelPaddingRangeLimit
-WindowCenter WindowWidth WindowCenterWidthExplanation VOILUTFunction
-RescaleIntercept RescaleSlope RescaleType LossyImageCompression LossyImageCompressionRatio
-LossyImageCompressionMethod PixelData FloatPixelData DoubleFloatPixelData ExtendedOffsetTable
-ExtendedOffsetTableLengths PixelAspectRatio PixelIntensityRelationship PixelIntensityRelationshipSign
-RedPaletteColorLookupTableDescriptor GreenPaletteColorLookupTableDescriptor
-BluePaletteColorLookupTableDescriptor RedPaletteColorLookupTableData GreenPaletteColorLookupTableData
-BluePaletteColorLookupTableData SegmentedRedPaletteColorLookupTableData
-SegmentedGreenPaletteColorLookupTableData SegmentedBluePaletteColorLookupTableData
-ModalityLUTSequence VOILUTSequence LUTDescriptor LUTData LUTExplanation ModalityLUTType
-KVP XRayTubeCurrent ExposureTime Exposure FilterType ConvolutionKernel DataCollectionDiameter
-ReconstructionDiameter DistanceSourceToDetector DistanceSourceToPatient GantryDetectorTilt
-TableHeight RotationDirection GeneratorPower FocalSpots SpiralPitchFactor
-ContentQualification BurnedInAnnotation RecognizableVisualFeatures QualityControlImage
-SharedFunctionalGroupsSequence PerFrameFunctionalGroupsSequence DimensionOrganizationSequence
-DimensionIndexSequence DimensionIndexPointer FunctionalGroupPointer DimensionDescriptionLabel
-DimensionOrganizationType DimensionIndexValues StackID InStackPositionNumber TemporalPositionIndex
-FrameContentSequence PixelMeasuresSequence PlanePositionSequence PlaneOrientationSequence
-FrameAcquisitionNumber FrameReferenceDateTime FrameAcquisitionDateTime FrameAcquisitionDuration
-CardiacSynchronizationSequence PixelValueTransformationSequence FrameVOILUTSequence
-FrameAnatomySequence AnatomicRegionSequence FrameLaterality RealWorldValueMappingSequence
-MRImageFrameTypeSequence FrameType PixelPresentation VolumetricProperties VolumeBasedCalculationTechnique
-ComplexImageComponent AcquisitionContrast MRTimingAndRelatedParametersSequence MREchoSequence
-EffectiveEchoTime MRModifierSequence MRImagingModifierSequence MRReceiveCoilSequence
-MRTransmitCoilSequence MRFOVGeometrySequence MRMetaboliteMapSequence MRDiffusionSequence
-DiffusionBValue DiffusionDirectionality DiffusionGradientDirectionSequence DiffusionGradientOrientation
-MRAveragesSequence MRVelocityEncodingSequence MRSpatialSaturationSequence MRArterialSpinLabelingSequence
-CTImageFrameTypeSequence CTAcquisitionTypeSequence CTAcquisitionDetailsSequence CTTableDynamicsSequence
-CTPositionSequence CTGeometrySequence CTReconstructionSequence CTExposureSequence CTXRayDetailsSequence
-CTPixelValueTransformationSequence IrradiationEventIdentificationSequence
-ContrastBolusUsageSequence RespiratorySynchronizationSequence
-CodeValue CodingSchemeDesignator CodingSchemeVersion CodeMeaning LongCodeValue URNCodeValue
-MappingResource ContextIdentifier ContextUID MappingResourceUID CodingSchemeUID
-ReferencedSOPClassUID ReferencedSOPInstanceUID ReferencedFrameNumber ReferencedSegmentNumber
-ReferencedImageSequence ReferencedSeriesSequence SourceImageSequence PurposeOfReferenceCodeSequence
-StudyInstanceUID SeriesInstanceUID SOPInstanceUID
-ValueType ConceptNameCodeSequence ConceptCodeSequence RelationshipType ContinuityOfContent
-MeasuredValueSequence NumericValue MeasurementUnitsCodeSequence FloatingPointValue
-ContentTemplateSequence TemplateIdentifier CompletionFlag VerificationFlag
-ReferencedContentItemIdentifier ObservationDateTime ContentDate ContentTime
-CurrentRequestedProcedureEvidenceSequence PertinentOtherEvidenceSequence
-ProcedureCodeSequence
-ViewPosition ViewCodeSequence ImageComments
-LongitudinalTemporalInformationModified PatientIdentityRemoved DeidentificationMethod
-DeidentificationMethodCodeSequence
-PatientName PatientID PatientBirthDate PatientSex StudyDate StudyTime AccessionNumber
-ReferringPhysicianName StudyID SeriesDate SeriesTime AcquisitionDate AcquisitionTime
-InstanceCreationDate InstanceCreationTime
-LUTLabel PresentationLUTShape RealWorldValueFirstValueMapped RealWorldValueLastValueMapped
-RealWorldValueIntercept RealWorldValueSlope RealWorldValueLUTData DoubleFloatRealWorldValueFirstValueMapped
-DoubleFloatRealWorldValueLastValueMapped QuantityDefinitionSequence PulseSequenceName
-GraphicData GraphicType ReferencedSOPSequence PerformedProcedureCodeSequence ReferencedFrameOfReferenceUID
-"""
 
-KEYWORDS = frozenset(_KEYWORDS.split())
-TAGS = frozenset(t for t in (tag_for_keyword(k) for k in KEYWORDS) if t is not None)
 
+def _load() -> dict[str, list[tuple[int | None, str]]]:
+    """``list -> [(tag or None, keyword)]`` of ``bids_deid/data/dicom_allowlist.tsv`` (built by
+    ``tools/build_dicom_allowlist.py`` from the hand-kept ``tools/dicom_allowlist.txt``)."""
+    text = (resources.files("bids_deid") / "data" / "dicom_allowlist.tsv").read_text(encoding="utf-8")
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    out: dict[str, list[tuple[int | None, str]]] = {}
+    for row in csv.DictReader(lines, delimiter="\t"):
+        tag = int(row["tag"][1:5] + row["tag"][6:10], 16) if row["tag"] else None
+        out.setdefault(row["list"], []).append((tag, row["keyword"]))
+    return out
+
+
+_LISTS = _load()
+# Keywords kept (those the dictionary does not know match no element).
+KEYWORDS = frozenset(kw for name in ("keep", "unknown") for _t, kw in _LISTS.get(name, ()))
+TAGS = frozenset(t for t, _kw in _LISTS.get("keep", ()) if t is not None)
 # UID attributes whose values are well-known (class, syntax, coding scheme): never remapped.
-WELL_KNOWN_UID_TAGS = frozenset(
-    t
-    for t in (
-        tag_for_keyword(k)
-        for k in (
-            "SOPClassUID ReferencedSOPClassUID MediaStorageSOPClassUID TransferSyntaxUID "
-            "CodingSchemeUID ContextUID MappingResourceUID ReferencedSOPClassUIDInFile "
-            "ReferencedTransferSyntaxUIDInFile SOPClassesInStudy RelatedGeneralSOPClassUID "
-            "OriginalSpecializedSOPClassUID SOPClassesSupported AffectedSOPClassUID RequestedSOPClassUID"
-        ).split()
-    )
-    if t is not None
-)
+WELL_KNOWN_UID_TAGS = frozenset(t for t, _kw in _LISTS.get("well_known_uid", ()) if t is not None)
 DICOM_ROOT = "1.2.840.10008."
 
 

@@ -10,12 +10,14 @@ start without its ~0.17 s import; :mod:`bids_deid.scrub.dicom` re-exports these 
 
 from __future__ import annotations
 
+import csv
 import itertools
 import json
 import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib import resources
 from pathlib import Path
 from struct import Struct
 
@@ -160,20 +162,19 @@ def write_parts_atomic(parts: list, dst: str | os.PathLike, fsync: bool = True, 
     return True
 
 
-# CID 7050 De-identification Method codes (checked against pydicom.sr.codedict).
-CID7050 = {
-    "basic": ("113100", "Basic Application Confidentiality Profile"),
-    "clean_graphics": ("113103", "Clean Graphics Option"),
-    "clean_structured_content": ("113104", "Clean Structured Content Option"),
-    "clean_descriptors": ("113105", "Clean Descriptors Option"),
-    "retain_long_full_dates": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
-    "retain_long_modified_dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
-    "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
-    "retain_device_identity": ("113109", "Retain Device Identity Option"),
-    "retain_uids": ("113110", "Retain UIDs Option"),
-    "retain_safe_private": ("113111", "Retain Safe Private Option"),
-    "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
-}
+# CID 7050 De-identification Method codes (PS3.16), a data table.
+def _cid7050() -> dict[str, tuple[str, str]]:
+    """Profile option -> (CodeValue, CodeMeaning) of CID 7050 (scheme DCM), from
+    ``bids_deid/data/cid7050.tsv`` (built by ``tools/build_cid7050.py`` from pydicom's PS3.16 tables)."""
+    text = (resources.files("bids_deid") / "data" / "cid7050.tsv").read_text(encoding="utf-8")
+    lines = [ln for ln in text.splitlines() if ln and not ln.startswith("#")]
+    return {r["option"]: (r["code_value"], r["code_meaning"]) for r in csv.DictReader(lines, delimiter="\t")
+            if r["option"] and r["coding_scheme"] == "DCM"}
+
+
+CID7050 = _cid7050()
+
+
 def method_codes(plan: Plan, have: set) -> list[tuple[str, str]]:
     """The CID 7050 ``(CodeValue, CodeMeaning)`` pairs (scheme DCM) that ``plan`` adds to a
     DeidentificationMethodCodeSequence already holding the ``(CodeValue, scheme)`` pairs ``have``:

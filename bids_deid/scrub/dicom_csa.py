@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from importlib import resources
 from struct import Struct
 
 log = logging.getLogger(__name__)
@@ -37,20 +38,18 @@ _MARK_ITEMS, _MARK_EMPTY = 77, 205
 MAX_FIELDS = 1024  # scanners write ~100; more is not a CSA header
 MAX_ITEMS = 4096  # per field (MosaicRefAcqTimes holds one per slice)
 
+
+def _fields() -> frozenset[str]:
+    """The field names of ``bids_deid/data/siemens_csa_image_fields.tsv`` (hand-kept; its header
+    says where each comes from)."""
+    text = (resources.files("bids_deid") / "data" / "siemens_csa_image_fields.tsv").read_text(encoding="utf-8")
+    rows = [ln.split("\t", 1)[0] for ln in text.splitlines() if ln and not ln.startswith("#")]
+    return frozenset(rows[1:])  # after the column names
+
+
 # Fields of the CSA image header that dcm2niix reads to demosaic, place the slices and fill
 # slice timing / phase encoding polarity / diffusion values. All hold numbers only.
-MOSAIC_IMAGE_FIELDS = frozenset({
-    "NumberOfImagesInMosaic",
-    "SliceNormalVector",
-    "SliceMeasurementDuration",
-    "MosaicRefAcqTimes",
-    "ProtocolSliceNumber",
-    "PhaseEncodingDirectionPositive",
-    "BandwidthPerPixelPhaseEncode",
-    "B_value",
-    "DiffusionGradientDirection",
-    "B_matrix",
-})
+MOSAIC_IMAGE_FIELDS = _fields()
 # VRs a kept field may declare (numbers as text); a field declaring anything else is dropped.
 NUMERIC_VRS = frozenset({"IS", "DS", "FD", "FL", "US", "UL", "SS", "SL"})
 _NUMBER = re.compile(rb"[ ]*[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?[ ]*\x00*")
