@@ -27,7 +27,7 @@ def run_raw_participant(s: Settings) -> list[dict]:
     from dataclasses import replace
 
     from .convert.raw import stage_raw
-    from .convert.sidecar_keep import keep_rules
+    from .formats.sidecar_keep import keep_rules
 
     pseudo = Pseudonymizer(s.key)
     check_deface_method(s)
@@ -108,7 +108,7 @@ def _series_record(r: dict, sourcedata: str) -> dict:
 
 def _forget_kept_names(private_dir: Path, subjects: list[str]) -> None:
     """Series/protocol names the raw conversion kept (already clean of every identifier) are no audit needles."""
-    from .convert.sidecar_keep import FREE_TEXT, clean_text
+    from .formats.sidecar_keep import FREE_TEXT, clean_text
 
     for subj in subjects:
         path = private_dir / "identifiers" / f"sub-{subj}.json"

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bids_deid.convert.twix import is_twix, read_twix_identifiers, scrub_twix, twix_layout
 from bids_deid.errors import InputError
+from bids_deid.formats.twix import is_twix, read_twix_identifiers, scrub_twix, twix_layout
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "twix"
 needs_twix = pytest.mark.skipif(not (DATA / "epi.dat").exists(), reason="shared twix data absent")

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pydicom
 
+from ..formats.twix import is_twix
 from .fasthdr import fast_header
-from .twix import is_twix
 
 # Scanner files often break VR length rules; reading them must not warn per file.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_open, atomic_write_text
+from ..formats.sidecar_keep import FREE_TEXT, clean_text
 from .asl import aslcontext_tsv
 from .classify import Guess
 from .identity import looks_identifying
 from .series import Series
-from .sidecar_keep import FREE_TEXT, clean_text
 
 
 def symlink(target: Path, link: Path) -> None:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from ..dicom.sniff import is_dicom
 from ..errors import InputError
+from ..formats.twix import is_twix
 from ..openneuro import bids_version
 from ..pseudonym import Pseudonymizer
 from .batch import convert_all, dcm2niix_bin, start_folder
@@ -49,7 +50,6 @@ from .sourcedata import (
     twix_patients,
     twix_row,
 )
-from .twix import is_twix
 
 log = logging.getLogger(__name__)
 

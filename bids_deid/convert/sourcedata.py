@@ -13,11 +13,11 @@ from collections import defaultdict
 from pathlib import Path
 
 from ..errors import InputError
+from ..formats.twix import read_twix_identifiers, twix_layout
 from ..pseudonym import Pseudonymizer
 from .classify import Guess, bids_name
 from .place import symlink, write_sidecar
 from .series import Series
-from .twix import read_twix_identifiers, twix_layout
 
 
 def other_format(path: Path) -> str | None:

@@ -264,8 +264,8 @@ def minc_sidecar(src: Path, profile=None, offset_days: int | None = None, slog: 
     """
     from dataclasses import replace
 
-    from ..convert.sidecar_keep import FREE_TEXT, clean_text, keep_rules
     from ..profiles import load_profile
+    from .sidecar_keep import FREE_TEXT, clean_text, keep_rules
 
     slog = slog if slog is not None else ScrubLog()
     profile = profile or load_profile("basic")
