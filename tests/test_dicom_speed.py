@@ -141,6 +141,25 @@ def test_writer_is_atomic_with_exact_mode(tmp_path, profile, pseudo, monkeypatch
     assert "b.dcm" not in names and not [n for n in names if n.startswith(TMP_PREFIX)]
 
 
+def test_writer_skips_a_leftover_temp_name(tmp_path, profile, pseudo, monkeypatch):
+    """A temp file an earlier process of the same pid left does not stop the write (the byte path
+    once reported 'written' for a file it had not written when the name was taken)."""
+    import itertools
+
+    from bids_deid import atomic
+
+    src = _save(_tricky_dataset(None), tmp_path / "in.dcm", ExplicitVRLittleEndian)
+    out = tmp_path / "out"
+    out.mkdir()
+    leftover = out / f"{TMP_PREFIX}{os.getpid()}-0"
+    leftover.write_bytes(b"old")
+    monkeypatch.setattr(atomic, "_PART_COUNT", itertools.count())
+    res = deidentify_file(src, out / "a.dcm", profile, pseudo)
+    assert res.status == "written"
+    assert pydicom.dcmread(out / "a.dcm").SOPInstanceUID
+    assert leftover.read_bytes() == b"old"
+
+
 def test_shared_method_attributes_are_not_changed_between_files(tmp_path, profile, pseudo):
     srcs = [_save(_tricky_dataset(None), tmp_path / f"in{i}.dcm", ExplicitVRLittleEndian) for i in range(2)]
     outs = [deidentify_file(s, tmp_path / f"o{i}.dcm", profile, pseudo).dst for i, s in enumerate(srcs)]

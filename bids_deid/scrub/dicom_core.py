@@ -1,9 +1,9 @@
 """The DICOM engine's decisions and shared state, without pydicom.
 
-What every path of the engine shares: the per-tag decision of a profile plan (:func:`_decide`,
-cached per plan), the audit entries (:class:`_Ctx`, interned notes), the result object
-(:class:`DicomResult`), free-text cleaning, and the small writer used for outputs
-(:func:`write_parts_atomic`). Nothing here imports pydicom, so the lean path
+What every path of the engine shares: the per-tag decision of a profile plan (:func:`decide_tag`,
+cached per plan by :func:`decide_cached`), the audit entries (:class:`Ctx`, interned notes), the
+result object (:class:`DicomResult`) and free-text cleaning. Outputs are written by
+:func:`bids_deid.atomic.atomic_write_parts` (the one writer). Nothing here imports pydicom, so the lean path
 (:mod:`bids_deid.scrub.dicom_lean`) and the tree driver (:mod:`bids_deid.scrub.dicom_tree`)
 start without its ~0.17 s import; :mod:`bids_deid.scrub.dicom` re-exports these names.
 """
@@ -11,7 +11,6 @@ start without its ~0.17 s import; :mod:`bids_deid.scrub.dicom` re-exports these 
 from __future__ import annotations
 
 import csv
-import itertools
 import json
 import os
 import re
@@ -22,7 +21,6 @@ from pathlib import Path
 from struct import Struct
 
 from .. import __version__
-from ..atomic import TMP_PREFIX
 from ..pseudonym import Pseudonymizer
 from . import dicom_allowlist as allow
 from . import dicom_safe_private as safe_private
@@ -113,53 +111,6 @@ def pixel_end(data, pos: int, size: int) -> int:
         else:
             raise Fallback("malformed encapsulated pixel data")
     raise Fallback("truncated encapsulated pixel data")
-
-
-_TMP_COUNT = itertools.count()
-_DIRS: set[str] = set()
-
-
-def write_parts_atomic(parts: list, dst: str | os.PathLike, fsync: bool = True, perm: int = 0o644) -> bool:
-    """Write the chunks ``parts`` into ``dst`` atomically with one ``writev`` (temp file beside it, rename).
-
-    Same contract as :func:`bids_deid.atomic.atomic_open` (temp ``.bids-deid-tmp-*`` name, mode
-    ``perm``, removed on failure); folders already made are remembered. Returns False, having
-    written nothing, when the temp name is taken (a leftover of an earlier process with the same
-    pid): the caller then writes through :func:`~bids_deid.atomic.atomic_open`.
-    """
-    dst = os.fspath(dst)
-    folder = os.path.dirname(dst) or "."
-    if folder not in _DIRS:
-        os.makedirs(folder, exist_ok=True)
-        _DIRS.add(folder)
-    tmp = os.path.join(folder, f"{TMP_PREFIX}{os.getpid()}-{next(_TMP_COUNT)}")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, perm)
-    except FileExistsError:
-        return False
-    try:
-        os.fchmod(fd, perm)  # exact mode whatever the umask (as atomic_open)
-        total = sum(map(len, parts))
-        done = os.writev(fd, parts)
-        if done < total:  # short write: finish the rest
-            rest = memoryview(b"".join(bytes(b) for b in parts))[done:]
-            while rest:
-                rest = rest[os.write(fd, rest):]
-        if fsync:
-            os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, dst)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        _DIRS.discard(folder)
-        raise
-    return True
 
 
 # CID 7050 De-identification Method codes (PS3.16), a data table.

@@ -27,6 +27,7 @@ import os
 import re
 from pathlib import Path
 
+from ..atomic import atomic_write_parts
 from ..dicom import integrity
 from ..dicom.reader import Defect, Reader, file_meta, sequence_items
 from ..pseudonym import shift_da, shift_dt
@@ -47,7 +48,6 @@ from .dicom_core import (
     Fallback,
     meta_group,
     pixel_end,
-    write_parts_atomic,
 )
 from .dicom_dict import dictionary_vr
 from .dicom_method import method_elements, with_prior_method
@@ -550,7 +550,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
         fields[tag] = v.encode("ascii")
     parts = [_meta_bytes(fields)]
     parts.extend(b for _, b in out)
-    write_parts_atomic(parts, dst, fsync)
+    atomic_write_parts(dst, parts, fsync=fsync)
     ctx.identifiers = list(dict.fromkeys(ctx.identifiers))
     res = eng.DicomResult(
         Path(src), Path(dst), "written", "ok", ctx.changes, ctx.identifiers, subj,

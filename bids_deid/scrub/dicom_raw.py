@@ -32,7 +32,7 @@ from pydicom.tag import BaseTag
 from pydicom.uid import UID, ImplicitVRLittleEndian
 from pydicom.values import convert_string
 
-from ..atomic import atomic_open
+from ..atomic import atomic_open, atomic_write_parts
 from .dicom_core import (  # noqa: F401 - Fallback and PIXEL_DATA re-exported
     CHARSET,
     EXPLICIT,
@@ -53,7 +53,6 @@ from .dicom_core import (  # noqa: F401 - Fallback and PIXEL_DATA re-exported
     element_bytes,
     meta_group,
     pixel_end,
-    write_parts_atomic,
 )
 
 
@@ -459,9 +458,9 @@ class _Parts:
 def write_raw_file(raw: RawFile, dst: str | os.PathLike, fsync: bool = True, perm: int = 0o644) -> None:
     """:func:`write_raw` into ``dst`` atomically (temp file beside it, then rename).
 
-    Same contract as :func:`bids_deid.atomic.atomic_open` (temp ``.bids-deid-tmp-*`` name, mode
-    ``perm``, removed on failure), with fewer system calls for a file held in memory: the output
-    is gathered and written with one ``writev``, and folders already made are remembered.
+    A file held in memory is gathered and written with one ``writev``
+    (:func:`bids_deid.atomic.atomic_write_parts`); a mapped one streams through
+    :func:`bids_deid.atomic.atomic_open`.
     """
     if not isinstance(raw.data, bytes):
         with atomic_open(dst, "wb", perm=perm, fsync=fsync) as fh:
@@ -469,6 +468,4 @@ def write_raw_file(raw: RawFile, dst: str | os.PathLike, fsync: bool = True, per
         return
     sink = _Parts()
     write_raw(raw, sink)
-    if not write_parts_atomic(sink.parts, dst, fsync, perm):
-        with atomic_open(dst, "wb", perm=perm, fsync=fsync) as fh:
-            write_raw(raw, fh)
+    atomic_write_parts(dst, sink.parts, perm=perm, fsync=fsync)
