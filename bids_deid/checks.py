@@ -85,7 +85,7 @@ def input_kind(s: Settings) -> str:
     if bids_like:  # a BIDS tree that lost its dataset_description.json is not raw scanner data
         raise InputError(f"{s.bids_dir} looks like a BIDS dataset ({bids_like[0]}/ has BIDS folders) but has no "
                          "dataset_description.json; add one, or pass --input-type raw if it is raw DICOM/twix")
-    from .convert.raw import is_raw_input
+    from .convert.detect import is_raw_input  # light: no pydicom/numpy before dcm2niix starts
 
     if is_raw_input(s.bids_dir):
         return "raw"

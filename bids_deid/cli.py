@@ -362,12 +362,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"wrote {files.array_script} (+ participant list, group job); submit both with: "
                   f"bash {files.submit_script}")
             return 0
-        from .pipeline import run
-
         s = _settings(args, parser)
         forget_key_env()  # child processes (validator, dcm2niix, ...) must not inherit the key
         if not s.dry_run:
             check_output_dir(s, args, parser)
+        from .raw_participant import prestart
+
+        prestart(s)  # raw input: dcm2niix starts now, converting while the rest is imported
+        from .pipeline import run
+
         return _print_result(args.analysis_level, run(s), s,
                              level_command(parser, args, "group"), _key_note(args))
     except BidsDeidError as exc:

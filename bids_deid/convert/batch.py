@@ -29,13 +29,17 @@ import os
 import re
 import shutil
 import subprocess
+import tempfile
+import uuid
 from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import InputError
+from .detect import WORK_DIR_NAME
 
 if TYPE_CHECKING:
     from .series import Series
@@ -291,3 +295,53 @@ def _take_outputs(s: Series, outs: list[dict]) -> None:
             except (OSError, ValueError):
                 fields = {}
         s.outputs.append({**o, "fields": fields})
+
+
+@dataclass
+class Begun:
+    """A staging run's work folder and its whole-folder dcm2niix run (None when the series are converted
+    from links only), as :func:`begin` started them."""
+
+    raw_dir: Path
+    staging_dir: Path
+    work: Path
+    exe: str
+    early: subprocess.Popen | None
+    dry_run: bool
+
+    def fits(self, raw_dir: Path, staging_dir: Path, participants, dry_run: bool) -> bool:
+        """True when this start is the one :func:`begin` would make for these arguments."""
+        return (Path(raw_dir) == self.raw_dir and Path(staging_dir) == self.staging_dir and dry_run == self.dry_run
+                and (self.early is None or not participants))
+
+    def stop(self) -> None:
+        """End the dcm2niix run if it is still going (its output is not wanted then)."""
+        if self.early is not None and self.early.poll() is None:
+            self.early.kill()
+            self.early.wait()
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def begin(raw_dir: Path, staging_dir: Path, *, participants=None, dry_run: bool = False) -> Begun:
+    """Make the work folder of a staging run and start dcm2niix on the whole input in the background.
+
+    The whole folder is converted at once only when every patient is wanted and neither the work
+    nor the staging folder lies inside the input (dcm2niix would read its own output). A dry run
+    converts into a temporary folder, uncompressed.
+    """
+    raw_dir, staging_dir = Path(raw_dir), Path(staging_dir)
+    exe = dcm2niix_bin()
+    if dry_run:  # converted into a temporary folder (names come from the real classification)
+        work = Path(tempfile.mkdtemp(prefix="bids-deid-plan-"))
+    else:
+        work = staging_dir / WORK_DIR_NAME / uuid.uuid4().hex
+        work.mkdir(parents=True, exist_ok=True)
+    early = None
+    raw_real = raw_dir.resolve()
+    if not participants and not _inside(work.resolve(), raw_real) and not _inside(staging_dir.resolve(), raw_real):
+        # everything is converted anyway: dcm2niix reads the folder while Python reads the headers
+        early = start_folder(exe, raw_dir, work / "all", compress=not dry_run)
+    return Begun(raw_dir, staging_dir, work, exe, early, dry_run)

@@ -9,7 +9,6 @@ gzip-compressed DICOM is unpacked into a private folder first.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor
@@ -18,13 +17,12 @@ from pathlib import Path
 import pydicom
 
 from ..formats.twix import is_twix
+from .detect import walk
 from .fasthdr import fast_header
 
 # Scanner files often break VR length rules; reading them must not warn per file.
 pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
 
-WORK_DIR_NAME = ".bids-deid-work"
-UNPACK_DIR_NAME = ".bids-deid-unpacked"  # gzip-compressed DICOM, unpacked (the staging tree links to them)
 ID_TAGS = (
     "PatientName",
     "PatientID",
@@ -113,20 +111,6 @@ def sop_name(kind: str) -> str:
     if kind.startswith("1.3.46.670589.11.0.0.12."):
         return "Philips private series data"
     return _SOP_NAMES.get(kind, f"SOP class {kind}" if re.fullmatch(r"[0-9.]{1,64}", kind) else "unknown SOP class")
-
-
-def walk(root: Path):
-    """Files under ``root`` in sorted order; follows folder symlinks once (no loops)."""
-    seen: set[str] = set()
-    for dirpath, dirs, files in os.walk(root, followlinks=True):
-        real = os.path.realpath(dirpath)
-        if real in seen:
-            dirs[:] = []
-            continue
-        seen.add(real)
-        dirs[:] = sorted(d for d in dirs if d not in (WORK_DIR_NAME, UNPACK_DIR_NAME))
-        for name in sorted(files):
-            yield Path(dirpath) / name
 
 
 def _plain(value) -> object:

@@ -19,20 +19,17 @@ from __future__ import annotations
 import contextlib
 import logging
 import shutil
-import tempfile
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..dicom.sniff import is_dicom
 from ..errors import InputError
-from ..formats.twix import is_twix
 from ..openneuro import bids_version
 from ..pseudonym import Pseudonymizer
-from .batch import convert_all, dcm2niix_bin, start_folder
+from .batch import Begun, begin, convert_all
 from .classify import load_heuristic, sanitize_label
-from .discovery import UNPACK_DIR_NAME, WORK_DIR_NAME, discover, sop_name, walk
+from .detect import UNPACK_DIR_NAME, WORK_DIR_NAME, is_raw_input
+from .discovery import discover, sop_name
 from .identity import demographics, patient_identifiers
 from .naming import name_outputs, reproin_sessions
 from .outputs import classify_outputs, drop_copies, merge_split_volumes
@@ -40,7 +37,6 @@ from .place import place_outputs, write_sidecar
 from .series import Series, ordered_studies, patient_series, patients_by_folder, report_row, series_tree
 from .sourcedata import (
     other_files,
-    other_format,
     plan_micr,
     sourcedata_folder,
     stage_micr,
@@ -50,6 +46,8 @@ from .sourcedata import (
     twix_patients,
     twix_row,
 )
+
+__all__ = ["StageResult", "is_raw_input", "stage_raw"]
 
 log = logging.getLogger(__name__)
 
@@ -66,36 +64,6 @@ class StageResult:
     demographics: dict[str, dict[str, object]] = field(default_factory=dict)  # label -> sex/age (PRIVATE)
 
 
-def is_raw_input(path: Path) -> bool:
-    """True when ``path`` is not a BIDS dataset but holds DICOM or twix files.
-
-    Parameters
-    ----------
-    path : Path
-        Input directory.
-
-    Returns
-    -------
-    bool
-        False when ``dataset_description.json`` exists at the top or nothing raw is found.
-    """
-    path = Path(path)
-    if not path.is_dir() or (path / "dataset_description.json").exists():
-        return False
-    checked = 0
-    for f in walk(path):
-        if f.suffix.lower() == ".dat" and is_twix(f):
-            return True
-        if is_dicom(f):
-            return True
-        if other_format(f):
-            return True
-        checked += 1
-        if checked > 2000:  # a tree this size with no DICOM in the first 2000 files is not raw input
-            break
-    return False
-
-
 def stage_raw(
     raw_dir: Path,
     staging_dir: Path,
@@ -107,6 +75,7 @@ def stage_raw(
     dry_run: bool = False,
     sourcedata: str = "dicom",
     skip_policy: str = "sourcedata",
+    begun: Begun | None = None,
 ) -> StageResult:
     """Discover, group, classify and convert raw scanner data into a staging BIDS tree.
 
@@ -136,6 +105,9 @@ def stage_raw(
         ``"sourcedata"``: an MR series that gets no BIDS name (localizer, derived,
         unclassified, a field-map image without its partner) is kept in ``sourcedata/dicom``;
         ``"drop"``: it is left out, and listed (private) with its reason.
+    begun : Begun, optional
+        The work folder and whole-folder dcm2niix run that :func:`.batch.begin` started for
+        this input and staging folder (before the App's imports); started here when None.
 
     Returns
     -------
@@ -144,34 +116,23 @@ def stage_raw(
     raw_dir, staging_dir = Path(raw_dir), Path(staging_dir)
     if not raw_dir.is_dir():
         raise InputError(f"raw input {raw_dir} is not a directory")
-    exe = dcm2niix_bin()
-    if dry_run:  # converted into a temporary folder (names come from the real classification)
-        work = Path(tempfile.mkdtemp(prefix="bids-deid-plan-"))
-    else:
-        work = staging_dir / WORK_DIR_NAME / uuid.uuid4().hex
-        work.mkdir(parents=True, exist_ok=True)
-    early = None
-    raw_real = raw_dir.resolve()
-    if not participants and not _inside(work.resolve(), raw_real) and not _inside(staging_dir.resolve(), raw_real):
-        # everything is converted anyway: dcm2niix reads the folder while Python reads the headers
-        early = start_folder(exe, raw_dir, work / "all", compress=not dry_run)
+    if begun is not None and not begun.fits(raw_dir, staging_dir, participants, dry_run):
+        begun.stop()
+        begun = None
+    if begun is None:
+        begun = begin(raw_dir, staging_dir, participants=participants, dry_run=dry_run)
+    work = begun.work
     try:
         return _stage_raw(raw_dir, staging_dir, pseudo, participants=participants, heuristic=heuristic,
                           n_cpus=n_cpus, dry_run=dry_run, sourcedata=sourcedata, skip_policy=skip_policy,
-                          _work=work, _exe=exe, _early=early,
+                          _work=work, _exe=begun.exe, _early=begun.early,
                           _unpack=work / "unpacked" if dry_run else staging_dir / UNPACK_DIR_NAME)
     finally:
-        if early is not None and early.poll() is None:
-            early.kill()
-            early.wait()
+        begun.stop()
         shutil.rmtree(work, ignore_errors=True)
         if not dry_run:
             with contextlib.suppress(OSError):
                 (staging_dir / WORK_DIR_NAME).rmdir()
-
-
-def _inside(path: Path, root: Path) -> bool:
-    return path == root or root in path.parents
 
 
 def _stage_raw(

@@ -16,17 +16,9 @@ from ..errors import InputError
 from ..formats.twix import read_twix_identifiers, twix_layout
 from ..pseudonym import Pseudonymizer
 from .classify import Guess, bids_name
+from .detect import other_format
 from .place import symlink, write_sidecar
 from .series import Series
-
-
-def other_format(path: Path) -> str | None:
-    """Analyze / MINC / PAR / TIFF slide (see :mod:`.formats`), or None."""
-    if path.suffix.lower() not in (".hdr", ".mnc", ".par", ".svs", ".tif", ".tiff", ".ndpi", ".scn", ".bif"):
-        return None
-    from .formats import format_of
-
-    return format_of(path)
 
 
 def other_files(records: list[dict]) -> set[str]:
