@@ -471,7 +471,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
         return early
     offset = pseudo.date_offset_days(subj) if offset_days is None else offset_days
     ctx = f.ctx = eng.Ctx(plan, pseudo, subj, offset)
-    # identifying strings for free-text cleaning (dicom._collect_known)
+    # identifying strings for free-text cleaning (dicom_engine._collect_known)
     for t in eng.IDENT_SOURCES:
         r = by_tag.get(t)
         if r is not None:
@@ -484,7 +484,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
                     if len(part) >= 3:
                         ctx.known.append(part)
     ctx.known.sort(key=len, reverse=True)
-    if _SOP_CLASS in by_tag:  # read again when the file meta is set (dicom._treat_meta)
+    if _SOP_CLASS in by_tag:  # read again when the file meta is set (dicom_engine._treat_meta)
         read.add(_SOP_CLASS)
     # the walk, in file order
     out: list[tuple[int, object]] = []
@@ -525,7 +525,7 @@ def process(src: str, dst_for, profile, pseudo, subject, offset_days, overwrite:
         method = with_prior_method(eng, plan, profile.name, ctx, out, codec)
     out = [p for p in out if p[0] not in method] + list(method.items())
     out.sort(key=_first)
-    # file meta (dicom._treat_meta)
+    # file meta (dicom_engine._treat_meta)
     for tag, _a, _b in meta:
         if tag not in _META_KEEP:
             ctx.note(tag, "remove", "file meta: not needed")

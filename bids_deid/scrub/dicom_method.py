@@ -37,7 +37,7 @@ _METHOD_CACHE: dict = {}
 def code_items(eng, plan, have: set, implicit: bool) -> list[bytes]:
     """Items of DeidentificationMethodCodeSequence (CID 7050) that ``plan`` adds to a file whose
     sequence already holds the ``(CodeValue, CodingSchemeDesignator)`` pairs ``have``, as
-    ``dicom._add_method`` adds them."""
+    ``dicom_engine._add_method`` adds them."""
     items = []
     for value, meaning in eng.method_codes(plan, have):
         body = (encode(0x00080100, "SH", [value], implicit) + encode(0x00080102, "SH", ["DCM"], implicit)
@@ -47,7 +47,7 @@ def code_items(eng, plan, have: set, implicit: bool) -> list[bytes]:
 
 
 def method_elements(eng, plan, profile_name: str, implicit: bool = False) -> dict[int, bytes]:
-    """The de-identification method elements of ``plan`` (what ``dicom._add_method`` adds to a
+    """The de-identification method elements of ``plan`` (what ``dicom_engine._add_method`` adds to a
     dataset that has none), encoded once per plan (explicit VR little endian)."""
     key = (id(plan), profile_name, implicit)
     hit = _METHOD_CACHE.get(key)
@@ -69,7 +69,7 @@ def method_elements(eng, plan, profile_name: str, implicit: bool = False) -> dic
 
 def with_prior_method(eng, plan, profile_name: str, ctx, out: list, codec: str = "latin-1") -> dict[int, bytes]:
     """Method elements for a file that already has some (an earlier de-identification), as
-    ``dicom._add_method`` makes them: earlier method texts (cleaned) come first, earlier method
+    ``dicom_engine._add_method`` makes them: earlier method texts (cleaned) come first, earlier method
     codes are kept and only the missing ones are added."""
     present = {t: bytes(b) for t, b in out if t in (0x00120063, 0x00120064)}
     method = dict(method_elements(eng, plan, profile_name))

@@ -36,7 +36,7 @@ def text(raw: bytes, codec: str = "latin-1") -> str:
 
 def items_of(vr: str, raw: bytes, codec: str = "latin-1") -> list[str]:
     """The string values pydicom would give (before ``str(v).strip()``); ``codec`` decodes the
-    VRs that follow the character set (the others are read as ISO 8859-1, as dicom._get does)."""
+    VRs that follow the character set (the others are read as ISO 8859-1, as dicom_engine._get does)."""
     if not raw:
         return []
     s = text(raw, codec if vr in CHARSET_VRS else "latin-1")
