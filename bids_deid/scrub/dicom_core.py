@@ -21,6 +21,7 @@ from pathlib import Path
 from struct import Struct
 
 from .. import __version__
+from ..dicom.reader import Defect, Reader
 from ..pseudonym import Pseudonymizer
 from . import dicom_allowlist as allow
 from . import dicom_safe_private as safe_private
@@ -100,17 +101,12 @@ class Fallback(Exception):
 
 
 def pixel_end(data, pos: int, size: int) -> int:
-    """End of encapsulated pixel data whose items start at ``pos``."""
-    while pos + 8 <= size:
-        group, elem, length = IMPLICIT.unpack_from(data, pos)
-        tag = group << 16 | elem
-        if tag == ITEM:
-            pos += 8 + length
-        elif tag == SEQ_END:
-            return pos + 8
-        else:
-            raise Fallback("malformed encapsulated pixel data")
-    raise Fallback("truncated encapsulated pixel data")
+    """End of encapsulated pixel data whose items start at ``pos`` (walked by the one reader;
+    its defects as :class:`Fallback`)."""
+    try:
+        return Reader(data, False, True).fragments(pos, size)
+    except Defect as exc:
+        raise Fallback(str(exc)) from None
 
 
 # CID 7050 De-identification Method codes (PS3.16), a data table.
