@@ -3,6 +3,7 @@
 Usage::
 
     python benchmarks/bench_convert.py [--repeats 3] [--n-cpus 1] [--large-copies 4] [--only small|large]
+                                       [--before-src DIR]
 
 Rows, per input, all run as command lines (imports and process start counted, as a user sees it),
 interleaved repeat by repeat so that load changes hit every tool alike:
@@ -20,6 +21,9 @@ Inputs: ``small`` is the NIH QA set (``../shared/data/dcm_qa/nih/In``, GE and Si
 DICOM); ``large`` is a study made of ``--large-copies`` copies of every shared MR series (new
 study/series/instance UIDs, so each copy is a session of its own), built once, untimed.
 ``--deface-method none`` everywhere: defacing is benchmarked in bench_deface.py.
+
+``--before-src DIR`` adds a row: ``--sourcedata none`` with the ``bids_deid`` package found in DIR
+(e.g. ``git archive <commit> bids_deid | tar -x -C DIR``), same interpreter, same repeats.
 """
 
 from __future__ import annotations
@@ -69,6 +73,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n-cpus", type=int, default=1)
     ap.add_argument("--large-copies", type=int, default=4)
     ap.add_argument("--only", choices=["small", "large"])
+    ap.add_argument("--before-src", type=Path, help="folder holding an older bids_deid package to compare")
     args = ap.parse_args(argv)
     if not SHARED.is_dir():
         print("shared data not found", file=sys.stderr)
@@ -96,12 +101,13 @@ def main(argv=None) -> int:
         subprocess.run([str(BIN / "bids-deid-dicom"), str(src), str(out), "--key-file", str(key), *cpus],
                        check=True, capture_output=True)
 
-    def app(src: Path, *extra: str) -> None:
+    def app(src: Path, *extra: str, before: bool = False) -> None:
         n = next(counter)
         out = work / f"a{n}"
+        env = dict(os.environ, PYTHONPATH=str(args.before_src.resolve())) if before else None
         subprocess.run([str(BIN / "bids-deid"), str(src), str(out), "participant", "--key-file", str(key),
                         "--private-dir", str(work / f"a{n}-private"), "-w", str(work / f"a{n}-work"),
-                        "--deface-method", "none", *cpus, *extra], check=True, capture_output=True)
+                        "--deface-method", "none", *cpus, *extra], check=True, capture_output=True, env=env)
 
     cpu_used: list[float] = []
 
@@ -120,7 +126,7 @@ def main(argv=None) -> int:
     print("|---|---|---|---|---|---|---|---|")
     for name, src in inputs.items():
         n_files = sum(1 for p in src.rglob("*") if p.is_file())
-        rows: dict[str, list[float]] = {"d": [], "none": [], "peer": [], "kept": []}
+        rows: dict[str, list[float]] = {"d": [], "none": [], "peer": [], "kept": [], "before": []}
         cpu: dict[str, list[float]] = {k: [] for k in rows}
         for _ in range(args.repeats):
             rows["d"].append(timed(lambda src=src: dcm2niix(src)))
@@ -131,11 +137,15 @@ def main(argv=None) -> int:
             cpu["peer"].append(cpu_used[-1] + cpu_used[-2])
             rows["kept"].append(timed(lambda src=src: app(src)))
             cpu["kept"].append(cpu_used[-1])
+            if args.before_src:
+                rows["before"].append(timed(lambda src=src: app(src, "--sourcedata", "none", before=True)))
+                cpu["before"].append(cpu_used[-1])
         for label, data in (("wall", rows), ("CPU", cpu)):
-            med = {k: statistics.median(v) for k, v in data.items()}
+            med = {k: statistics.median(v) for k, v in data.items() if v}
             print(f"| {name} ({label}) | {n_files} | {med['d']:.2f} s | {med['none']:.2f} s "
                   f"| **{med['none'] / med['d']:.2f}** | {med['peer']:.2f} s | {med['kept']:.2f} s "
-                  f"| **{med['kept'] / med['peer']:.2f}** |")
+                  f"| **{med['kept'] / med['peer']:.2f}** |"
+                  + (f" before: {med['before']:.2f} s, **{med['before'] / med['d']:.2f}** |" if "before" in med else ""))
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"\nload average at the end {load}")
     shutil.rmtree(work, ignore_errors=True)

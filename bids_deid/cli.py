@@ -332,6 +332,11 @@ def _container_hint(exc: BaseException | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``bids-deid``; returns the process exit code."""
+    if argv is None:  # the program itself, not a caller of main(): at exit, no last garbage collection
+        import atexit  # over every imported module's objects (~0.05 s of each run; the OS frees it all)
+        import gc
+
+        atexit.register(gc.freeze)
     argv = sys.argv[1:] if argv is None else list(argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--generate-key", type=Path)
