@@ -220,15 +220,22 @@ def count_fragments(data, pos: int, end: int) -> int:
 def file_meta(data, strict: bool = True) -> tuple[int, dict[int, tuple[int, int]]]:
     """Where the dataset starts, and the file meta elements ``tag -> (value start, end)``, for a
     file with the 128-byte preamble and ``DICM``, with ``DICM`` only, or with neither."""
+    pos, records = file_meta_records(data, strict)
+    return pos, {tag: (vpos, end) for tag, _vr, vpos, end in records}
+
+
+def file_meta_records(data, strict: bool = True) -> tuple[int, list[tuple[int, str, int, int]]]:
+    """:func:`file_meta` with the VR: where the dataset starts, and ``(tag, VR, value start,
+    end)`` of each file meta element in file order."""
     pos = 0
     n = len(data)
     if n >= 132 and data[128:132] == b"DICM":
         pos = 132
     elif data[:4] == b"DICM":
         pos = 4
-    meta: dict[int, tuple[int, int]] = {}
+    records: list[tuple[int, str, int, int]] = []
     if pos == 0 and not (n >= 4 and data[0:2] == b"\x02\x00"):
-        return 0, meta
+        return 0, records
     while pos + 8 <= n and data[pos:pos + 2] == b"\x02\x00":
         info = VR_BYTES.get(data[pos + 4:pos + 6])
         if info is None:
@@ -241,11 +248,11 @@ def file_meta(data, strict: bool = True) -> tuple[int, dict[int, tuple[int, int]
             length, vpos = _U16.unpack_from(data, pos + 6)[0], pos + 8
         if length == UNDEFINED or vpos + length > n:
             raise Defect("truncated file meta")
-        meta[0x00020000 | _U16.unpack_from(data, pos + 2)[0]] = (vpos, vpos + length)
+        records.append((0x00020000 | _U16.unpack_from(data, pos + 2)[0], info[0], vpos, vpos + length))
         pos = vpos + length
     if strict and pos + 8 > n and pos < n:
         raise Defect(f"truncated element header at byte {pos}")
-    return pos, meta
+    return pos, records
 
 
 def guess_encoding(data, pos: int) -> tuple[bool, bool]:

@@ -33,6 +33,7 @@ from pydicom.uid import UID, ImplicitVRLittleEndian
 from pydicom.values import convert_string
 
 from ..atomic import atomic_open, atomic_write_parts
+from ..dicom.reader import Defect, file_meta_records
 from .dicom_core import (  # noqa: F401 - Fallback and PIXEL_DATA re-exported
     CHARSET,
     EXPLICIT,
@@ -92,26 +93,18 @@ def _dict_vr(tag: int) -> str | None:
 
 
 def _parse_meta(data, size: int) -> tuple[FileMetaDataset, int]:
+    """The file meta as raw elements (walked by the one reader), and where the dataset starts."""
     if size < 144 or data[128:132] != b"DICM":
         raise Fallback("no DICM preamble")
-    pos, elems = 132, {}
-    while pos + 8 <= size:
-        group, elem = TAG.unpack_from(data, pos)
-        if group != 0x0002:
-            break
-        vr = VRS.get(data[pos + 4:pos + 6])
-        if vr is None:
-            raise Fallback("file meta not explicit VR")
-        if vr in LONG_VRS:
-            length, hdr = U32.unpack_from(data, pos + 8)[0], 12
-        else:
-            length, hdr = U16.unpack_from(data, pos + 6)[0], 8
-        if length == UNDEFINED or pos + hdr + length > size:
-            raise Fallback("odd file meta")
-        tag = group << 16 | elem
-        value = data[pos + hdr:pos + hdr + length] if length else empty_value_for_VR(vr, raw=True)
-        elems[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, length, value, pos + hdr, False, True)
-        pos += hdr + length
+    try:
+        pos, records = file_meta_records(data)
+    except Defect as exc:
+        raise Fallback(str(exc)) from None
+    elems = {}
+    for tag, vr, vpos, end in records:
+        length = end - vpos
+        value = data[vpos:end] if length else empty_value_for_VR(vr, raw=True)
+        elems[BaseTag(tag)] = RawDataElement(BaseTag(tag), vr, length, value, vpos, False, True)
     return FileMetaDataset(elems), pos
 
 
