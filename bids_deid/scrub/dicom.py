@@ -12,33 +12,28 @@ imports (no import circle):
 * :mod:`bids_deid.scrub.dicom_files` the raw and full pydicom file paths (read, walk, write);
 * :mod:`bids_deid.dicom.integrity` checks that what is written is a whole file.
 
-The engine's internal names (underscored) stay reachable here for the tests that look at them.
+Only public names are gathered here; nothing underscored crosses a module line.
 """
 
 from __future__ import annotations
 
-from . import dicom_engine, dicom_files
-
-for _module in (dicom_engine, dicom_files):
-    globals().update({k: v for k, v in vars(_module).items() if not k.startswith("__")})
-from .dicom_engine import DicomResult, Tag, burned_in_reason, deidentify_dataset, is_dicom  # noqa: E402
-from .dicom_files import (  # noqa: E402, F401
+from .dicom_core import DicomResult
+from .dicom_engine import Tag, burned_in_reason, deidentify_dataset, deidentify_events, is_dicom, skip_for
+from .dicom_files import (
     OutputDefect,
     kept_tags,
     prepare_meta,
+    process_full,
+    process_raw,
     read_dicom,
     refusal,
     subject_for,
     write_whole,
 )
-from .dicom_tree import (  # noqa: E402, F401
-    TreeDst,
-    deidentify_file,
-    deidentify_tree,
-    iter_files,
-    iter_tree,
-    summarize,
-)
+from .dicom_table import compile_plan
+from .dicom_tree import TreeDst, deidentify_file, deidentify_tree, iter_files, iter_tree, summarize
 
-__all__ = ["DicomResult", "burned_in_reason", "deidentify_dataset", "deidentify_file", "deidentify_tree", "is_dicom",
-           "iter_tree", "Tag"]
+__all__ = ["DicomResult", "OutputDefect", "Tag", "TreeDst", "burned_in_reason", "compile_plan", "deidentify_dataset",
+           "deidentify_events", "deidentify_file", "deidentify_tree", "is_dicom", "iter_files", "iter_tree",
+           "kept_tags", "prepare_meta", "process_full", "process_raw", "read_dicom", "refusal", "skip_for",
+           "subject_for", "summarize", "write_whole"]
