@@ -14,14 +14,20 @@ import shutil
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-import pydicom
-
 from ..formats.twix import is_twix
 from .detect import walk
 from .fasthdr import fast_header
 
 # Scanner files often break VR length rules; reading them must not warn per file.
-pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+
+
+def pydicom_reader():
+    """pydicom, imported on first use (most folders never need it: the header pass reads plain
+    files itself), set to read values without validating them."""
+    import pydicom
+
+    pydicom.config.settings.reading_validation_mode = pydicom.config.IGNORE
+    return pydicom
 
 ID_TAGS = (
     "PatientName",
@@ -117,7 +123,7 @@ def _plain(value) -> object:
     """pydicom values to picklable plain Python (str / float / list of str)."""
     if value is None:
         return None
-    if isinstance(value, (list, tuple, pydicom.multival.MultiValue)):
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
         return [str(v) for v in value]
     if isinstance(value, (int, float)):
         return value
@@ -189,6 +195,11 @@ def read_header(path: Path) -> dict:
         return rec
     if not preamble and len(head) < 8:
         return rec
+    if not preamble and min(int.from_bytes(head[:2], "little"), int.from_bytes(head[:2], "big")) > 0x0008:
+        # Files are only taken as DICOM with a SOPInstanceUID (0008,0018); elements come in tag
+        # order, so a stream without preamble must start in a group up to 0008: text files and
+        # other data are told apart here without a parse.
+        return rec
     if preamble and FAST_HEADERS:
         fast = fast_header(str(path), HEADER_TAGS_T)
         if fast is not None and fast["pixels_complete"] is not False:
@@ -204,7 +215,8 @@ def read_header(path: Path) -> dict:
         # anything unusual (or a verdict other than "dicom"): pydicom decides below
     try:
         with open(path, "rb") as fh:
-            ds = pydicom.dcmread(fh, stop_before_pixels=True, force=not preamble, specific_tags=HEADER_TAGS)
+            ds = pydicom_reader().dcmread(fh, stop_before_pixels=True, force=not preamble,
+                                          specific_tags=HEADER_TAGS)
             pixel_offset = fh.tell()  # where reading stopped: at (or just past) the Pixel Data tag
     except Exception:  # noqa: BLE001 - corrupt input is reported, never raised
         rec["kind"] = "corrupt" if preamble else "other"

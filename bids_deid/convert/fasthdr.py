@@ -17,9 +17,8 @@ import os
 import struct
 from functools import lru_cache
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
-
 from ..dicom.header import NotPlain, read_header
+from ..scrub.dicom_dict import dictionary_vr, tag_for_keyword
 
 IMPLICIT = "1.2.840.10008.1.2"
 EXPLICIT = "1.2.840.10008.1.2.1"
@@ -43,7 +42,7 @@ def _wanted(keywords: tuple[str, ...]) -> dict[int, tuple[str, str]]:
         tag = tag_for_keyword(kw)
         if tag is None:
             raise ValueError(f"unknown DICOM keyword {kw}")
-        out[int(tag)] = (kw, dictionary_VR(tag))
+        out[int(tag)] = (kw, dictionary_vr(tag))
     return out
 
 

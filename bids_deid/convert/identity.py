@@ -8,21 +8,32 @@ from __future__ import annotations
 
 import re
 
-import pydicom
-
-from .discovery import DATE_TAGS, ID_TAGS, LATE_ID_TAGS
+from ..dicom.header import peek
+from ..scrub.dicom_dict import tag_for_keyword
+from .discovery import DATE_TAGS, ID_TAGS, LATE_ID_TAGS, pydicom_reader
 
 
 def late_identifiers(path: str) -> list[tuple[str, str]]:
-    """(tag, value) of :data:`LATE_ID_TAGS` in one file (pydicom, header only); [] when unreadable."""
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True, specific_tags=list(LATE_ID_TAGS))
-    except Exception:  # noqa: BLE001 - the series' own reading reports problems
-        return []
+    """(tag, value) of :data:`LATE_ID_TAGS` in one file (header only); [] when unreadable.
+
+    Read by the engine's own reader when the file is a plain one, else by pydicom.
+    """
+    tags = {tag_for_keyword(k): k for k in LATE_ID_TAGS}
+    found = peek(path, frozenset(t for t in tags if t is not None))
+    if found is not None:
+        values = {tags[t]: v for t, v in found.items()}
+    else:
+        try:
+            ds = pydicom_reader().dcmread(path, stop_before_pixels=True, force=True, specific_tags=list(LATE_ID_TAGS))
+        except Exception:  # noqa: BLE001 - the series' own reading reports problems
+            return []
+        values = {}
+        for tag in LATE_ID_TAGS:
+            v = ds.get(tag)
+            values[tag] = list(v) if isinstance(v, (list, tuple)) or type(v).__name__ == "MultiValue" else [v]
     out = []
     for tag in LATE_ID_TAGS:
-        v = ds.get(tag)
-        for item in v if isinstance(v, (list, tuple, pydicom.multival.MultiValue)) else [v]:
+        for item in values.get(tag) or []:
             text = str(item or "").strip()
             if len(text) >= 3:
                 out.append((tag, text))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..formats.headers import nifti_geometry
 from .classify import Guess, HeuristicRule, classify, phase_dir_label
 from .place import fieldmap_units
 from .series import Series, num
@@ -19,14 +20,11 @@ from .series import Series, num
 
 def _image_geometry(o: dict) -> None:
     """``o['affine']``, ``o['shape']`` and ``o['n_vols']`` from the NIfTI header (None when unreadable)."""
-    import nibabel as nib  # noqa: PLC0415
-
-    try:
-        img = nib.load(str(o["nii"]))
-        o["affine"], o["shape"] = img.affine, tuple(img.shape[:3])
-        o["n_vols"] = int(img.shape[3]) if len(img.shape) > 3 else 1
-    except Exception:  # noqa: BLE001 - geometry is a hint only
+    geometry = nifti_geometry(o["nii"])
+    if geometry is None:  # geometry is a hint only
         o["affine"], o["shape"], o["n_vols"] = None, None, None
+    else:
+        o["affine"], o["shape"], o["n_vols"] = geometry
 
 
 def classify_outputs(s: Series, heuristic: list[HeuristicRule] | None, reproin: bool = False) -> None:
@@ -69,13 +67,13 @@ def drop_copies(series: list[Series]) -> None:
     """
     import hashlib
 
-    import nibabel as nib  # noqa: PLC0415
-
     by_uid: dict[str, list[Series]] = defaultdict(list)
     for s in series:
         by_uid[s.uid].append(s)
 
     def digest(o: dict) -> str | None:
+        import nibabel as nib  # noqa: PLC0415 - only for series held twice
+
         try:
             img = nib.load(str(o["nii"]))
             return hashlib.sha1(np.ascontiguousarray(img.dataobj.get_unscaled()).tobytes()).hexdigest()
@@ -111,8 +109,6 @@ def merge_split_volumes(s: Series, work: Path) -> None:
     ``asl`` or ``dwi``, are joined, in acquisition order (AcquisitionTime, then SeriesNumber);
     the sidecar is the first volume's (b-values and vectors are joined too).
     """
-    import nibabel as nib  # noqa: PLC0415
-
     groups: dict[tuple, list[dict]] = defaultdict(list)
     for o in s.outputs:
         g = o["guess"]
@@ -126,6 +122,8 @@ def merge_split_volumes(s: Series, work: Path) -> None:
             continue
         outs.sort(key=lambda o: (str(o["fields"].get("AcquisitionTime") or ""), num(o["fields"].get("SeriesNumber")),
                                  o["postfix"]))
+        import nibabel as nib  # noqa: PLC0415 - only when there are volumes to join
+
         imgs = [nib.load(str(o["nii"])) for o in outs]
         scale = {_scaling(i.header) for i in imgs}
         if len({i.get_data_dtype() for i in imgs}) != 1:

@@ -135,6 +135,11 @@ def _single_volume_to_4d(src: Path, dest: Path, tr) -> bool:
     """
     import gzip
 
+    from ..formats.headers import read_nifti_header
+
+    head = read_nifti_header(src)
+    if head is not None and int(head["dim"][0]) != 3:
+        return False  # told from the header, without loading nibabel for every 4D run
     import nibabel as nib  # noqa: PLC0415
 
     img = nib.load(str(src))

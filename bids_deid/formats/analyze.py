@@ -16,17 +16,17 @@ import re
 import shutil
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
 from .base import Context, Outcome, ScrubLog, scrub_to
+from .headers import ANALYZE
 from .niftiout import clean_nifti, write_nifti_gz
 
 log = logging.getLogger(__name__)
 
 HEADER_SIZE = 348
-_DTYPE = nib.analyze.AnalyzeHeader.template_dtype
+_DTYPE = ANALYZE
 # Text fields kept because readers need them and they hold a fixed vocabulary.
 _KEEP_TEXT = {"regular", "orient"}
 _UNIT_WORDS = {b"", b"mm", b"um", b"cm", b"m", b"ms", b"s", b"us", b"hz"}
@@ -122,6 +122,7 @@ def _texty(value: bytes) -> bool:
 
 
 def _image_bytes(hdr_raw: bytes) -> int:
+    import nibabel as nib
     h = nib.analyze.AnalyzeHeader(hdr_raw[:HEADER_SIZE], check=False)
     shape = h.get_data_shape()
     n = int(np.prod(shape)) if shape else 0
@@ -178,6 +179,7 @@ def scrub(src: Path, profile, ctx: Context) -> Outcome:
     (``nifti.keep_descrip``). Raises InputError for a file that is not an Analyze pair or a
     truncated image.
     """
+    import nibabel as nib
     hdr = Path(src)
     slog = ScrubLog()
     if not is_analyze_pair(hdr):
@@ -224,6 +226,8 @@ def analyze_to_nifti(hdr: Path, dst: Path, slog: ScrubLog | None = None) -> Path
     then read with nibabel; the output header carries no text from the input.
     """
     import tempfile
+
+    import nibabel as nib
 
     hdr, dst = Path(hdr), Path(dst)
     slog = slog or ScrubLog()

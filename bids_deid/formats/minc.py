@@ -14,7 +14,6 @@ import logging
 import tempfile
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
 from ..atomic import atomic_write_bytes
@@ -287,6 +286,7 @@ def minc_sidecar(src: Path, profile=None, offset_days: int | None = None, slog: 
 
 def minc_to_nifti(src: Path, dst: Path, slog: ScrubLog | None = None) -> Path:
     """Convert a MINC 1/2 file to a clean ``.nii.gz`` (scaled values as float32, nibabel's affine)."""
+    import nibabel as nib
     src, dst = Path(src), Path(dst)
     slog = slog or ScrubLog()
     with tempfile.TemporaryDirectory(prefix="bids-deid-minc-") as tmp:

@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-import nibabel as nib
 import numpy as np
 from isal import igzip
 from isal.igzip_lib import IsalError
@@ -30,6 +29,7 @@ from ..profiles import Profile
 from .base import Outcome, ScrubLog
 from .cifti import ECODE as CIFTI_ECODE
 from .cifti import scrub_cifti_xml
+from .headers import NIFTI1, NIFTI2
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ GZ_LEVEL = 2  # isal level 2: about gzip -6 ratio at several times its speed
 _TEXT_FIELDS = {1: ("data_type", "db_name", "descrip", "aux_file", "intent_name"), 2: ("descrip", "aux_file", "intent_name", "unused_str")}
 # Analyze leftovers NIfTI-1 never reads: any bytes there are copied from the input unless cleared.
 _UNUSED_FIELDS = {1: ("extents", "session_error", "glmax", "glmin"), 2: ()}
-_DTYPES = {1: nib.nifti1.header_dtype, 2: nib.nifti2.header_dtype}
+_DTYPES = {1: NIFTI1, 2: NIFTI2}
 _HDR_SIZE = {1: 348, 2: 540}
 _SERIES = re.compile(r"_dwi\.nii(\.gz)?$")  # images whose volumes a .bval/.bvec counts
 

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import gzip
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import nibabel as nib
 import numpy as np
 
 from ..atomic import atomic_open
+
+if TYPE_CHECKING:
+    import nibabel as nib
 
 
 def clean_nifti(data: np.ndarray, affine: np.ndarray, zooms: tuple[float, ...] | None = None,
@@ -35,6 +38,7 @@ def clean_nifti(data: np.ndarray, affine: np.ndarray, zooms: tuple[float, ...] |
     -------
     nibabel.Nifti1Image
     """
+    import nibabel as nib
     hdr = nib.Nifti1Header()
     hdr.set_data_dtype(np.asarray(data).dtype)
     img = nib.Nifti1Image(np.asarray(data), np.asarray(affine, dtype=float), hdr)
