@@ -82,6 +82,7 @@ def test_cid7050_codes_as_the_standard_writes_them():
     # PS3.16 CID 7050, written here independently of the shipped table
     assert dicom_core.CID7050 == {
         "basic": ("113100", "Basic Application Confidentiality Profile"),
+        "clean_pixel_data": ("113101", "Clean Pixel Data Option"),
         "clean_graphics": ("113103", "Clean Graphics Option"),
         "clean_structured_content": ("113104", "Clean Structured Content Option"),
         "clean_descriptors": ("113105", "Clean Descriptors Option"),

@@ -90,6 +90,9 @@ def test_ultrasound_burned_in_cleaned(tmp_path, rel):
     assert res.status == "written", res.reason
     got = pydicom.dcmread(out)
     assert got.BurnedInAnnotation == "NO"
+    # the method says the pixels were cleaned (PS3.16 CID 7050), beside the basic profile
+    codes = [(i.CodeValue, i.CodingSchemeDesignator) for i in got.DeidentificationMethodCodeSequence]
+    assert ("113101", "DCM") in codes and ("113100", "DCM") in codes and len(codes) == len(set(codes))
     assert got.PhotometricInterpretation == pydicom.dcmread(src).PhotometricInterpretation
     assert _ocr_all(got) == ""
     maker = str(got.get("Manufacturer", "")).lower()  # the header keeps the manufacturer (profile choice)

@@ -23,6 +23,7 @@ CID = 7050
 # pydicom concept keyword -> bids-deid profile option (hand-kept: the names are ours)
 OPTIONS = {
     "BasicApplicationConfidentialityProfile": "basic",
+    "CleanPixelDataOption": "clean_pixel_data",  # not a profile option: written by --clean-pixels
     "CleanGraphicsOption": "clean_graphics",
     "CleanStructuredContentOption": "clean_structured_content",
     "CleanDescriptorsOption": "clean_descriptors",

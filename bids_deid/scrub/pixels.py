@@ -415,6 +415,7 @@ def _clean_pixels_file(src: Path, dst: Path, profile, pseudo, subject, offset_da
         return DicomResult(src, None, "withheld", f"pixel data could not be cleaned ({why}); not written",
                            subject=subj), None
     changes, identifiers = deidentify_dataset(ds, replace(profile, dicom_burned_in="keep"), pseudo, subj, offset)
+    _add_clean_pixel_code(ds)
     changes.append({"field": "PixelData", "action": "clean",
                     "why": f"{pres.boxes} OCR text box(es) and {pres.region_boxes} fixed region(s) blacked out"})
     if pres.photometric_note:
@@ -426,6 +427,26 @@ def _clean_pixels_file(src: Path, dst: Path, profile, pseudo, subject, offset_da
         return DicomResult(src, None, "withheld", f"{exc}; not written", subject=subj), None
     note = "ok (burned-in text cleaned" + (f"; {pres.photometric_note})" if pres.photometric_note else ")")
     return DicomResult(src, dst, "written", note, changes, identifiers, subj), pres
+
+
+def _add_clean_pixel_code(ds) -> None:
+    """Say in DeidentificationMethodCodeSequence that the pixel data were cleaned (CID 7050
+    113101 "Clean Pixel Data Option"), once."""
+    from pydicom.dataset import Dataset  # noqa: PLC0415
+    from pydicom.sequence import Sequence  # noqa: PLC0415
+
+    from .dicom_core import CID7050  # noqa: PLC0415
+
+    value, meaning = CID7050["clean_pixel_data"]
+    seq = ds.get("DeidentificationMethodCodeSequence")
+    if seq is None:
+        seq = ds.DeidentificationMethodCodeSequence = Sequence()
+    if any(str(getattr(i, "CodeValue", "")) == value and str(getattr(i, "CodingSchemeDesignator", "")) == "DCM"
+           for i in seq):
+        return
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, "DCM", meaning
+    seq.append(item)
 
 
 def _decode_failure(exc: Exception, syntax: str) -> str:
