@@ -1,7 +1,8 @@
-"""Raw DICOM file access for the fast path of the de-identification engine.
+"""Raw DICOM file access for the pydicom raw path of the de-identification engine.
 
-:func:`read_raw` parses a Part 10 file into a pydicom :class:`~pydicom.dataset.Dataset` whose
-top-level elements stay *raw* (bytes, not converted) and remembers where each element's bytes
+:func:`read_raw` builds, from the element records of the one reader
+(:class:`bids_deid.dicom.reader.Reader`: this module has no walk of its own), a pydicom
+:class:`~pydicom.dataset.Dataset` whose top-level elements stay *raw* (bytes, not converted) and remembers where each element's bytes
 lie in the file. Pixel Data is never read into Python: only its byte range is kept.
 :func:`write_raw` writes the (de-identified) dataset back: elements the engine did not touch
 are copied byte for byte, changed or new ones are encoded by pydicom, and the Pixel Data range
@@ -21,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import IO
 
 from pydicom.charset import convert_encodings, default_encoding
-from pydicom.datadict import dictionary_VR
 from pydicom.dataelem import DataElement, RawDataElement, empty_value_for_VR
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO, DicomFileLike
@@ -33,27 +33,19 @@ from pydicom.uid import UID, ImplicitVRLittleEndian
 from pydicom.values import convert_string
 
 from ..atomic import atomic_open, atomic_write_parts
-from ..dicom.reader import Defect, file_meta_records
+from ..dicom.reader import Defect, Reader, file_meta_records
 from .dicom_core import (  # noqa: F401 - Fallback and PIXEL_DATA re-exported
     CHARSET,
-    EXPLICIT,
-    IMPLICIT,
-    ITEM,
-    ITEM_END,
-    LONG_VRS,
     META_VRS,
     PIXEL_DATA,
     READ_WHOLE_MAX,
-    SEQ_END,
     TAG,
-    U16,
     U32,
     UNDEFINED,
     VRS,
     Fallback,
     element_bytes,
     meta_group,
-    pixel_end,
 )
 
 
@@ -83,13 +75,6 @@ class RawFile:
         if isinstance(self.data, mmap.mmap):
             self.data.close()
         self.fh.close()
-
-
-def _dict_vr(tag: int) -> str | None:
-    try:
-        return dictionary_VR(tag)
-    except KeyError:
-        return None
 
 
 def _parse_meta(data, size: int) -> tuple[FileMetaDataset, int]:
@@ -149,92 +134,55 @@ def read_raw(path: str | os.PathLike, skip=None) -> RawFile:
 
 
 def _parse_dataset(raw: RawFile, pos: int, size: int, skip=None) -> None:
+    """Build ``raw.ds`` from the element records of the one reader (:class:`Reader`): kept
+    elements stay raw (their bytes), sequences are parsed by pydicom from the value range the
+    reader found (and must end there), Pixel Data is only located."""
     data, implicit = raw.data, raw.implicit
+    if implicit and pos + 6 <= size and data[pos + 4:pos + 6] in VRS:
+        raise Fallback("implicit transfer syntax but explicit-looking data")
+    reader = Reader(data, implicit)
+    records: list = []
+    try:
+        reader.elements(pos, size, records)
+    except Defect as exc:
+        raise Fallback(str(exc)) from None
+    if not reader.in_order:
+        raise Fallback("elements out of order")
     elems: dict = {}
     events = raw.events = [] if skip is not None else None
     spans, originals = raw.spans, raw.originals
     encoding: str | list[str] = default_encoding
-    first = True
-    last_tag = -1
-    while pos < size:
-        if pos + 8 > size:
-            raise Fallback("trailing bytes")
-        if implicit:
-            group, elem, length = IMPLICIT.unpack_from(data, pos)
-            if first and data[pos + 4:pos + 6] in VRS:
-                raise Fallback("implicit transfer syntax but explicit-looking data")
-            vr, hdr = None, 8
-        else:
-            group, elem, vr_bytes, length = EXPLICIT.unpack_from(data, pos)
-            vr = VRS.get(vr_bytes)
-            if vr is None:
-                raise Fallback("unknown VR (implicit data under an explicit transfer syntax?)")
-            if vr in LONG_VRS:
-                length, hdr = U32.unpack_from(data, pos + 8)[0], 12
-            else:
-                hdr = 8
-        tag = group << 16 | elem
-        first = False
-        if tag <= last_tag or group == 0xFFFE:
-            raise Fallback("elements out of order or stray delimiter")
-        last_tag = tag
-        vpos = pos + hdr
-        if events is not None and tag != PIXEL_DATA and tag != CHARSET:
+    for tag, vr, start, vpos, end, undefined in records:
+        if tag == PIXEL_DATA:
+            raw.pixel = (start, end)
+            continue
+        if events is not None and tag != CHARSET:
             left_out = skip[tag, vr]
-            if left_out and length != UNDEFINED:
-                end = vpos + length
-                if end > size:
-                    raise Fallback("truncated element")
+            if left_out:  # neither converted nor written
                 events.append((tag, left_out))
-                pos = end
                 continue
-        else:
-            left_out = None
         btag = BaseTag(tag)
-        if length == UNDEFINED:
-            if tag == PIXEL_DATA:
-                end = pixel_end(data, vpos, size)
-                raw.pixel = (pos, end)
-                pos = end
-                continue
-            seq_vr = "SQ" if vr == "UN" else vr  # PS3.5 6.2.2: undefined-length UN is a sequence
-            if seq_vr is None:
-                seq_vr = _dict_vr(tag)
-                if seq_vr is None and vpos + 4 <= size and TAG.unpack_from(data, vpos) == (0xFFFE, 0xE000):
-                    seq_vr = "SQ"
-            if seq_vr != "SQ":
-                raise Fallback("undefined length outside a sequence")
+        if undefined:
             fp = DicomBytesIO(data) if isinstance(data, bytes) else DicomFileLike(raw.fh)
             fp.is_little_endian, fp.is_implicit_VR = True, implicit
             fp.seek(vpos)
-            seq = read_sequence(fp, implicit, True, length, encoding)
-            end = fp.tell()
+            seq = read_sequence(fp, implicit, True, UNDEFINED, encoding)
+            if fp.tell() != end:
+                raise Fallback("sequence read by pydicom ends elsewhere than the reader's")
             element = DataElement(btag, "SQ", seq, vpos, is_undefined_length=True)
         else:
-            end = vpos + length
-            if end > size:
-                raise Fallback("truncated element")
-            if tag == PIXEL_DATA:
-                raw.pixel = (pos, end)
-                pos = end
-                continue
+            length = end - vpos
             value = data[vpos:end] if length else empty_value_for_VR(vr, raw=True)
             element = RawDataElement(btag, vr, length, value, vpos, implicit, True)
             if tag == CHARSET:
                 encoding = convert_encodings(convert_string(value or b"", True))
-        if left_out:  # an undefined-length sequence left out: parsed only to find its end
-            events.append((tag, left_out))
-            pos = end
-            continue
+            # Only raw (immutable) elements may be copied back as bytes: a parsed sequence can
+            # be changed in place by the engine, so it is always re-encoded.
+            spans[btag] = (start, end)  # keyed by the same tag objects as ds (fast lookups)
+            originals[btag] = element
         if events is not None:
             events.append(btag)
         elems[btag] = element
-        if isinstance(element, RawDataElement):
-            # Only raw (immutable) elements may be copied back as bytes: a parsed sequence can
-            # be changed in place by the engine, so it is always re-encoded.
-            spans[btag] = (pos, end)  # keyed by the same tag objects as ds (fast lookups)
-            originals[btag] = element
-        pos = end
     ds = Dataset(elems)
     ds.set_original_encoding(implicit, True, encoding)
     ds.file_meta = raw.meta
