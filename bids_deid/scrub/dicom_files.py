@@ -7,6 +7,14 @@ raw path declines, the full pydicom path (:func:`process_full`: read, walk, writ
 decide through the dataset walk of :mod:`bids_deid.scrub.dicom_engine`. The tree driver
 (:mod:`bids_deid.scrub.dicom_tree`) calls :func:`process_slow`; :mod:`bids_deid.scrub.pixels`
 uses the read and write steps for the burned-in text cleaner.
+
+Which files come here (measured on the 1,192 shared DICOM files): the raw path takes what the
+byte path declines but pydicom's raw elements handle: profiles that keep safe private tags
+(``retain_safe_private``, e.g. dicom-research), files over ``READ_WHOLE_MAX`` (streamed from a
+mapping), text in character sets other than latin-1/UTF-8, actions the byte path cannot encode.
+Both paths build on the one reader's element records (:mod:`bids_deid.dicom.reader`); the full
+path is the fallback reader for what the raw path declines: big-endian, deflated or private
+transfer syntaxes, no preamble, data not in the declared encoding, a changed character set.
 """
 
 from __future__ import annotations

@@ -328,13 +328,25 @@ class _File:
         return out
 
     def item(self, pos: int, end: int) -> bytes:
+        """The item's elements as written; an item with its own Specific Character Set (one
+        the byte path reads: latin-1 or UTF-8) reads its text in it, and its items inherit it."""
+        outer = self.codec
+        try:
+            return self._item(pos, end)
+        finally:
+            self.codec = outer
+
+    def _item(self, pos: int, end: int) -> bytes:
         data = self.data
         out = []
         seen, changes = self.ctx.seen, self.ctx.changes
         for rec in self.scan(pos, end):
             kind = rec[6]
             if rec[0] == CHARSET:
-                raise Fallback("item with its own character set")
+                name = data[rec[3]:rec[4]].strip(b" \0")
+                if rec[5] or name not in CHARSETS:
+                    raise Fallback("item with a character set the byte path does not read")
+                self.codec = CHARSETS[name]
             if kind == _K_KEEP:
                 out.append(data[rec[2]:rec[4]])
             elif kind == _K_QUIET:
