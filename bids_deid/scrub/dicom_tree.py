@@ -175,9 +175,21 @@ def deidentify_tree(
     return results
 
 
+class _NoBar:
+    """What the tree walk calls when no bar is shown (tqdm costs ~30 ms to import)."""
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
 def _bar(total: int | None, progress: bool):
     import sys
 
+    if not (progress and sys.stderr.isatty()):
+        return _NoBar()
     from tqdm import tqdm
 
     return tqdm(total=total, unit="file", disable=not (progress and sys.stderr.isatty()), leave=False)
