@@ -174,11 +174,14 @@ def plan_subject(
     selected_sessions: tuple[str, ...] | None,
     deface: bool,
     follow_links: bool = False,
+    gzip_images: bool = False,
 ) -> list[FileTask]:
     """Every file of one subject (its folder and its part of sourcedata/) with a task.
 
     Symbolic links out of ``bids_dir`` are not followed unless ``follow_links`` (set for the
-    staging tree bids-deid builds from raw input, whose links point at that input).
+    staging tree bids-deid builds from raw input, whose links point at that input). With
+    ``gzip_images`` (the same staging tree: dcm2niix writes it uncompressed, so that each image
+    is compressed once, by the writer) a ``.nii`` image is written as ``.nii.gz``.
     """
     from .formats import is_folder_format
 
@@ -217,6 +220,8 @@ def plan_subject(
             tasks.append(FileTask(path, None, "unknown", note="not a BIDS file name (no sub- entity first)"))
             continue
         out = None if kind == "unknown" else relabel_rel(rel, subject, new_subject, sessions)
+        if gzip_images and out is not None and out.endswith(".nii"):
+            out += ".gz"
         tasks.append(FileTask(path, out, kind, needs_deface and deface))
     src_root = bids_dir / "sourcedata"
     if src_root.is_dir():

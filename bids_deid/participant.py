@@ -204,7 +204,8 @@ class SubjectRun:
     def run(self) -> dict:
         s = self.s
         tasks = plan_subject(s.bids_dir, self.subject, self.new, self.sessions, s.sessions,
-                             deface=s.deface_method != "none", follow_links=s.labels_pseudonymized)
+                             deface=s.deface_method != "none", follow_links=s.labels_pseudonymized,
+                             gzip_images=s.gzip_images)
         if not s.dry_run:  # incomplete until finish() (the group level refuses incomplete subjects)
             from .record import subject_started
 

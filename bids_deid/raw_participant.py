@@ -142,7 +142,7 @@ def run_raw_participant(s: Settings) -> list[dict]:
         inner = replace(s, bids_dir=staging, work_dir=job / "work", participants=None, sessions=s.sessions,
                         profile=replace(s.profile, subjects="keep", sessions="keep",
                                         sidecar_rules=keep_rules() + tuple(s.profile.sidecar_rules)),
-                        labels_pseudonymized=True,
+                        labels_pseudonymized=True, gzip_images=True,
                         skip_validation=True)
         subjects = set(list_subjects(staging))  # and those with only sourcedata (CT, twix, ...)
         subjects |= {p.name[4:] for p in staging.glob("sourcedata/*/sub-*") if p.is_dir()}

@@ -66,6 +66,7 @@ class Settings:
     skip_series_policy: str = "sourcedata"  # raw input: series without a BIDS name -> sourcedata | drop
     progress: bool = True
     labels_pseudonymized: bool = False  # raw input: staging labels are already pseudonyms
+    gzip_images: bool = False  # raw input: staged (uncompressed) .nii images are written as .nii.gz
     clean_pixels: bool = False  # OCR + blackout of burned-in text instead of leaving such DICOM out
     license: str | None = None  # dataset_description License (else the input's)
     authors: tuple[str, ...] | None = None  # dataset_description Authors (else the input's)

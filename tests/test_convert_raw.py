@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -120,7 +121,15 @@ def write_series(
 
 
 def staged_names(root: Path) -> list[str]:
-    return [str(p.relative_to(root)) for p in root.rglob("*")]
+    """Staged paths under their published names: dcm2niix stages images uncompressed
+    (``.nii``), the participant stage writes them as ``.nii.gz``."""
+    return [str(p.relative_to(root)) + (".gz" if p.name.endswith(".nii") else "") for p in root.rglob("*")]
+
+
+def staged_file(root: Path, name: str) -> Path:
+    """The staged file of a published name (``x.nii.gz`` is staged as ``x.nii``)."""
+    path = root / name
+    return path.with_name(path.name[: -len(".gz")]) if name.endswith(".nii.gz") else path
 
 
 # ---------------------------------------------------------------- shared scanner data
@@ -183,6 +192,9 @@ def test_shared_staging_validates(shared_stage, tmp_path):
     # minimal test-only cleanup standing in for the lead's scrubber: drop identity fields
     copy = tmp_path / "clean"
     shutil.copytree(stage, copy, symlinks=True, ignore=shutil.ignore_patterns("sourcedata"))
+    for nii in copy.rglob("sub-*/**/*.nii"):  # staged uncompressed; published as .nii.gz
+        nii.with_name(nii.name + ".gz").write_bytes(gzip.compress(nii.read_bytes(), compresslevel=1))
+        nii.unlink()
     for js in copy.rglob("sub-*/**/*.json"):
         d = json.loads(js.read_text())
         for k in ("InstitutionName", "InstitutionAddress", "StationName", "DeviceSerialNumber", "AcquisitionDateTime"):
@@ -227,8 +239,8 @@ def test_batched_link_conversion_matches_whole_folder(shared_stage, tmp_path):
     want = sorted(r["bids_name"] for r in res.series if r["subject"] == dev)
     assert sorted(r["bids_name"] for r in sub.series) == want
     for name in want:
-        assert (tmp_path / "s" / name).is_file()
-        assert (tmp_path / "s" / name).stat().st_size == (stage / name).stat().st_size
+        assert staged_file(tmp_path / "s", name).is_file()
+        assert staged_file(tmp_path / "s", name).stat().st_size == staged_file(stage, name).stat().st_size
 
 
 # ---------------------------------------------------------------- canary study
@@ -286,7 +298,7 @@ def test_repeated_series_get_runs(tmp_path, pseudo):
     write_series(raw / "s2", patient=pat, study_uid=study)
     stage = tmp_path / "stage"
     stage_raw(raw, stage, pseudo)
-    anat = sorted(p.name for p in (stage / f"sub-{pseudo.subject('RUNS1')}" / "anat").glob("*.nii.gz"))
+    anat = sorted(p.name for p in (stage / f"sub-{pseudo.subject('RUNS1')}" / "anat").glob("*.nii"))
     assert [n.split("_")[1] for n in anat] == ["run-1", "run-2"]
 
 
@@ -366,5 +378,5 @@ def test_duplicate_and_out_of_order_instances_are_reported_and_converted_once(tm
     assert "1 duplicate instance(s)" in text and "not stored in instance-number order" in text
     (name,) = [s["bids_name"] for s in res.series if s["action"] == "bids"]
     ref = SHARED / "dcm_qa" / "nih" / "Ref" / "DCM2NIIX_regression_test_4.nii"
-    assert np.array_equal(np.asanyarray(nib.load(tmp_path / "staging" / name).dataobj),
+    assert np.array_equal(np.asanyarray(nib.load(staged_file(tmp_path / "staging", name)).dataobj),
                           np.asanyarray(nib.load(ref).dataobj))

@@ -147,5 +147,5 @@ def test_gz_dicom_without_plain_copy_is_read(tmp_path):
     res = stage_raw(src, tmp_path / "staging", Pseudonymizer(b"k" * 32))
     names = [s["bids_name"] for s in res.series if s["action"] == "bids"]
     assert len(names) == 1 and names[0].endswith("_bold.nii.gz")
-    img = nib.load(tmp_path / "staging" / names[0])
+    img = nib.load(tmp_path / "staging" / names[0][: -len(".gz")])  # staged uncompressed
     assert img.shape[-1] > 1

@@ -65,7 +65,8 @@ def dcm2niix_cmd(exe: str, in_dir: Path, out_dir: Path, *, compress: bool = True
     -------
     list of str
     """
-    # gzip level 1: the scrubber recompresses every image once it has cleaned the header
+    # staging is uncompressed (compress=False): the participant stage compresses each image once,
+    # as it writes the cleaned header and the voxels
     gz = ["-z", "y", "-1"] if compress else ["-z", "n"]
     return [exe, "-b", "y", "-ba", "y", *gz, "-d", str(MAX_DEPTH),
             "-f", "%j_%s", "-w", "1", "-o", str(out_dir), str(in_dir)]
@@ -329,8 +330,9 @@ def begin(raw_dir: Path, staging_dir: Path, *, participants=None, dry_run: bool 
     """Make the work folder of a staging run and start dcm2niix on the whole input in the background.
 
     The whole folder is converted at once only when every patient is wanted and neither the work
-    nor the staging folder lies inside the input (dcm2niix would read its own output). A dry run
-    converts into a temporary folder, uncompressed.
+    nor the staging folder lies inside the input (dcm2niix would read its own output). Images are
+    staged uncompressed (the participant stage compresses them once, as it writes them); a dry
+    run converts into a temporary folder.
     """
     raw_dir, staging_dir = Path(raw_dir), Path(staging_dir)
     exe = dcm2niix_bin()
@@ -343,5 +345,5 @@ def begin(raw_dir: Path, staging_dir: Path, *, participants=None, dry_run: bool 
     raw_real = raw_dir.resolve()
     if not participants and not _inside(work.resolve(), raw_real) and not _inside(staging_dir.resolve(), raw_real):
         # everything is converted anyway: dcm2niix reads the folder while Python reads the headers
-        early = start_folder(exe, raw_dir, work / "all", compress=not dry_run)
+        early = start_folder(exe, raw_dir, work / "all", compress=False)
     return Begun(raw_dir, staging_dir, work, exe, early, dry_run)
