@@ -264,8 +264,10 @@ class SubjectRun:
         shutil.rmtree(s.work_dir / f"sub-{self.new}", ignore_errors=True)
         if s.dry_run:
             return {"subject": self.new, "original": self.subject, "plan": self.plan_lines}
-        encode = json.JSONEncoder(sort_keys=True).encode  # one encoder for every record (a study has ~10^5)
-        write_private(p / "audit" / f"sub-{self.new}.jsonl", "\n".join(map(encode, self.audit)) +
+        encode = json.JSONEncoder(sort_keys=True).encode  # one encoder for every record
+        # a DICOM file's changes come as one line already encoded (formats.base.audit_line)
+        write_private(p / "audit" / f"sub-{self.new}.jsonl",
+                      "\n".join(a if isinstance(a, str) else encode(a) for a in self.audit) +
                       ("\n" if self.audit else ""))
         uniq = sorted({(k, v) for k, v in self.identifiers})
         write_json(p / "identifiers" / f"sub-{self.new}.json", [list(x) for x in uniq])

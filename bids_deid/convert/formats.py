@@ -20,7 +20,7 @@ from pathlib import Path
 from ..dataset import FileTask, classify
 from ..formats import CONVERTIBLE as CONVERTIBLE_MODULES
 from ..formats import by_name, companion_suffixes, image_format
-from ..formats.base import Outcome, ScrubLog
+from ..formats.base import Outcome, ScrubLog, audit_line
 from ..formats.sidecar import dump_json, load_json
 
 log = logging.getLogger(__name__)
@@ -157,38 +157,56 @@ def _source_other(t: FileTask, ctx, rel_src: str, kind: str) -> Outcome:
     return res
 
 
+_SOURCE_KEYWORDS = ((0x00080016, "SOPClassUID"), (0x00080060, "Modality"), (0x00280301, "BurnedInAnnotation"))
+_WSI_TAGS = frozenset({0x00080016, 0x00080060})
+
+
+def _as_dataset(head):
+    """A pydicom Dataset of the values read without pydicom (a dict), or ``head`` itself."""
+    if not isinstance(head, dict):
+        return head
+    import pydicom
+
+    ds = pydicom.Dataset()
+    for keyword, value in head.items():
+        setattr(ds, keyword, value)
+    return ds
+
+
 def _source_dicom(t: FileTask, ctx, rel_src: str) -> Outcome | None:
     """A whole-slide DICOM, or one whose burned-in text ``--clean-pixels`` removes; None for other DICOM.
 
     The DICOM engine writes the file itself (whole and checked); the outcome carries its audit
     rows, identifiers and fate.
     """
-    import pydicom
-
-    from ..dicom.header import source_header
+    from ..dicom.header import peek, source_header
+    from ..dicom.sniff import is_dicom
     from ..formats.wsi import deidentify_wsi_dicom, is_dicom_wsi
-    from ..scrub.dicom import burned_in_reason, is_dicom
 
     s = ctx.s
     if not is_dicom(t.src):
         return None
-    # only what is_dicom_wsi and burned_in_reason look at: the engine parses the file itself
-    values = source_header(t.src)  # read without pydicom when the file is a usual one
+    # only what is_dicom_wsi (and, with --clean-pixels, burned_in_reason) look at: the engine
+    # parses the file itself. Without --clean-pixels two early tags tell (read only that far).
+    clean_pixels = getattr(s, "clean_pixels", False)
+    values = source_header(t.src) if clean_pixels else peek(t.src, _WSI_TAGS)  # None: ask pydicom
     if values is not None:
-        head = pydicom.Dataset()
-        for tag, keyword in ((0x00080016, "SOPClassUID"), (0x00080060, "Modality"),
-                             (0x00280301, "BurnedInAnnotation")):
-            if tag in values:
-                vals = values[tag]
-                setattr(head, keyword, vals[0] if len(vals) == 1 else (vals or ""))
+        head = {keyword: (values[tag][0] if len(values[tag]) == 1 else (values[tag] or ""))
+                for tag, keyword in _SOURCE_KEYWORDS if tag in values}
     else:
+        import pydicom
+
         try:
             head = pydicom.dcmread(t.src, stop_before_pixels=True, force=True,
                                    specific_tags=["SOPClassUID", "Modality", "BurnedInAnnotation"])
         except Exception:  # noqa: BLE001 - the engine reports unreadable files
             return None
     wsi = is_dicom_wsi(head)
-    clean = getattr(s, "clean_pixels", False) and not wsi and burned_in_reason(head, s.profile)
+    if not wsi and not clean_pixels:
+        return None
+    from ..scrub.dicom import burned_in_reason
+
+    clean = clean_pixels and not wsi and burned_in_reason(_as_dataset(head), s.profile)
     if not wsi and not clean:
         return None
     rel = ctx.source_dicom_rel(rel_src, "microscopy" if wsi else "dicom")
@@ -203,7 +221,8 @@ def _source_dicom(t: FileTask, ctx, rel_src: str) -> Outcome | None:
 
         dres, pres = deidentify_file_clean_pixels(t.src, ctx.out(rel), s.profile, ctx.pseudo, subject=ctx.new,
                                                   offset_days=ctx.offset)
-    res = Outcome(audit=[{"file": rel, **c} for c in dres.changes])
+    changes = dres.changes_json()
+    res = Outcome(audit=[audit_line(rel, changes)] if changes != "[]" else [])
     res.log.identifiers += list(dres.identifiers)
     if dres.status in ("written", "exists"):
         res.record(rel, "written", dres.reason if pres else "")

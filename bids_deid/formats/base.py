@@ -91,7 +91,8 @@ class Outcome:
     ``records``
         other fates: output- or input-relative path -> ``{"status", "reason", ...}``.
     ``audit``
-        audit entries naming their own file (defacing, withholding).
+        audit entries naming their own file (defacing, withholding); an entry may be one
+        already-encoded JSON line (:func:`audit_line`: a DICOM file's whole list of changes).
     ``plan``
         the dry-run lines (nothing is written in a dry run).
     ``then``
@@ -106,7 +107,7 @@ class Outcome:
     log: ScrubLog = field(default_factory=ScrubLog)
     withheld: str = ""
     records: dict[str, dict] = field(default_factory=dict)
-    audit: list[dict] = field(default_factory=list)
+    audit: list[dict | str] = field(default_factory=list)
     plan: list[str] = field(default_factory=list)
     then: list = field(default_factory=list)
     cleanup: list[Path] = field(default_factory=list)
@@ -167,3 +168,13 @@ def scrub_to(scrub: Callable[[Path, Any, Context], Outcome], src: Path, dst: Pat
     if slog is not None:
         slog.extend(res.log)
     return [dst.parent / r for r in write_outcome(dst.parent, res, skip_existing=False)]
+
+
+def audit_line(rel: str, changes_json: str) -> str:
+    """One audit line for a file whose changes are already a JSON array (the DICOM engine makes
+    that text once per distinct list): ``{"file": rel, "changes": [...]}``. The readers of the
+    audit log (:func:`bids_deid.report.removed.audit_entries`) take it as one entry per change."""
+    import json
+
+    return f'{{"file": {json.dumps(rel)}, "changes": {changes_json}}}'
+

@@ -1,7 +1,8 @@
 """What a run removed, per class of identifier, from the private audit log.
 
 The audit log (``audit/*.jsonl``) holds one line per change: file, field (or DICOM keyword and
-tag), action and why — never the value. This module sorts those lines into the classes a data
+tag), action and why — never the value; a DICOM file's changes share one line (``file`` and
+its list of ``changes``), which :func:`audit_entries` reads as one entry per change. This module sorts those lines into the classes a data
 steward asks about (names, IDs, dates, institutions, free text, private tags, extensions,
 burned-in text, faces) and counts changes and files per class.
 """
@@ -106,9 +107,9 @@ def _odd_group(tag: str) -> bool:
     return bool(m) and int(m.group(1), 16) % 2 == 1
 
 
-def summarize(private_dir: Path, records: dict[str, dict]) -> dict[str, ClassCount]:
-    """Counts per class over every audit log in ``private_dir`` and the file records (faces, burned-in)."""
-    out = {c: ClassCount() for c, _, _ in CLASSES}
+def audit_entries(private_dir: Path):
+    """Every entry of the audit logs in ``private_dir``, one per change, each naming its file
+    (a line holding a file's list of ``changes`` gives one entry per change)."""
     for log in sorted((private_dir / "audit").glob("*.jsonl")):
         with open(log, encoding="utf-8") as fh:
             for line in fh:
@@ -116,14 +117,29 @@ def summarize(private_dir: Path, records: dict[str, dict]) -> dict[str, ClassCou
                     a = json.loads(line)
                 except ValueError:
                     continue
-                action = str(a.get("action", ""))
-                if action in ("keep", "convert"):
+                if not isinstance(a, dict):
                     continue
-                name = str(a.get("keyword") or a.get("field") or a.get("tag") or "")
-                cls = classify(name, action, str(a.get("why", "")), str(a.get("tag", "")))
-                if cls == "faces":  # counted from the records below, once per image
-                    continue
-                out[cls].add(str(a.get("file", "")), name, action)
+                changes = a.get("changes")
+                if isinstance(changes, list):
+                    for c in changes:
+                        if isinstance(c, dict):
+                            yield {"file": a.get("file", ""), **c}
+                else:
+                    yield a
+
+
+def summarize(private_dir: Path, records: dict[str, dict]) -> dict[str, ClassCount]:
+    """Counts per class over every audit log in ``private_dir`` and the file records (faces, burned-in)."""
+    out = {c: ClassCount() for c, _, _ in CLASSES}
+    for a in audit_entries(private_dir):
+        action = str(a.get("action", ""))
+        if action in ("keep", "convert"):
+            continue
+        name = str(a.get("keyword") or a.get("field") or a.get("tag") or "")
+        cls = classify(name, action, str(a.get("why", "")), str(a.get("tag", "")))
+        if cls == "faces":  # counted from the records below, once per image
+            continue
+        out[cls].add(str(a.get("file", "")), name, action)
     for rel, r in records.items():
         status, reason = r.get("status"), str(r.get("reason", ""))
         if status == "defaced":
