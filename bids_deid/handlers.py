@@ -24,7 +24,7 @@ from pathlib import Path
 from .config import Settings
 from .dataset import FileTask
 from .errors import InputError
-from .formats.base import Context, Outcome, ScrubLog, audit_line
+from .formats.base import Context, Outcome, ScrubLog, audit_lines
 from .formats.sidecar import dump_json, load_json
 from .private import ensure_dir
 from .pseudonym import Pseudonymizer
@@ -239,8 +239,7 @@ def _source_dicom(t: FileTask, ctx: RunContext, rel_src: str) -> Outcome:
                            fsync=False)
     if dst != ctx.out(rel):
         dst.unlink(missing_ok=True)
-    changes = dres.changes_json()
-    res = Outcome(audit=[audit_line(rel, changes)] if changes != "[]" else [])
+    res = Outcome(audit=audit_lines(rel, dres.changes_json()))
     res.log.identifiers += list(dres.identifiers)
     if dres.status in ("written", "exists"):
         return res.record(rel, "written")

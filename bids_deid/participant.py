@@ -265,7 +265,7 @@ class SubjectRun:
         if s.dry_run:
             return {"subject": self.new, "original": self.subject, "plan": self.plan_lines}
         encode = json.JSONEncoder(sort_keys=True).encode  # one encoder for every record
-        # a DICOM file's changes come as one line already encoded (formats.base.audit_line)
+        # a DICOM file's changes come as one line already encoded (formats.base.audit_lines)
         write_private(p / "audit" / f"sub-{self.new}.jsonl",
                       "\n".join(a if isinstance(a, str) else encode(a) for a in self.audit) +
                       ("\n" if self.audit else ""))

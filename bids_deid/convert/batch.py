@@ -49,7 +49,7 @@ log = logging.getLogger(__name__)
 MAX_DEPTH = 9  # dcm2niix searches at most 9 folder levels below its input
 
 
-def dcm2niix_cmd(exe: str, in_dir: Path, out_dir: Path, *, compress: bool = True) -> list[str]:
+def dcm2niix_cmd(exe: str, in_dir: Path, out_dir: Path) -> list[str]:
     """The dcm2niix command line: anonymized BIDS sidecar, outputs named ``<SeriesInstanceUID>_<SeriesNumber>``.
 
     Parameters
@@ -58,21 +58,18 @@ def dcm2niix_cmd(exe: str, in_dir: Path, out_dir: Path, *, compress: bool = True
         dcm2niix executable.
     in_dir, out_dir : Path
         Folder searched (recursively, up to 9 levels) and output folder.
-    compress : bool
-        gzip the images (``-z y``); False for plans that only need the sidecars and headers.
 
     Returns
     -------
     list of str
     """
-    # staging is uncompressed (compress=False): the participant stage compresses each image once,
-    # as it writes the cleaned header and the voxels
-    gz = ["-z", "y", "-1"] if compress else ["-z", "n"]
-    return [exe, "-b", "y", "-ba", "y", *gz, "-d", str(MAX_DEPTH),
+    # images uncompressed (-z n): the participant stage compresses each image once, as it writes
+    # the cleaned header and the voxels
+    return [exe, "-b", "y", "-ba", "y", "-z", "n", "-d", str(MAX_DEPTH),
             "-f", "%j_%s", "-w", "1", "-o", str(out_dir), str(in_dir)]
 
 
-def start_folder(exe: str, in_dir: Path, out_dir: Path, *, compress: bool = True) -> subprocess.Popen:
+def start_folder(exe: str, in_dir: Path, out_dir: Path) -> subprocess.Popen:
     """Start dcm2niix on a whole folder in the background (caller waits or kills).
 
     Returns
@@ -80,7 +77,7 @@ def start_folder(exe: str, in_dir: Path, out_dir: Path, *, compress: bool = True
     subprocess.Popen
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    return subprocess.Popen(dcm2niix_cmd(exe, in_dir, out_dir, compress=compress),
+    return subprocess.Popen(dcm2niix_cmd(exe, in_dir, out_dir),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
@@ -157,20 +154,20 @@ def _split(groups: list[tuple[str, list[str]]], n: int) -> list[list[tuple[str, 
     return [b for b in bins if b]
 
 
-def convert_one(paths: list[str], work: Path, exe: str, *, compress: bool = True) -> list[dict]:
+def convert_one(paths: list[str], work: Path, exe: str) -> list[dict]:
     """Convert one series on its own (links under ``work/in``); every output belongs to it."""
     in_dir, out_dir = work / "in", work / "out"
     in_dir.mkdir(parents=True, exist_ok=True)
     for i, p in enumerate(paths, 1):
         os.symlink(os.path.abspath(p), in_dir / f"{i:05d}.dcm")
     out_dir.mkdir(parents=True, exist_ok=True)
-    subprocess.run(dcm2niix_cmd(exe, in_dir, out_dir, compress=compress), stdout=subprocess.DEVNULL,
+    subprocess.run(dcm2niix_cmd(exe, in_dir, out_dir), stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, check=False)
     return [o for outs in index_outputs(out_dir).values() for o in outs]
 
 
 def convert_links(series: Iterable[tuple[str, list[str]]], work: Path, exe: str, n_cpus: int = 1, *,
-                  compress: bool = True, keys: Iterable[str] | None = None) -> dict[str, list[dict]]:
+                  keys: Iterable[str] | None = None) -> dict[str, list[dict]]:
     """Link each series' files into ``work/in<k>/<token>/`` and convert with one dcm2niix per bin.
 
     Parameters
@@ -183,8 +180,6 @@ def convert_links(series: Iterable[tuple[str, list[str]]], work: Path, exe: str,
         dcm2niix executable.
     n_cpus : int
         Number of dcm2niix processes (series are spread over them by instance count).
-    compress : bool
-        gzip the images.
     keys : iterable of str, optional
         The expected output keys (see :func:`index_outputs`).
 
@@ -204,7 +199,7 @@ def convert_links(series: Iterable[tuple[str, list[str]]], work: Path, exe: str,
             for i, p in enumerate(paths, 1):
                 os.symlink(os.path.abspath(p), folder / f"{i:05d}.dcm")
         out_dir.mkdir(parents=True, exist_ok=True)
-        rc = subprocess.run(dcm2niix_cmd(exe, in_dir, out_dir, compress=compress), stdout=subprocess.DEVNULL,
+        rc = subprocess.run(dcm2niix_cmd(exe, in_dir, out_dir), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, check=False).returncode
         if rc:
             log.debug("dcm2niix exit %s on bin %s", rc, k)
@@ -239,7 +234,7 @@ def dcm2niix_bin() -> str:
 
 
 def convert_all(to_convert: list[Series], records: list[dict], raw_dir: Path,
-                work: Path, exe: str, early, n_cpus: int, compress: bool) -> None:
+                work: Path, exe: str, early, n_cpus: int) -> None:
     """Fill ``s.outputs`` of every series to convert.
 
     Outputs of the background whole-folder run (``early``) are taken for series that it
@@ -268,7 +263,7 @@ def convert_all(to_convert: list[Series], records: list[dict], raw_dir: Path,
     singles = [s for s in rest if s not in batchable]
     if batchable:
         idx = convert_links([(s.token, [r["path"] for r in s.records]) for s in batchable], work / "links", exe,
-                            n_cpus, compress=compress, keys=keys)
+                            n_cpus, keys=keys)
         for s in batchable:
             if idx.get(s.key):
                 _take_outputs(s, idx[s.key])
@@ -276,7 +271,7 @@ def convert_all(to_convert: list[Series], records: list[dict], raw_dir: Path,
                 singles.append(s)
     if singles:
         def one(s: Series) -> list[dict]:
-            return convert_one([r["path"] for r in s.records], work / "one" / s.token, exe, compress=compress)
+            return convert_one([r["path"] for r in s.records], work / "one" / s.token, exe)
 
         with ThreadPoolExecutor(max_workers=n_cpus) as pool:
             for s, outs in zip(singles, pool.map(one, singles), strict=True):
@@ -345,5 +340,5 @@ def begin(raw_dir: Path, staging_dir: Path, *, participants=None, dry_run: bool 
     raw_real = raw_dir.resolve()
     if not participants and not _inside(work.resolve(), raw_real) and not _inside(staging_dir.resolve(), raw_real):
         # everything is converted anyway: dcm2niix reads the folder while Python reads the headers
-        early = start_folder(exe, raw_dir, work / "all", compress=False)
+        early = start_folder(exe, raw_dir, work / "all")
     return Begun(raw_dir, staging_dir, work, exe, early, dry_run)

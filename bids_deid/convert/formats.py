@@ -20,7 +20,7 @@ from pathlib import Path
 from ..dataset import FileTask, classify
 from ..formats import CONVERTIBLE as CONVERTIBLE_MODULES
 from ..formats import by_name, companion_suffixes, image_format
-from ..formats.base import Outcome, ScrubLog, audit_line
+from ..formats.base import Outcome, ScrubLog, audit_lines
 from ..formats.sidecar import dump_json, load_json
 
 log = logging.getLogger(__name__)
@@ -206,8 +206,7 @@ def _source_dicom(t: FileTask, ctx, rel_src: str) -> Outcome | None:
         return None
     from ..scrub.dicom import burned_in_reason
 
-    clean = clean_pixels and not wsi and burned_in_reason(_as_dataset(head), s.profile)
-    if not wsi and not clean:
+    if not wsi and not burned_in_reason(_as_dataset(head), s.profile):
         return None
     rel = ctx.source_dicom_rel(rel_src, "microscopy" if wsi else "dicom")
     if ctx.dry_run:
@@ -221,8 +220,7 @@ def _source_dicom(t: FileTask, ctx, rel_src: str) -> Outcome | None:
 
         dres, pres = deidentify_file_clean_pixels(t.src, ctx.out(rel), s.profile, ctx.pseudo, subject=ctx.new,
                                                   offset_days=ctx.offset)
-    changes = dres.changes_json()
-    res = Outcome(audit=[audit_line(rel, changes)] if changes != "[]" else [])
+    res = Outcome(audit=audit_lines(rel, dres.changes_json()))
     res.log.identifiers += list(dres.identifiers)
     if dres.status in ("written", "exists"):
         res.record(rel, "written", dres.reason if pres else "")

@@ -142,14 +142,14 @@ def merge_split_volumes(s: Series, work: Path) -> None:
         out.header.set_xyzt_units(first.header.get_xyzt_units()[0], "sec")
         out.set_qform(first.get_qform(), int(first.header["qform_code"]))
         out.set_sform(first.get_sform(), int(first.header["sform_code"]))
-        dest = work / f"merged-{s.token}-{len(outs)}-{outs[0]['postfix'] or 'x'}.nii.gz"
+        dest = work / f"merged-{s.token}-{len(outs)}-{outs[0]['postfix'] or 'x'}.nii"  # staged uncompressed
         nib.save(out, str(dest))
         keep = outs[0]
         for ext in ("bval", "bvec"):
             parts = [Path(o[ext]).read_text().split("\n") for o in outs if o.get(ext)]
             if parts and len(parts) == len(outs):
                 rows = [" ".join(p[i].strip() for p in parts) for i in range(len(parts[0])) if parts[0][i].strip()]
-                target = work / f"{dest.name[:-7]}.{ext}"
+                target = work / f"{dest.name[: -len('.nii')]}.{ext}"
                 target.write_text("\n".join(rows) + "\n")
                 keep[ext] = target
         keep.update(nii=dest, n_vols=len(outs))

@@ -85,8 +85,8 @@ def place_outputs(by_ses: dict[tuple[str, str | None], list[tuple[Series, dict]]
                 side["Units"] = fieldmap_units(side)
             if g.suffix == "phasediff" and ("EchoTime1" not in side or "EchoTime2" not in side):
                 _fill_echo_times(side, s, items)
-            # dcm2niix stages uncompressed: the participant stage writes the image as .nii.gz
-            image = dest if str(o["nii"]).endswith(".gz") else dest.with_name(dest.name[: -len(".gz")])
+            # staged uncompressed (.nii): the participant stage writes the image as .nii.gz
+            image = dest.with_name(dest.name[: -len(".gz")])
             if g.suffix in _TIME_SERIES and _single_volume_to_4d(Path(o["nii"]), image, side.get("RepetitionTime")):
                 o["problem"] = "one volume: written as a 4D run of length 1"
             else:
@@ -135,8 +135,6 @@ def _single_volume_to_4d(src: Path, dest: Path, tr) -> bool:
     Voxels (stored values and scaling) and the affine are unchanged; only the header's
     dimensions (and the TR in pixdim[4]) change.
     """
-    import gzip
-
     from ..formats.headers import read_nifti_header
 
     head = read_nifti_header(src)
@@ -157,13 +155,8 @@ def _single_volume_to_4d(src: Path, dest: Path, tr) -> bool:
     out.header.set_xyzt_units(*img.header.get_xyzt_units()[:1], "sec")
     out.set_qform(img.get_qform(), int(img.header["qform_code"]))
     out.set_sform(img.get_sform(), int(img.header["sform_code"]))
-    if not dest.name.endswith(".gz"):
-        with atomic_open(dest, "wb") as fh:
-            fh.write(out.to_bytes())
-        return True
-    with atomic_open(dest, "wb") as fh, gzip.GzipFile(filename="", fileobj=fh, mode="wb", mtime=0,
-                                                      compresslevel=6) as gz:
-        gz.write(out.to_bytes())
+    with atomic_open(dest, "wb") as fh:  # uncompressed, as every staged image
+        fh.write(out.to_bytes())
     return True
 
 

@@ -210,7 +210,7 @@ def _stage_raw(
 
     if not dry_run:  # links need no conversion result: made while dcm2niix runs
         stage_sourcedata(series_list, staging_dir, sourcedata)
-    convert_all(to_convert, records, raw_dir, _work, _exe, _early, n_cpus, compress=False)
+    convert_all(to_convert, records, raw_dir, _work, _exe, _early, n_cpus)
     for s in to_convert:
         classify_outputs(s, rules, reproin)
         merge_split_volumes(s, _work)

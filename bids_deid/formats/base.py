@@ -92,7 +92,7 @@ class Outcome:
         other fates: output- or input-relative path -> ``{"status", "reason", ...}``.
     ``audit``
         audit entries naming their own file (defacing, withholding); an entry may be one
-        already-encoded JSON line (:func:`audit_line`: a DICOM file's whole list of changes).
+        already-encoded JSON line (:func:`audit_lines`: a DICOM file's whole list of changes).
     ``plan``
         the dry-run lines (nothing is written in a dry run).
     ``then``
@@ -170,11 +170,13 @@ def scrub_to(scrub: Callable[[Path, Any, Context], Outcome], src: Path, dst: Pat
     return [dst.parent / r for r in write_outcome(dst.parent, res, skip_existing=False)]
 
 
-def audit_line(rel: str, changes_json: str) -> str:
-    """One audit line for a file whose changes are already a JSON array (the DICOM engine makes
-    that text once per distinct list): ``{"file": rel, "changes": [...]}``. The readers of the
-    audit log (:func:`bids_deid.report.removed.audit_entries`) take it as one entry per change."""
+def audit_lines(rel: str, changes_json: str) -> list[str]:
+    """The audit entries of a file whose changes are already a JSON array (the DICOM engine makes
+    that text once per distinct list): one line ``{"file": rel, "changes": [...]}``, none for no
+    change. The readers of the audit log (:func:`bids_deid.report.removed.audit_entries`) take
+    it as one entry per change."""
+    if changes_json == "[]":
+        return []
     import json
 
-    return f'{{"file": {json.dumps(rel)}, "changes": {changes_json}}}'
-
+    return [f'{{"file": {json.dumps(rel)}, "changes": {changes_json}}}']

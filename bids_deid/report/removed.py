@@ -2,8 +2,8 @@
 
 The audit log (``audit/*.jsonl``) holds one line per change: file, field (or DICOM keyword and
 tag), action and why — never the value; a DICOM file's changes share one line (``file`` and
-its list of ``changes``), which :func:`audit_entries` reads as one entry per change. This module sorts those lines into the classes a data
-steward asks about (names, IDs, dates, institutions, free text, private tags, extensions,
+its list of ``changes``), which :func:`audit_entries` reads as one entry per change. This
+module sorts those entries into the classes a data steward asks about (names, IDs, dates, institutions, free text, private tags, extensions,
 burned-in text, faces) and counts changes and files per class.
 """
 
